@@ -1,0 +1,26 @@
+# Quickstart targets. Each creates .venv (CPU torch when there is no GPU) and installs rlkit2 into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENV ?= HalfCheetah-v5
+STEPS ?= 100000
+export MUJOCO_GL ?= egl
+
+.PHONY: train test bench-throughput clean
+
+# Train PPO (study preset) on a MuJoCo env for a short budget, then evaluate the saved policy.
+train:
+	scripts/setup_env.sh
+	$(PY) scripts/train.py --agent ppo --env $(ENV) --total_steps $(STEPS) --run_name quickstart-ppo-$(ENV)-$$(date +%Y%m%d-%H%M%S) | tee .last_train.log
+	$(PY) scripts/evaluate.py $$(sed -n 's/^run directory : //p' .last_train.log) --episodes 10
+
+# Run the test suite on CPU (a few minutes on 2 cores).
+test:
+	scripts/setup_env.sh dev
+	$(PY) -m pytest -q
+
+bench-throughput:
+	scripts/setup_env.sh bench
+	$(PY) scripts/bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .last_train.log

@@ -1,0 +1,9 @@
+"""rlkit2's vectorized environment layer. Imports nothing from rlkit2 or agents."""
+
+from envs.atari import AtariSettings, is_atari
+from envs.custom import EnvCheckError, check_env, env_name, resolve_factory
+from envs.make import BACKENDS, make
+from envs.vector import VecEnv
+
+__all__ = ["make", "BACKENDS", "VecEnv", "AtariSettings", "EnvCheckError", "check_env", "env_name",
+           "resolve_factory", "is_atari"]

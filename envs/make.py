@@ -1,0 +1,158 @@
+"""``envs.make``: one call from an env id / path / callable to a seeded, checked ``VecEnv``.
+
+Backend choice (``backend="auto"``), measured on the 2-core CI machine (docs/benchmarks.md, "Raw env"):
+- Atari ids -> ``ale``: ale-py's native vector env does preprocessing in C++ threads.
+- ids envpool supports (MuJoCo v5...), when envpool is installed -> ``envpool``: about 2x gymnasium's sync
+  vector env on HalfCheetah-v5 x 8.
+- everything else -> ``sync``. ``async`` (one process per env) is slower than ``sync`` on 2 cores for cheap
+  envs; pick it explicitly for slow Python envs on a machine with many cores.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from envs.atari import AleNativeBackend, AtariSettings, is_atari, make_gymnasium_atari
+from envs.custom import EnvCheckError, EnvSpecLike, check_env, env_name, resolve_factory
+from envs.vector import EnvpoolBackend, GymnasiumBackend, VecEnv
+
+BACKENDS = ("auto", "sync", "async", "ale", "envpool")
+
+
+def make(
+    env: EnvSpecLike,
+    num_envs: int = 1,
+    seed: int = 0,
+    backend: str = "auto",
+    *,
+    atari: AtariSettings | None = None,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    render_mode: str | None = None,
+    check: bool = True,
+) -> VecEnv:
+    """Build ``num_envs`` copies of ``env`` as one ``VecEnv`` (see envs/vector.py for its semantics).
+
+    env: a registered gymnasium id, a ``'module:ClassOrFactory'`` path, or a callable returning a gymnasium.Env.
+    seed: env ``i`` is seeded with ``seed + i``.
+    backend: one of ``BACKENDS``; ``auto`` picks the fastest that supports the env (module docstring).
+    atari: preprocessing for ``ALE/...`` ids (defaults to ``AtariSettings()``).
+    max_episode_steps: override the registered time limit (or add one to a custom env).
+    env_kwargs: keyword arguments for the env constructor / ``gym.make``.
+    render_mode: e.g. ``'rgb_array'`` for video; forces a gymnasium backend.
+    check: run ``check_env`` on one instance first so a broken env fails fast with a clear message.
+    """
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend '{backend}'. Allowed: {', '.join(BACKENDS)}")
+    name = env_name(env)
+    env_kwargs = dict(env_kwargs or {})
+    atari_settings = (atari or AtariSettings()) if is_atari(env) else None
+    if atari_settings is None and atari is not None and not is_atari(env):
+        atari = None  # settings given for a non-Atari env (e.g. from a preset) are ignored
+    chosen = _choose_backend(env, backend, render_mode, env_kwargs, max_episode_steps)
+
+    settings: dict[str, Any] = {"env": name, "num_envs": num_envs, "seed": seed, "backend": chosen}
+    if max_episode_steps is not None:
+        settings["max_episode_steps"] = max_episode_steps
+    if env_kwargs:
+        settings["env_kwargs"] = env_kwargs
+    if atari_settings is not None:
+        settings["atari"] = atari_settings.as_dict()
+
+    if chosen == "ale":
+        backend_impl = AleNativeBackend(env, num_envs, atari_settings)
+    elif chosen == "envpool":
+        backend_impl = EnvpoolBackend(env, num_envs, seed, **env_kwargs)
+    else:
+        factory = _single_env_factory(env, atari_settings, max_episode_steps, env_kwargs)
+        if check:
+            probe = factory(None)
+            try:
+                check_env(probe, name, seed=seed)
+            finally:
+                probe.close()
+        env_fns = [functools.partial(factory, render_mode) for _ in range(num_envs)]
+        backend_impl = GymnasiumBackend(env_fns, asynchronous=(chosen == "async"))
+
+    venv = VecEnv(
+        backend_impl,
+        name=name,
+        backend_name=chosen,
+        clip_rewards=bool(atari_settings and atari_settings.clip_rewards),
+        episodic_life=bool(atari_settings and atari_settings.episodic_life),
+        settings=settings,
+    )
+    venv.reset(seed=seed)
+    return venv
+
+
+def _single_env_factory(env: EnvSpecLike, atari: AtariSettings | None, max_episode_steps: int | None,
+                        env_kwargs: dict[str, Any]) -> Callable[[str | None], gym.Env]:
+    if atari is not None:
+        return functools.partial(_atari_factory, env, atari)
+    base = resolve_factory(env, **env_kwargs)
+    if max_episode_steps is None:
+        return base
+    return functools.partial(_time_limited, base, max_episode_steps)
+
+
+def _atari_factory(env_id: str, atari: AtariSettings, render_mode: str | None = None) -> gym.Env:
+    return make_gymnasium_atari(env_id, atari, render_mode)
+
+
+def _time_limited(base: Callable, max_episode_steps: int, render_mode: str | None = None) -> gym.Env:
+    inner = base(render_mode)
+    while isinstance(inner, gym.wrappers.TimeLimit):  # replace, don't stack, a registered limit
+        inner = inner.env
+    return gym.wrappers.TimeLimit(inner, max_episode_steps)
+
+
+def _choose_backend(env: EnvSpecLike, backend: str, render_mode: str | None, env_kwargs: dict,
+                    max_episode_steps: int | None) -> str:
+    atari = is_atari(env)
+    if backend == "ale" and not atari:
+        raise ValueError(f"backend 'ale' runs Atari ids only (ALE/...-v5), not '{env_name(env)}'")
+    if backend == "envpool" and not _envpool_supports(env):
+        raise ValueError(
+            f"backend 'envpool' does not support '{env_name(env)}' (or envpool is not installed: "
+            "pip install -e '.[envpool]'). Use backend 'sync'."
+        )
+    if backend != "auto":
+        if render_mode is not None and backend in ("ale", "envpool"):
+            raise ValueError(f"backend '{backend}' cannot render; use backend 'sync' for video")
+        return backend
+    if render_mode is not None:
+        return "sync"
+    if atari:
+        return "ale"
+    if not env_kwargs and max_episode_steps is None and _envpool_supports(env):
+        return "envpool"
+    return "sync"
+
+
+@functools.lru_cache(maxsize=None)
+def _envpool_ids() -> frozenset[str]:
+    try:
+        import envpool
+    except ImportError:
+        return frozenset()
+    return frozenset(envpool.list_all_envs())
+
+
+def _envpool_supports(env: EnvSpecLike) -> bool:
+    # Only MuJoCo-style ids: envpool's Atari/classic variants differ in preprocessing from ours.
+    return isinstance(env, str) and not is_atari(env) and env in _envpool_ids() and env.endswith("-v5") \
+        and env.split("-")[0] in _MUJOCO_NAMES
+
+
+_MUJOCO_NAMES = {
+    "Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
+    "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d",
+}
+
+__all__ = ["make", "BACKENDS", "EnvCheckError"]

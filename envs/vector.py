@@ -1,0 +1,194 @@
+"""One vector-env interface over several backends, with one autoreset semantic.
+
+The semantic every backend is normalized to (gymnasium's ``SAME_STEP``):
+
+- ``step(actions)`` returns ``obs, reward, terminated, truncated, info`` of shape ``[N, ...]``.
+- An env whose episode ended on this step (``terminated | truncated``) has already been reset: its row of
+  ``obs`` is the first observation of the next episode.
+- ``info["final_obs"]`` is a dense ``[N, ...]`` array holding the true last observation of every ended
+  episode (and a copy of ``obs`` elsewhere); ``info["_final_obs"]`` is the ``[N]`` mask of ended envs. Bootstrap
+  a truncated episode from ``final_obs``; never from ``obs``.
+- ``terminated`` and ``truncated`` are never merged: a time limit is truncation.
+- ``info["episode_return"]``, ``info["episode_length"]`` and the mask ``info["_episode"]`` report finished
+  episodes, measured on the raw reward (before clipping) and per game, not per life.
+- With ``episodic_life`` (Atari), a lost life sets ``terminated`` for learning but does not reset the game;
+  ``info["life_lost"]`` marks such steps.
+
+Shape legend: ``N`` envs; ``...`` observation dims.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from envs.custom import EnvCheckError
+
+
+class Backend(Protocol):
+    """What ``VecEnv`` needs from a backend: SAME_STEP reset/step with a dense final observation."""
+
+    num_envs: int
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+
+    def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return ``(obs [N,...], lives [N] or None)``."""
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Return ``(obs, reward, terminated, truncated, final_obs, lives)``, SAME_STEP, all ``[N, ...]``."""
+
+    def close(self) -> None: ...
+
+
+class VecEnv(gym.vector.VectorEnv):
+    """A gymnasium ``VectorEnv`` with rlkit2's autoreset semantic, episode statistics and Atari life handling."""
+
+    def __init__(self, backend: Backend, *, name: str, backend_name: str, clip_rewards: bool = False,
+                 episodic_life: bool = False, settings: dict[str, Any] | None = None):
+        self.backend = backend
+        self.name = name
+        self.backend_name = backend_name
+        self.clip_rewards = clip_rewards
+        self.episodic_life = episodic_life
+        self.settings = dict(settings or {})  # everything that shaped this env, recorded with the run
+        self.num_envs = backend.num_envs
+        self.single_observation_space = backend.single_observation_space
+        self.single_action_space = backend.single_action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+        self._check_finite = np.issubdtype(self.single_observation_space.dtype, np.floating)
+        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._lives: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        if seed is not None:
+            self.action_space.seed(seed)
+        obs, self._lives = self.backend.reset(seed)
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        self._raise_if_not_finite(obs, "reset")
+        return obs, {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, reward, terminated, truncated, final_obs, lives = self.backend.step(actions)
+        reward = np.asarray(reward, dtype=np.float32)
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool) & ~terminated  # terminal wins when both are set
+        ended = terminated | truncated
+        if self._check_finite:
+            self._raise_if_not_finite(obs, "step")
+
+        self._episode_return += reward
+        self._episode_length += 1
+        info: dict[str, Any] = {
+            "final_obs": final_obs,
+            "_final_obs": ended,
+            "episode_return": np.where(ended, self._episode_return, 0.0),
+            "episode_length": np.where(ended, self._episode_length, 0),
+            "_episode": ended.copy(),
+        }
+        self._episode_return[ended] = 0.0
+        self._episode_length[ended] = 0
+
+        if lives is not None and self._lives is not None:
+            life_lost = (lives < self._lives) & ~ended
+            info["life_lost"] = life_lost
+            if self.episodic_life:
+                terminated = terminated | life_lost
+        self._lives = lives
+        if self.clip_rewards:
+            reward = np.sign(reward)
+        return obs, reward, terminated, truncated, info
+
+    def _raise_if_not_finite(self, obs: np.ndarray, where: str) -> None:
+        if self._check_finite and not np.isfinite(obs).all():
+            bad = np.unique(np.argwhere(~np.isfinite(obs.reshape(self.num_envs, -1)))[:, 0])
+            raise EnvCheckError(
+                f"Env '{self.name}': {where}() returned NaN or inf observations in env(s) {bad.tolist()}. "
+                "Fix: find where the env produces non-finite values (unstable physics, division by zero)."
+            )
+
+    def render(self) -> np.ndarray | None:
+        render = getattr(self.backend, "render", None)
+        return render() if render is not None else None
+
+    def close(self, **kwargs: Any) -> None:
+        self.backend.close()
+
+    def __repr__(self) -> str:
+        return f"VecEnv({self.name!r}, num_envs={self.num_envs}, backend={self.backend_name!r})"
+
+
+class GymnasiumBackend:
+    """gymnasium's SyncVectorEnv / AsyncVectorEnv in SAME_STEP mode."""
+
+    def __init__(self, env_fns: list, asynchronous: bool):
+        mode = gym.vector.AutoresetMode.SAME_STEP
+        if asynchronous:
+            self.vec = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="spawn")
+        else:
+            self.vec = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode)
+        self.num_envs = self.vec.num_envs
+        self.single_observation_space = self.vec.single_observation_space
+        self.single_action_space = self.vec.single_action_space
+
+    def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        obs, info = self.vec.reset(seed=seed)
+        return obs, info.get("lives")
+
+    def step(self, actions: np.ndarray):
+        obs, reward, terminated, truncated, info = self.vec.step(actions)
+        final_obs = obs
+        mask = info.get("_final_obs")
+        if mask is not None and mask.any():
+            final_obs = obs.copy()
+            final_obs[mask] = np.stack(info["final_obs"][mask])
+        lives = info.get("lives")
+        if lives is not None and mask is not None and mask.any():
+            # After a reset the info is the reset info; a finished game must not count as a lost life.
+            lives = lives.copy()
+        return obs, reward, terminated, truncated, final_obs, lives
+
+    def render(self) -> np.ndarray | None:
+        frames = self.vec.render()
+        return None if frames is None else frames[0]
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+class EnvpoolBackend:
+    """envpool (C++ thread pool). It autoresets on the *next* step; we reset finished envs explicitly so the
+    caller sees SAME_STEP (envpool's ``reset(env_id)`` resets just those envs)."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, **kwargs: Any):
+        import envpool
+
+        self.vec = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **kwargs)
+        self.num_envs = num_envs
+        self.single_observation_space = self.vec.observation_space
+        self.single_action_space = self.vec.action_space
+
+    def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        obs, info = self.vec.reset()
+        return obs, info.get("lives")
+
+    def step(self, actions: np.ndarray):
+        obs, reward, terminated, truncated, info = self.vec.step(np.asarray(actions))
+        ended = np.logical_or(terminated, truncated)
+        final_obs = obs
+        if ended.any():
+            final_obs = obs.copy()
+            ids = np.flatnonzero(ended)
+            reset_obs, reset_info = self.vec.reset(ids)  # only these rows, ordered by env_id
+            obs = obs.copy()
+            obs[reset_info["env_id"]] = reset_obs
+        return obs, reward, terminated, truncated, final_obs, info.get("lives")
+
+    def close(self) -> None:
+        self.vec.close()

@@ -1,0 +1,77 @@
+"""The Agent contract and the agent registry.
+
+An agent is one module in ``agents/`` that registers an ``AgentSpec`` under one or more names (``ppo`` and
+``a2c`` are two presets of the same on-policy agent). The run loop only needs the small ``Agent`` protocol:
+
+- ``act(obs, deterministic)``: raw observations ``[N,O]`` (a device tensor) -> env actions ``[N,A]``; used by
+  evaluation and the evaluate script.
+- ``train_iteration()``: collect and update once; returns a dict of scalar stats.
+- ``env_steps``: env steps consumed so far (the run's budget counter).
+- ``state_dict()`` / ``load_state_dict()``: networks, optimizers, normalizers, counters (plain tensors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from envs import VecEnv
+
+
+class Agent(Protocol):
+    env_steps: int
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
+
+    def train_iteration(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN/inf; the update that produced it was not applied."""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What an agent's constructor gets besides its own config."""
+
+    env: VecEnv
+    device: torch.device
+    total_steps: int
+    seed: int
+    threads_collect: int
+    threads_update: int
+    training: bool = True  # False when only acting (evaluate script): skip training-only checks
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    config_cls: type
+    build: Callable[[Any, BuildContext], Agent]
+    preset: Path | None = None  # TOML file with [agent], [run] and per-env-family sections
+    description: str = ""
+
+
+AGENTS: dict[str, AgentSpec] = {}
+
+
+def register(spec: AgentSpec) -> AgentSpec:
+    if spec.name in AGENTS:
+        raise ValueError(f"Agent '{spec.name}' is already registered")
+    AGENTS[spec.name] = spec
+    return spec
+
+
+def get_agent_spec(name: str) -> AgentSpec:
+    if not AGENTS:
+        import agents  # noqa: F401  (registers the built-in agents; only reached from scripts/tests)
+    if name not in AGENTS:
+        raise ValueError(f"Unknown agent '{name}'. Available agents: {', '.join(sorted(AGENTS))}")
+    return AGENTS[name]

@@ -1,0 +1,137 @@
+"""Command-line front ends for scripts/train.py and scripts/evaluate.py (kept importable for tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs import EnvCheckError
+from rlkit2 import checkpoint as ckpt
+from rlkit2.agent import AGENTS, NonFiniteLossError, get_agent_spec
+from rlkit2.config import ConfigError, parse_cli_overrides
+from rlkit2.device import resolve_device, set_threads
+from rlkit2.evaluation import evaluate, record_video
+from rlkit2.run import build_agent, help_text, load_run_config, make_env, resolve_config, resume, train
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main_train(argv: list[str]) -> int:
+    head = argparse.ArgumentParser(add_help=False)
+    head.add_argument("--agent", default="ppo")
+    head.add_argument("--env", default="Hopper-v5")
+    head.add_argument("--resume", default=None)
+    head.add_argument("--list", action="store_true")
+    head.add_argument("-h", "--help", action="store_true")
+    known, rest = head.parse_known_args(argv)
+    try:
+        if known.list:
+            get_agent_spec("ppo")  # fills the registry
+            for name, spec in sorted(AGENTS.items()):
+                print(f"{name:10s} {spec.description}")
+            return 0
+        if known.help:
+            print(__doc__ or "")
+            print("usage: train.py --agent NAME --env ENV [--option value ...] | --resume RUN_DIR\n")
+            print(help_text(known.agent))
+            return 0
+        overrides = parse_cli_overrides(rest)
+        if known.resume:
+            result = resume(known.resume, overrides)
+        else:
+            run, agent_config = resolve_config(known.agent, known.env, overrides)
+            result = train(run, agent_config)
+    except (ConfigError, EnvCheckError, ckpt.CheckpointError, FileExistsError, FileNotFoundError) as e:
+        return _fail(str(e))
+    except ValueError as e:  # bad agent name, backend, device ...
+        return _fail(str(e))
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\nrun {result.status} after {result.env_steps} env steps")
+    if result.final_eval:
+        e = result.final_eval
+        print(f"final evaluation: {e['return_mean']:.2f} +- {e['return_std']:.2f} over {e['episodes']} episodes")
+    print(f"run directory : {result.run_dir}")
+    print(f"tensorboard   : tensorboard --logdir {result.run_dir / 'tb'}")
+    print(f"checkpoint    : {result.checkpoint}")
+    if result.status == "interrupted":
+        print(f"resume with   : python scripts/train.py --resume {result.run_dir}")
+    return 0
+
+
+def main_evaluate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate a saved policy from a run directory.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--checkpoint", default=None,
+                        help="'best', 'final', or a path; default: best, else final, else the latest step file")
+    parser.add_argument("--video", action="store_true", help="also write an mp4 of one episode")
+    parser.add_argument("--video_path", type=Path, default=None)
+    parser.add_argument("--envs", type=int, default=5, help="parallel evaluation envs")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        return _fail(f"--episodes must be >= 1, got {args.episodes}")
+    try:
+        run, agent_config = load_run_config(args.run_dir, {"device": args.device})
+        path = _checkpoint_path(args.run_dir, args.checkpoint)
+        payload = ckpt.load(path, map_location=resolve_device(args.device))
+        set_threads(1)
+        env = make_env(run, min(args.envs, args.episodes), args.seed)
+        agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
+        agent.load_state_dict(payload["agent_state"])
+        device = resolve_device(args.device)
+
+        def act(obs: torch.Tensor) -> torch.Tensor:
+            return agent.act(obs, deterministic=not args.stochastic)
+
+        result = evaluate(act, env, args.episodes, device, seed=args.seed)
+        env.close()
+    except (ConfigError, EnvCheckError, ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
+        return _fail(str(e))
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), **result}))
+    else:
+        print(f"checkpoint: {path}  (trained {payload['agent_state'].get('env_steps', '?')} env steps)")
+        print(f"return: {result['return_mean']:.2f} +- {result['return_std']:.2f} over {result['episodes']} "
+              f"{'stochastic' if args.stochastic else 'deterministic'} episodes "
+              f"(length {result['length_mean']:.0f}; min {np.min(result['returns']):.1f}, "
+              f"max {np.max(result['returns']):.1f})")
+    if args.video:
+        import gymnasium
+
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
+        try:
+            video_env = make_env(run, 1, args.seed, render_mode="rgb_array")
+            video = record_video(act, video_env, args.video_path or args.run_dir / "videos" / f"{path.stem}.mp4",
+                                 device, seed=args.seed)
+            video_env.close()
+        except gymnasium.error.DependencyNotInstalled as e:
+            return _fail(f"cannot render '{run.env}' for video: {e}")
+        print(f"video: {video}")
+    return 0
+
+
+def _checkpoint_path(run_dir: Path, which: str | None) -> Path:
+    checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints")
+    if which is None:
+        path = checkpoints.for_evaluation()
+        if path is None:
+            raise ckpt.CheckpointError(f"'{run_dir}' has no checkpoints yet.")
+        return path
+    if which in ("best", "final"):
+        return checkpoints.root / f"{which}.pt"
+    return Path(which)

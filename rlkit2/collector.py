@@ -1,0 +1,165 @@
+"""Rollout collection with batched policy inference: one forward pass for all N envs per step.
+
+Shape legend: ``T`` steps per rollout, ``N`` envs, ``O...`` observation dims, ``A...`` action dims.
+
+The hot loop per step: numpy obs ``[N,O]`` -> one tensor transfer -> ``policy.step`` (inference mode, on the
+agent's device) -> actions back to the env in one transfer -> ``env.step`` -> write row ``t`` of the
+preallocated ``[T,N,...]`` rollout tensors. For an env whose episode was *truncated* at ``t`` the value of the
+true final observation is computed (only on steps where some env was truncated) and stored in
+``final_values[t]`` so advantage estimation can bootstrap it (see rlkit2/returns.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from envs import VecEnv
+
+
+class PolicyStep(NamedTuple):
+    env_action: Tensor  # [N,A...] what the env receives (clipped / squashed / rescaled)
+    action: Tensor  # [N,A...] what the log-prob is of (pre-clip sample, or pre-tanh for tanh policies)
+    logprob: Tensor  # [N]
+    value: Tensor  # [N], in return units (denormalized)
+    extras: dict[str, Tensor] | None = None  # agent-specific per-step tensors (e.g. AGAC's adversary logits)
+
+
+class RolloutPolicy(Protocol):
+    def preprocess(self, obs: Tensor, update_stats: bool) -> Tensor:
+        """Raw obs [N,O] -> what the networks see (e.g. normalized); may update normalizer statistics."""
+
+    def step(self, obs: Tensor) -> PolicyStep: ...
+
+    def value(self, obs: Tensor) -> Tensor:
+        """V(obs) [N] in return units, for preprocessed obs."""
+
+
+@dataclass
+class Rollout:
+    """Time-major, preallocated on the agent's device and reused every iteration."""
+
+    obs: Tensor  # [T,N,O] preprocessed, as the policy saw them
+    actions: Tensor  # [T,N,A]
+    logprobs: Tensor  # [T,N]
+    values: Tensor  # [T,N]
+    rewards: Tensor  # [T,N]
+    terminated: Tensor  # [T,N] bool
+    truncated: Tensor  # [T,N] bool
+    final_values: Tensor  # [T,N] V(final_obs) where truncated, else 0
+    last_obs: Tensor  # [N,O] preprocessed obs after the last step
+    last_value: Tensor  # [N]
+    extras: dict[str, Tensor] = field(default_factory=dict)  # [T,N,...]
+
+    @property
+    def episode_end(self) -> Tensor:
+        return self.terminated | self.truncated
+
+
+@dataclass
+class EpisodeStats:
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def record(self, info: dict) -> None:
+        done = info["_episode"]
+        if done.any():
+            self.returns.extend(info["episode_return"][done].tolist())
+            self.lengths.extend(info["episode_length"][done].tolist())
+
+    def pop(self) -> tuple[list[float], list[int]]:
+        out = (self.returns, self.lengths)
+        self.returns, self.lengths = [], []
+        return out
+
+
+class OnPolicyCollector:
+    """Steps ``env`` for ``num_steps`` per call, keeping the current obs between calls."""
+
+    def __init__(self, env: VecEnv, num_steps: int, device: torch.device, bootstrap_truncation: bool = True):
+        self.env = env
+        self.num_steps = num_steps
+        self.device = device
+        self.bootstrap_truncation = bootstrap_truncation
+        self.episodes = EpisodeStats()
+        self.env_time = 0.0
+        self.inference_time = 0.0
+        self._rollout: Rollout | None = None
+        self._obs_np: np.ndarray | None = None
+        self._pin = device.type == "cuda"
+
+    def reset(self, seed: int | None = None) -> None:
+        self._obs_np, _ = self.env.reset(seed=seed)
+
+    def _to_device(self, array: np.ndarray) -> Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self._pin:
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def collect(self, policy: RolloutPolicy) -> Rollout:
+        if self._obs_np is None:
+            self.reset()
+        for t in range(self.num_steps):
+            # Each observation updates normalizer statistics exactly once: when it is acted on.
+            obs = policy.preprocess(self._to_device(self._obs_np), update_stats=True)
+            start = time.perf_counter()
+            out = policy.step(obs)
+            env_action = out.env_action.cpu().numpy()  # the one sync per step: the env needs the action
+            self.inference_time += time.perf_counter() - start
+
+            start = time.perf_counter()
+            next_obs_np, reward, terminated, truncated, info = self.env.step(env_action)
+            self.env_time += time.perf_counter() - start
+            self.episodes.record(info)
+
+            storage = self._storage(obs, out)
+            storage.obs[t] = obs
+            storage.actions[t] = out.action
+            storage.logprobs[t] = out.logprob
+            storage.values[t] = out.value
+            for key, value in (out.extras or {}).items():
+                storage.extras[key][t] = value
+            storage.rewards[t] = self._to_device(reward)
+            storage.terminated[t] = self._to_device(terminated)
+            storage.truncated[t] = self._to_device(truncated)
+            storage.final_values[t] = 0.0
+            if self.bootstrap_truncation and truncated.any():
+                idx = np.flatnonzero(truncated)
+                final_obs = policy.preprocess(self._to_device(info["final_obs"][idx]), update_stats=False)
+                storage.final_values[t, self._to_device(idx)] = policy.value(final_obs)
+            self._obs_np = next_obs_np
+
+        storage.last_obs = policy.preprocess(self._to_device(self._obs_np), update_stats=False)
+        storage.last_value = policy.value(storage.last_obs)
+        return storage
+
+    def _storage(self, obs: Tensor, out: PolicyStep) -> Rollout:
+        """Allocate the [T,N,...] tensors once, from the shapes of the first step."""
+        if self._rollout is None:
+            shape = (self.num_steps, *obs.shape[:1])
+
+            def alloc(like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+                return torch.zeros(self.num_steps, *like.shape, dtype=dtype or like.dtype, device=self.device)
+
+            self._rollout = Rollout(
+                obs=alloc(obs), actions=alloc(out.action), logprobs=alloc(out.logprob),
+                values=alloc(out.value), rewards=torch.zeros(shape, device=self.device),
+                terminated=torch.zeros(shape, dtype=torch.bool, device=self.device),
+                truncated=torch.zeros(shape, dtype=torch.bool, device=self.device),
+                final_values=torch.zeros(shape, device=self.device),
+                last_obs=obs, last_value=out.value,
+                extras={k: alloc(v) for k, v in (out.extras or {}).items()},
+            )
+        return self._rollout
+
+    def pop_timing(self) -> dict[str, float]:
+        out = {"env": self.env_time, "inference": self.inference_time}
+        self.env_time = self.inference_time = 0.0
+        return out

@@ -1,0 +1,246 @@
+"""Typed dataclass configs: per-field docs, TOML presets, command-line overrides, saved with the run.
+
+A field's documentation is the string literal right under it (read from the source, as in CleanRL's
+``Args``); ``describe`` turns it into ``--help``. Overrides are strings (from the command line) or typed
+values (from Python); either way an unknown name or an ill-typed value raises ``ConfigError`` naming the
+option and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import textwrap
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+
+class ConfigError(ValueError):
+    """A config option is unknown or has a bad value."""
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """{field: docstring} from the string literals that follow each annotated field in ``cls``'s source."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, following in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def allowed_values(cls: type, name: str) -> tuple | None:
+    """The Literal choices of a field, if it has any."""
+    hint = _type_hints(cls)[name]
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
+def convert(value: Any, hint: Any, name: str) -> Any:
+    """Convert ``value`` (a CLI string or a Python value) to the field type ``hint``, or raise ConfigError."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        candidate = value
+        if isinstance(value, str) and not all(isinstance(a, str) for a in args):
+            candidate = _parse_scalar(value)
+        if candidate not in args:
+            raise ConfigError(f"Option '{name}' got {value!r}; allowed values: {', '.join(map(str, args))}")
+        return candidate
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(value, arg, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"Option '{name}' got {value!r}")
+    if origin in (tuple, list):
+        items = value
+        if isinstance(value, str):
+            text = value.strip().strip("()[]")
+            items = [v for v in (p.strip() for p in text.split(",")) if v] if text else []
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"Option '{name}' expects a comma-separated list, got {value!r}")
+        elem = args[0] if args else str
+        converted = [convert(v, elem, name) for v in items]
+        return tuple(converted) if origin is tuple else converted
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"Option '{name}' expects true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"Option '{name}' expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+        raise ConfigError(f"Option '{name}' expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"Option '{name}' expects a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"Option '{name}' expects a string, got {value!r}")
+        return value
+    if hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"Option '{name}' expects a mapping; set it from Python or a preset file")
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return override(hint(), value)
+    raise ConfigError(f"Option '{name}' has unsupported type {hint}")
+
+
+def _parse_scalar(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def override(config: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    """Return a copy of dataclass ``config`` with ``values`` applied; keys may be dotted (``atari.noop_max``)
+    and may use dashes for underscores."""
+    hints = _type_hints(type(config))
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        head, _, rest = key.partition(".")
+        if head not in hints:
+            names = list(hints)
+            close = difflib.get_close_matches(head, names, n=3)
+            hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else ""
+            raise ConfigError(f"Unknown option '{prefix}{raw_key}'.{hint} Known options: "
+                              f"{', '.join(prefix + n for n in names)}")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        elif dataclasses.is_dataclass(hints[head]) and isinstance(value, dict):
+            nested.setdefault(head, {}).update(value)
+        else:
+            changes[head] = convert(value, hints[head], prefix + head)
+    for head, sub in nested.items():
+        inner = getattr(config, head)
+        if not dataclasses.is_dataclass(inner):
+            inner = hints[head]() if dataclasses.is_dataclass(hints[head]) else None
+        if inner is None:
+            raise ConfigError(f"Option '{prefix}{head}' has no sub-options")
+        changes[head] = override(inner, sub, prefix=f"{prefix}{head}.")
+    updated = dataclasses.replace(config, **changes)
+    validate = getattr(updated, "validate", None)
+    if callable(validate):
+        validate()
+    return updated
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain JSON/TOML-friendly dict (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    return override(cls(), values)
+
+
+def load_preset(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def parse_cli_overrides(argv: list[str]) -> dict[str, str]:
+    """['--lr', '3e-4', '--gae-lambda=0.95', '--atari.noop_max', '0'] -> {'lr': '3e-4', ...}.
+    A flag with no value (followed by another flag or nothing) means 'true'."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"Unexpected argument '{token}': options are written --name value")
+        name, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            else:
+                value = "true"
+        out[name.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def describe(cls: type, prefix: str = "") -> str:
+    """Help text: every option with its type, default and docstring."""
+    docs = field_docs(cls)
+    hints = _type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(hint):
+            lines.append(describe(hint, prefix=f"{prefix}{f.name}."))
+            continue
+        type_name = _type_name(hint)
+        lines.append(f"  --{prefix}{f.name} {type_name} (default: {default})")
+        if f.name in docs:
+            lines.append(textwrap.fill(docs[f.name], width=100, initial_indent="      ",
+                                       subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return "{" + ",".join(map(str, get_args(hint))) + "}"
+    if get_origin(hint) in (types.UnionType, typing.Union):
+        return "|".join(_type_name(a) for a in get_args(hint))
+    if get_origin(hint) in (tuple, list):
+        return "INTS" if get_args(hint) and get_args(hint)[0] is int else "LIST"
+    return getattr(hint, "__name__", str(hint)).upper()

@@ -1,0 +1,65 @@
+"""Deterministic evaluation on separate envs, and video recording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from envs import VecEnv
+
+ActFn = Callable[[torch.Tensor], torch.Tensor]  # raw obs [N,O] on device -> env actions [N,A]
+
+
+@torch.inference_mode()
+def evaluate(act: ActFn, env: VecEnv, episodes: int, device: torch.device, seed: int | None = None) -> dict:
+    """Run exactly ``episodes`` episodes and return mean/std of return and length.
+
+    Env ``i`` runs a fixed share of the episodes (as SB3's evaluate_policy does), so short episodes from
+    fast envs do not crowd out long ones and bias the mean."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    n = env.num_envs
+    targets = np.array([(episodes + i) // n for i in range(n)])
+    counts = np.zeros(n, dtype=int)
+    returns: list[float] = []
+    lengths: list[int] = []
+    obs, _ = env.reset(seed=seed)
+    while (counts < targets).any():
+        actions = act(torch.as_tensor(obs, device=device)).cpu().numpy()
+        obs, _, _, _, info = env.step(actions)
+        done = info["_episode"]
+        for i in np.flatnonzero(done):
+            if counts[i] < targets[i]:
+                returns.append(float(info["episode_return"][i]))
+                lengths.append(int(info["episode_length"][i]))
+                counts[i] += 1
+    r = np.array(returns)
+    return {"return_mean": float(r.mean()), "return_std": float(r.std()), "length_mean": float(np.mean(lengths)),
+            "episodes": len(returns), "returns": returns}
+
+
+@torch.inference_mode()
+def record_video(act: ActFn, env: VecEnv, path: str | Path, device: torch.device, episodes: int = 1,
+                 fps: int = 30, seed: int | None = None, max_frames: int = 10_000) -> Path:
+    """Play ``episodes`` episodes in a single-env ``VecEnv`` made with render_mode='rgb_array'; write an mp4."""
+    import imageio.v2 as imageio
+
+    if env.num_envs != 1:
+        raise ValueError("record_video needs a VecEnv with num_envs=1 and render_mode='rgb_array'")
+    frames = []
+    obs, _ = env.reset(seed=seed)
+    finished = 0
+    while finished < episodes and len(frames) < max_frames:
+        frame = env.render()
+        if frame is None:
+            raise ValueError(f"Env '{env.name}' returned no frame; was it made with render_mode='rgb_array'?")
+        frames.append(frame)
+        obs, _, _, _, info = env.step(act(torch.as_tensor(obs, device=device)).cpu().numpy())
+        finished += int(info["_episode"][0])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+    return path

@@ -1,0 +1,84 @@
+"""Metrics to TensorBoard, ``progress.csv`` and the console, plus phase timers.
+
+Metric names are namespaced like CleanRL's: ``charts/episode_return``, ``losses/policy_loss``,
+``eval/return_mean``, ``perf/steps_per_sec``, ``perf/share_env`` ...
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+class PhaseTimer:
+    """Accumulates wall time per phase (env, inference, update) so the logger can show where time goes."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+
+    def add(self, name: str, seconds: float) -> None:
+        self.totals[name] = self.totals.get(name, 0.0) + seconds
+
+    def pop(self) -> dict[str, float]:
+        totals, self.totals = self.totals, {}
+        return totals
+
+
+class Logger:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, console: bool = True):
+        self.run_dir = Path(run_dir)
+        self.csv_path = self.run_dir / "progress.csv"
+        self.console = console
+        self._columns: list[str] = []
+        self._rows: list[dict[str, float]] = []
+        if self.csv_path.is_file():  # resuming: keep what was logged
+            with open(self.csv_path, newline="") as f:
+                reader = csv.DictReader(f)
+                self._columns = list(reader.fieldnames or [])
+                self._rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in reader]
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": float(step), **{k: float(v) for k, v in metrics.items()}}
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, step)
+        new_columns = [k for k in row if k not in self._columns]
+        self._rows.append(row)
+        if new_columns:  # rare: rewrite the file with the wider header
+            self._columns += new_columns
+            with open(self.csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._columns)
+                writer.writeheader()
+                writer.writerows(self._rows)
+        else:
+            with open(self.csv_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._columns).writerow(row)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_progress(run_dir: str | Path) -> list[dict[str, float]]:
+    with open(Path(run_dir) / "progress.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]

@@ -1,0 +1,77 @@
+"""Torsos (MLP, Nature-CNN) and initialisers."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU,
+               "leaky_relu": nn.LeakyReLU}
+INITIALIZERS = ("orthogonal", "xavier_uniform", "lecun_normal", "torch_default")
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation '{name}'. Allowed: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def init_layer(layer: nn.Module, initializer: str, scale: float = 1.0) -> nn.Module:
+    """Initialise a Linear/Conv layer's weights (scaled by ``scale``) and zero its bias.
+    orthogonal uses gain sqrt(2) * scale for hidden layers by convention of the caller (see MLP)."""
+    if initializer == "torch_default":
+        with torch.no_grad():
+            layer.weight.mul_(scale)
+        return layer
+    if initializer == "orthogonal":
+        nn.init.orthogonal_(layer.weight, gain=scale)
+    elif initializer == "xavier_uniform":
+        nn.init.xavier_uniform_(layer.weight, gain=scale)
+    elif initializer == "lecun_normal":
+        fan_in = layer.weight[0].numel()
+        nn.init.normal_(layer.weight, std=scale / math.sqrt(fan_in))
+    else:
+        raise ValueError(f"Unknown initializer '{initializer}'. Allowed: {', '.join(INITIALIZERS)}")
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, act: str = "tanh",
+        initializer: str = "orthogonal", out_scale: float = 1.0) -> nn.Sequential:
+    """Linear-act-...-Linear. Hidden layers get gain sqrt(2) for orthogonal init; the output layer
+    ``out_scale`` (e.g. 0.01 for the policy head, the study's "last layer scaled down")."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    hidden_gain = math.sqrt(2) if initializer == "orthogonal" else 1.0
+    for width in hidden:
+        layers += [init_layer(nn.Linear(dim, width), initializer, hidden_gain), activation(act)]
+        dim = width
+    if out_dim is not None:
+        layers.append(init_layer(nn.Linear(dim, out_dim), initializer, out_scale))
+    return nn.Sequential(*layers)
+
+
+class NatureCNN(nn.Module):
+    """Mnih et al. (2015) torso: uint8 frames [B, C, 84, 84] -> 512 features. Scales by 1/255 itself."""
+
+    def __init__(self, in_channels: int, out_dim: int = 512, initializer: str = "orthogonal",
+                 input_hw: tuple[int, int] = (84, 84)):
+        super().__init__()
+        gain = math.sqrt(2) if initializer == "orthogonal" else 1.0
+        self.convs = nn.Sequential(
+            init_layer(nn.Conv2d(in_channels, 32, 8, stride=4), initializer, gain), nn.ReLU(),
+            init_layer(nn.Conv2d(32, 64, 4, stride=2), initializer, gain), nn.ReLU(),
+            init_layer(nn.Conv2d(64, 64, 3, stride=1), initializer, gain), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, in_channels, *input_hw)).shape[1]
+        self.fc = nn.Sequential(init_layer(nn.Linear(flat, out_dim), initializer, gain), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(frames.float() / 255.0))

@@ -1,0 +1,362 @@
+"""The run loop: ``train(run_config, agent_config) -> results``, a plain function with no global state that
+writes only under its run directory (so a sweep can be Ray tasks over configs later, DESIGN.md).
+
+Run directory ``runs/<agent>-<env>-s<seed>-<time>/``:
+``config.json`` (resolved config, human-readable), ``tb/`` (TensorBoard), ``progress.csv``,
+``checkpoints/`` (``step_*.pt`` latest K, ``best.pt``, ``final.pt``). ``evaluate`` and ``resume`` need
+nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+
+import envs
+from envs import AtariSettings, is_atari
+from rlkit2 import checkpoint as ckpt
+from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
+from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
+from rlkit2.device import resolve_device, set_threads
+from rlkit2.evaluation import evaluate
+from rlkit2.logger import Logger
+
+
+@dataclass
+class RunConfig:
+    env: str = "Hopper-v5"
+    """Environment: a registered gymnasium id (MuJoCo 'Hopper-v5', Atari 'ALE/Pong-v5', ...) or a
+    'package.module:ClassOrFactory' path. From Python, train(..., env_fn=callable) also works."""
+    agent: str = "ppo"
+    """Agent (and its preset): see scripts/train.py --list."""
+    seed: int = 0
+    """Seed for torch/numpy/python RNGs; training env i gets seed + i, evaluation envs seed + 10000 + i."""
+    total_steps: int = 1_000_000
+    """Budget in environment steps (agent steps: one Atari step is frame_skip frames)."""
+    num_envs: int = 8
+    """Parallel training environments (one batched policy forward per step for all of them)."""
+    backend: Literal["auto", "sync", "async", "ale", "envpool"] = "auto"
+    """Vector-env backend; auto picks the fastest that supports the env (envs/make.py)."""
+    device: str = "auto"
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'..."""
+    max_episode_steps: int | None = None
+    """Override the env's registered time limit (truncation)."""
+    env_kwargs: dict = field(default_factory=dict)
+    """Keyword arguments for the env constructor (from Python or a preset)."""
+    atari: AtariSettings = field(default_factory=AtariSettings)
+    """Atari preprocessing (used for ALE/ ids only)."""
+    eval_every: int = 50_000
+    """Deterministic evaluation every this many env steps on separate envs (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    eval_envs: int = 5
+    """Parallel evaluation environments."""
+    checkpoint_every: int = 100_000
+    """Save a resumable checkpoint every this many env steps (0: only final/best/interrupt)."""
+    keep_checkpoints: int = 3
+    """How many periodic checkpoints to keep."""
+    runs_dir: str = "runs"
+    """Parent directory of run directories."""
+    run_name: str = ""
+    """Run directory name; default <agent>-<env>-s<seed>-<time>."""
+    threads_collect: int = 1
+    """torch intra-op threads while collecting (small batched forwards are fastest on 1 thread)."""
+    threads_update: int = 1
+    """torch intra-op threads during updates (0: all cores). Measured in docs/benchmarks.md."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under tb/."""
+
+    def validate(self) -> None:
+        for name in ("total_steps", "num_envs", "eval_episodes", "eval_envs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Option '{name}' must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "keep_checkpoints", "threads_collect", "threads_update"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
+
+
+MUJOCO_NAMES = {"Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
+                "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d"}
+CLASSIC_NAMES = {"CartPole", "Pendulum", "Acrobot", "MountainCar", "MountainCarContinuous", "LunarLander",
+                 "LunarLanderContinuous", "BipedalWalker"}
+
+
+def env_family(env: str) -> str | None:
+    """'atari', 'mujoco' or 'classic' -- selects a preset's per-family section."""
+    if is_atari(env):
+        return "atari"
+    base = env.split("-v")[0] if isinstance(env, str) else ""
+    if base in MUJOCO_NAMES:
+        return "mujoco"
+    if base in CLASSIC_NAMES:
+        return "classic"
+    return None
+
+
+def resolve_config(agent: str, env: str, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
+    """Defaults < the agent's preset < its section for the env family < its section for the env id
+    (``[env."Pendulum-v1"]``) < ``overrides`` (CLI or Python).
+    Each override name is looked up in the run config and the agent config; unknown names are an error."""
+    spec = get_agent_spec(agent)
+    run_values: dict[str, Any] = {"agent": agent, "env": env}
+    agent_values: dict[str, Any] = {}
+    if spec.preset is not None:
+        preset = load_preset(spec.preset)
+        family = env_family(env)
+        sections = (preset, preset.get(family, {}) if family else {}, preset.get("env", {}).get(env, {}))
+        for section in sections:
+            run_values.update(section.get("run", {}))
+            agent_values.update(section.get("agent", {}))
+    run_fields = set(RunConfig.__dataclass_fields__)
+    agent_fields = set(spec.config_cls.__dataclass_fields__)
+    for key, value in (overrides or {}).items():
+        head = key.replace("-", "_").split(".")[0]
+        if head in ("agent", "env"):
+            continue
+        if head in run_fields:
+            run_values[key] = value
+        elif head in agent_fields:
+            agent_values[key] = value
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(head, sorted(run_fields | agent_fields), n=3)
+            hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
+            raise ConfigError(f"Unknown option '--{key}' for agent '{agent}'.{hint} "
+                              f"See: python scripts/train.py --agent {agent} --help")
+    return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
+
+
+def help_text(agent: str) -> str:
+    spec = get_agent_spec(agent)
+    return (f"Run options:\n{describe(RunConfig)}\n\nAgent options ({spec.name}: {spec.description}):\n"
+            f"{describe(spec.config_cls)}")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: Literal["finished", "interrupted"]
+    env_steps: int
+    final_eval: dict | None
+    best_return: float | None
+    checkpoint: Path | None
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current iteration. A second SIGINT
+    interrupts immediately."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_dir_name(run: RunConfig) -> str:
+    env = re.sub(r"[^A-Za-z0-9._-]+", "_", run.env.replace("ALE/", ""))
+    return f"{run.agent}-{env}-s{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None = None,
+             render_mode: str | None = None) -> envs.VecEnv:
+    backend = "sync" if render_mode is not None else run.backend
+    return envs.make(env_fn or run.env, num_envs, seed=seed, backend=backend, atari=run.atari,
+                     max_episode_steps=run.max_episode_steps, env_kwargs=run.env_kwargs, render_mode=render_mode)
+
+
+def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
+                training: bool = True) -> Agent:
+    device = resolve_device(run.device)
+    context = BuildContext(env=env, device=device, total_steps=run.total_steps, seed=run.seed,
+                           threads_collect=run.threads_collect, threads_update=run.threads_update,
+                           training=training)
+    return spec.build(agent_config, context)
+
+
+def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None = None,
+          resume_from: str | Path | None = None) -> RunResult:
+    """Train ``run.agent`` on ``run.env`` for ``run.total_steps`` env steps. ``resume_from``: an existing run
+    directory to continue (its latest checkpoint); then ``run``/``agent_config`` are the resolved configs
+    (e.g. from ``load_run_config``), possibly with a larger budget."""
+    spec = get_agent_spec(run.agent)
+    agent_config = agent_config if agent_config is not None else spec.config_cls()
+    seed_everything(run.seed)
+    set_threads(run.threads_collect)
+
+    if resume_from is not None:
+        run_dir = Path(resume_from)
+    else:
+        run_dir = Path(run.runs_dir) / (run.run_name or _run_dir_name(run))
+        if (run_dir / "checkpoints").exists():
+            raise FileExistsError(f"Run directory '{run_dir}' already has checkpoints; resume it with "
+                                  f"--resume {run_dir}, or choose another --run_name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    env = make_env(run, run.num_envs, run.seed, env_fn)
+    eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
+    agent = build_agent(spec, run, agent_config, env)
+    config_record = {"agent": run.agent, "run": to_dict(run), "agent_config": to_dict(agent_config),
+                     "env_settings": env.settings, "env_is_callable": env_fn is not None}
+    (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
+
+    checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=run.keep_checkpoints)
+    counters = {"iteration": 0, "best_return": None, "last_eval_step": 0, "last_checkpoint_step": 0,
+                "wall_time": 0.0}
+    if resume_from is not None:
+        path = checkpoints.latest()
+        if path is None:
+            raise ckpt.CheckpointError(f"Run directory '{run_dir}' has no checkpoint to resume from.")
+        payload = ckpt.load(path, map_location=agent_device(agent))
+        agent.load_state_dict(payload["agent_state"])
+        counters.update(payload["run"])
+        ckpt.restore_rng(payload["rng"])
+
+    def payload() -> dict:
+        return ckpt.make_payload(run.agent, config_record, agent.state_dict(), dict(counters))
+
+    logger = Logger(run_dir, tensorboard=run.tensorboard)
+    progress = _progress_bar(run, agent.env_steps)
+    status: Literal["finished", "interrupted"] = "finished"
+    final_eval = None
+    start_wall = time.perf_counter() - counters["wall_time"]
+    try:
+        with _StopFlag() as stop:
+            while agent.env_steps < run.total_steps:
+                steps_before = agent.env_steps
+                iter_start = time.perf_counter()
+                stats = agent.train_iteration()
+                counters["iteration"] += 1
+                counters["wall_time"] = time.perf_counter() - start_wall
+                metrics = _perf_metrics(stats, agent.env_steps - steps_before, time.perf_counter() - iter_start)
+                if run.eval_every and agent.env_steps - counters["last_eval_step"] >= run.eval_every:
+                    result = _evaluate(agent, eval_env, run)
+                    counters["last_eval_step"] = agent.env_steps
+                    metrics.update({f"eval/{k}": v for k, v in result.items() if k != "returns"})
+                    if counters["best_return"] is None or result["return_mean"] > counters["best_return"]:
+                        counters["best_return"] = result["return_mean"]
+                        checkpoints.save_named(payload(), "best")
+                logger.log(agent.env_steps, metrics)
+                progress.update(agent.env_steps - steps_before)
+                progress.set_postfix_str(_postfix(metrics), refresh=False)
+                if run.checkpoint_every and agent.env_steps - counters["last_checkpoint_step"] >= run.checkpoint_every:
+                    counters["last_checkpoint_step"] = agent.env_steps
+                    checkpoints.save_step(payload(), agent.env_steps)
+                if stop.requested:
+                    status = "interrupted"
+                    break
+            if status == "finished":
+                final_eval = _evaluate(agent, eval_env, run)
+                logger.log(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
+                if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
+                    counters["best_return"] = final_eval["return_mean"]
+                    checkpoints.save_named(payload(), "best")
+                path = checkpoints.save_named(payload(), "final")
+            else:
+                path = checkpoints.save_step(payload(), agent.env_steps)
+    except NonFiniteLossError as e:
+        logger.log(agent.env_steps, {"errors/nonfinite_loss": 1.0})
+        raise NonFiniteLossError(
+            f"{e} Training stopped at {agent.env_steps} env steps; the last good checkpoint in "
+            f"'{checkpoints.root}' was kept. Try a lower learning rate or gradient clipping."
+        ) from None
+    finally:
+        progress.close()
+        logger.close()
+        env.close()
+        eval_env.close()
+    return RunResult(run_dir=run_dir, status=status, env_steps=agent.env_steps, final_eval=final_eval,
+                     best_return=counters["best_return"], checkpoint=path)
+
+
+def agent_device(agent: Agent) -> torch.device:
+    return getattr(agent, "device", torch.device("cpu"))
+
+
+def _evaluate(agent: Agent, eval_env: envs.VecEnv, run: RunConfig) -> dict:
+    return evaluate(lambda obs: agent.act(obs, deterministic=True), eval_env, run.eval_episodes,
+                    agent_device(agent), seed=run.seed + 10_000)
+
+
+def _perf_metrics(stats: dict[str, float], steps: int, seconds: float) -> dict[str, float]:
+    metrics = dict(stats)
+    metrics["perf/steps_per_sec"] = steps / max(seconds, 1e-9)
+    phases = {k: metrics.pop(f"time/{k}") for k in ("env", "inference", "update") if f"time/{k}" in metrics}
+    for name, value in phases.items():
+        metrics[f"perf/share_{name}"] = value / max(seconds, 1e-9)
+    return metrics
+
+
+def _postfix(metrics: dict[str, float]) -> str:
+    parts = [f"{metrics['perf/steps_per_sec']:.0f} sps"]
+    if "charts/episode_return" in metrics:
+        parts.append(f"return {metrics['charts/episode_return']:.1f}")
+    if "eval/return_mean" in metrics:
+        parts.append(f"eval {metrics['eval/return_mean']:.1f}")
+    return ", ".join(parts)
+
+
+def _progress_bar(run: RunConfig, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=run.total_steps, initial=initial, disable=not run.progress, unit="step",
+                dynamic_ncols=True, smoothing=0.1, desc=f"{run.agent} {run.env}")
+
+
+def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
+    """The resolved configs saved in a run directory (for resume and evaluation), with optional overrides."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"'{run_dir}' is not a run directory (no config.json).")
+    record = json.loads(path.read_text())
+    spec = get_agent_spec(record["agent"])
+    run_values = dict(record["run"])
+    agent_values = dict(record["agent_config"])
+    for key, value in (overrides or {}).items():
+        head = key.replace("-", "_").split(".")[0]
+        if head in RunConfig.__dataclass_fields__:
+            run_values[key] = value
+        elif head in spec.config_cls.__dataclass_fields__:
+            agent_values[key] = value
+        else:
+            raise ConfigError(f"Unknown option '--{key}' for agent '{record['agent']}'")
+    return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
+
+
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, env_fn: Callable | None = None) -> RunResult:
+    """Continue a run from its latest checkpoint (``overrides`` may raise ``total_steps``)."""
+    run, agent_config = load_run_config(run_dir, overrides)
+    return train(run, agent_config, env_fn=env_fn, resume_from=run_dir)

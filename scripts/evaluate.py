@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Evaluate a saved policy: mean +- std return over N deterministic episodes, optionally an mp4.
+
+    python scripts/evaluate.py runs/ppo-Hopper-v5-s0-... [--episodes 10] [--video] [--checkpoint final]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rlkit2.cli import main_evaluate  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main_evaluate(sys.argv[1:]))

@@ -1,0 +1,82 @@
+"""Distributions, normalizers and networks against closed forms / torch.distributions."""
+
+import math
+
+import pytest
+import torch
+
+from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, softplus_offset, std_from_param
+from rlkit2.networks import NatureCNN, mlp
+from rlkit2.normalizers import ObservationNormalizer, RunningMeanStd, ValueNormalizer
+
+
+def test_diag_gaussian_matches_torch():
+    mean, std = torch.randn(5, 3), torch.rand(5, 3) + 0.1
+    x = torch.randn(5, 3)
+    ref = torch.distributions.Normal(mean, std)
+    d = DiagGaussian(mean, std)
+    torch.testing.assert_close(d.log_prob(x), ref.log_prob(x).sum(-1))
+    torch.testing.assert_close(d.entropy(), ref.entropy().sum(-1))
+
+
+def test_tanh_gaussian_log_prob_change_of_variables():
+    mean, std = torch.zeros(1, 1), torch.ones(1, 1)
+    u = torch.tensor([[0.7]])
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2)
+    torch.testing.assert_close(TanhGaussian(mean, std).log_prob_from_pre_tanh(u), expected.sum(-1))
+
+
+def test_categorical_matches_torch():
+    logits = torch.randn(4, 6)
+    a = torch.tensor([0, 5, 2, 3])
+    ref = torch.distributions.Categorical(logits=logits)
+    d = Categorical(logits)
+    torch.testing.assert_close(d.log_prob(a), ref.log_prob(a))
+    torch.testing.assert_close(d.entropy(), ref.entropy())
+    assert d.mode().tolist() == logits.argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("transform", ["softplus", "exp"])
+def test_std_parameterisation_starts_at_init_std(transform):
+    std = std_from_param(torch.zeros(3), transform, init_std=0.5, min_std=0.01)
+    torch.testing.assert_close(std, torch.full((3,), 0.5))
+    assert softplus_offset(0.5, 0.0) == pytest.approx(math.log(math.exp(0.5) - 1))
+    with pytest.raises(ValueError, match="must be larger than min_std"):
+        softplus_offset(0.1, 0.2)
+
+
+def test_running_mean_std_matches_batch_statistics():
+    data = torch.randn(1000, 3, dtype=torch.float64) * 3 + 2
+    rms = RunningMeanStd((3,), epsilon=0.0)
+    for chunk in data.split(7):
+        rms.update(chunk)
+    torch.testing.assert_close(rms.mean, data.mean(0))
+    torch.testing.assert_close(rms.var, data.var(0, unbiased=False))
+
+
+def test_observation_normalizer_clips_and_roundtrips_state():
+    norm = ObservationNormalizer((2,), clip=1.5)
+    norm.update(torch.tensor([[0.0, 0.0], [2.0, 4.0]]))
+    out = norm(torch.tensor([[1.0, 2.0], [100.0, -100.0]]))
+    torch.testing.assert_close(out[0], torch.zeros(2), atol=1e-3, rtol=0)
+    assert out[1].tolist() == [1.5, -1.5]
+    other = ObservationNormalizer((2,), clip=1.5)
+    other.load_state_dict(norm.state_dict())
+    torch.testing.assert_close(other(torch.ones(1, 2)), norm(torch.ones(1, 2)))
+
+
+def test_value_normalizer_inverse():
+    vn = ValueNormalizer()
+    vn.update(torch.tensor([10.0, 20.0, 30.0]))
+    v = torch.tensor([5.0, 25.0])
+    torch.testing.assert_close(vn.denormalize(vn.normalize(v)), v)
+    assert ValueNormalizer(enabled=False).normalize(v) is v
+
+
+def test_mlp_last_layer_scale_and_nature_cnn_shape():
+    net = mlp(4, (32, 32), 2, out_scale=0.01)
+    assert net[-1].weight.abs().max() < 0.05 and net[0].weight.abs().max() > 0.1
+    cnn = NatureCNN(4)
+    assert cnn(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 512)
+    with pytest.raises(ValueError, match="Unknown activation 'swish'"):
+        mlp(4, (8,), 1, act="swish")

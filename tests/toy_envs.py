@@ -1,0 +1,67 @@
+"""Tiny deterministic environments used by the rlkit2/agents/scripts tests."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class ConstantRewardEnv(gym.Env):
+    """Never terminates; observation constant, reward 1 every step. Under a TimeLimit the correct value is
+    1 / (1 - gamma) only if truncation is bootstrapped (SB3's test_infinite_horizon)."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.ones(1, np.float32), {}
+
+    def step(self, action):
+        return np.ones(1, np.float32), 1.0, False, False, {}
+
+
+class FixedHorizonEnv(gym.Env):
+    """Deterministic reset, episodes of exactly `horizon` steps (terminated). Reward: +1 if the action matches
+    the sign of the observed feature. Observations depend only on t, so a run whose rollouts align with
+    episodes can be resumed bit-exactly."""
+
+    def __init__(self, horizon: int = 8) -> None:
+        self.horizon = horizon
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([np.cos(self.t), self.t / self.horizon], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = 1.0 if int(action) == int(np.cos(self.t) > 0) else 0.0
+        self.t += 1
+        return self._obs(), reward, self.t >= self.horizon, False, {}
+
+
+def make_fixed_horizon(horizon: int = 8) -> gym.Env:
+    """A factory function, for the 'module:factory' form."""
+    return FixedHorizonEnv(horizon)
+
+
+class NaNAfterStepsEnv(FixedHorizonEnv):
+    """Produces a NaN observation after 50 steps: passes the up-front check, must be caught while training."""
+
+    def __init__(self) -> None:
+        super().__init__(horizon=1000)
+        self.total = 0
+
+    def step(self, action):
+        obs, r, term, trunc, info = super().step(action)
+        self.total += 1
+        if self.total > 50:
+            obs = np.full(2, np.nan, np.float32)
+        return obs, r, term, trunc, info
