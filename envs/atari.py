@@ -59,7 +59,9 @@ def ale_game_name(env_id: str) -> str:
 
 
 class FireReset(gym.Wrapper):
-    """Press FIRE (then UP) after reset, for games that wait for it (as in openai/baselines)."""
+    """Press FIRE for one raw emulator frame after reset, in games that wait for it (Breakout...). This is what
+    ale-py's native ``use_fire_reset`` does: with no no-ops and no sticky actions the two backends then give
+    bit-identical observations (tests/envs/test_atari_envs.py). Wraps the raw env, below frame skipping."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
@@ -68,10 +70,8 @@ class FireReset(gym.Wrapper):
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
-        if not self.enabled:
-            return obs, info
-        for action in (1, 2):
-            obs, _, terminated, truncated, info = self.env.step(action)
+        if self.enabled:
+            obs, _, terminated, truncated, info = self.env.step(1)
             if terminated or truncated:
                 obs, info = self.env.reset(**kwargs)
         return obs, info
@@ -90,12 +90,12 @@ def make_gymnasium_atari(env_id: str, s: AtariSettings, render_mode: str | None 
         max_num_frames_per_episode=s.max_episode_frames,
         render_mode=render_mode,
     )
+    if s.fire_reset:
+        env = FireReset(env)
     env = gym.wrappers.AtariPreprocessing(
         env, noop_max=s.noop_max, frame_skip=s.frame_skip, screen_size=s.screen_size,
         terminal_on_life_loss=False, grayscale_obs=s.grayscale, scale_obs=False,
     )
-    if s.fire_reset:
-        env = FireReset(env)
     return gym.wrappers.FrameStackObservation(env, s.frame_stack, padding_type="zero")
 
 

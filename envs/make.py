@@ -54,6 +54,9 @@ def make(
     atari_settings = (atari or AtariSettings()) if is_atari(env) else None
     if atari_settings is None and atari is not None and not is_atari(env):
         atari = None  # settings given for a non-Atari env (e.g. from a preset) are ignored
+    if atari_settings is not None and max_episode_steps is not None:
+        raise ValueError(f"max_episode_steps does not apply to Atari env '{name}'; set the limit in emulator "
+                         f"frames with AtariSettings(max_episode_frames=...) (--atari.max_episode_frames)")
     chosen = _choose_backend(env, backend, render_mode, env_kwargs, max_episode_steps)
 
     settings: dict[str, Any] = {"env": name, "num_envs": num_envs, "seed": seed, "backend": chosen}
@@ -67,7 +70,7 @@ def make(
     if chosen == "ale":
         backend_impl = AleNativeBackend(env, num_envs, atari_settings)
     elif chosen == "envpool":
-        backend_impl = EnvpoolBackend(env, num_envs, seed, **env_kwargs)
+        backend_impl = EnvpoolBackend(env, num_envs, seed, max_episode_steps, **env_kwargs)
     else:
         factory = _single_env_factory(env, atari_settings, max_episode_steps, env_kwargs)
         if check:
@@ -130,7 +133,7 @@ def _choose_backend(env: EnvSpecLike, backend: str, render_mode: str | None, env
         return "sync"
     if atari:
         return "ale"
-    if not env_kwargs and max_episode_steps is None and _envpool_supports(env):
+    if not env_kwargs and _envpool_supports(env):
         return "envpool"
     return "sync"
 

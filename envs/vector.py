@@ -60,7 +60,8 @@ class VecEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
-        self._check_finite = np.issubdtype(self.single_observation_space.dtype, np.floating)
+        space = self.single_observation_space  # (np.issubdtype(None, floating) is True: check the type first)
+        self._check_finite = isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._lives: np.ndarray | None = None
@@ -71,7 +72,7 @@ class VecEnv(gym.vector.VectorEnv):
         obs, self._lives = self.backend.reset(seed)
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
-        self._raise_if_not_finite(obs, "reset")
+        self._raise_if_not_finite(obs, "reset()")
         return obs, {}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -81,7 +82,9 @@ class VecEnv(gym.vector.VectorEnv):
         truncated = np.asarray(truncated, dtype=bool) & ~terminated  # terminal wins when both are set
         ended = terminated | truncated
         if self._check_finite:
-            self._raise_if_not_finite(obs, "step")
+            self._raise_if_not_finite(obs, "step()")
+            if ended.any():  # a NaN state often *is* why a MuJoCo episode terminated
+                self._raise_if_not_finite(final_obs, "step() (as the final observation)")
 
         self._episode_return += reward
         self._episode_length += 1
@@ -109,7 +112,7 @@ class VecEnv(gym.vector.VectorEnv):
         if self._check_finite and not np.isfinite(obs).all():
             bad = np.unique(np.argwhere(~np.isfinite(obs.reshape(self.num_envs, -1)))[:, 0])
             raise EnvCheckError(
-                f"Env '{self.name}': {where}() returned NaN or inf observations in env(s) {bad.tolist()}. "
+                f"Env '{self.name}': {where} returned NaN or inf observations in env(s) {bad.tolist()}. "
                 "Fix: find where the env produces non-finite values (unstable physics, division by zero)."
             )
 
@@ -166,15 +169,27 @@ class EnvpoolBackend:
     """envpool (C++ thread pool). It autoresets on the *next* step; we reset finished envs explicitly so the
     caller sees SAME_STEP (envpool's ``reset(env_id)`` resets just those envs)."""
 
-    def __init__(self, env_id: str, num_envs: int, seed: int, **kwargs: Any):
-        import envpool
-
-        self.vec = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **kwargs)
-        self.num_envs = num_envs
+    def __init__(self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None = None, **kwargs: Any):
+        self.env_id, self.num_envs, self.seed = env_id, num_envs, seed
+        if max_episode_steps is not None:
+            kwargs["max_episode_steps"] = max_episode_steps
+        self.kwargs = kwargs
+        self.vec = self._make(seed)
         self.single_observation_space = self.vec.observation_space
         self.single_action_space = self.vec.action_space
+        self._fresh = True
+
+    def _make(self, seed: int):
+        import envpool
+
+        return envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed, **self.kwargs)
 
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        # envpool seeds only at construction: a seeded reset of a used pool rebuilds it (milliseconds).
+        if seed is not None and not (self._fresh and seed == self.seed):
+            self.vec.close()
+            self.vec, self.seed = self._make(seed), seed
+        self._fresh = False
         obs, info = self.vec.reset()
         return obs, info.get("lives")
 

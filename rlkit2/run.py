@@ -72,6 +72,9 @@ class RunConfig:
     """torch intra-op threads while collecting (small batched forwards are fastest on 1 thread)."""
     threads_update: int = 1
     """torch intra-op threads during updates (0: all cores). Measured in docs/benchmarks.md."""
+    stop_after_steps: int = 0
+    """Stop after this many env steps in this session (checkpoint, exit as 'interrupted'); 0 = off. For
+    time-limited jobs: --resume continues the same schedules up to total_steps."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
@@ -81,7 +84,8 @@ class RunConfig:
         for name in ("total_steps", "num_envs", "eval_episodes", "eval_envs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Option '{name}' must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "keep_checkpoints", "threads_collect", "threads_update"):
+        for name in ("eval_every", "checkpoint_every", "keep_checkpoints", "threads_collect", "threads_update",
+                     "stop_after_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
 
@@ -253,6 +257,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     status: Literal["finished", "interrupted"] = "finished"
     final_eval = None
     start_wall = time.perf_counter() - counters["wall_time"]
+    session_start_steps = agent.env_steps
     try:
         with _StopFlag() as stop:
             while agent.env_steps < run.total_steps:
@@ -275,7 +280,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                 if run.checkpoint_every and agent.env_steps - counters["last_checkpoint_step"] >= run.checkpoint_every:
                     counters["last_checkpoint_step"] = agent.env_steps
                     checkpoints.save_step(payload(), agent.env_steps)
-                if stop.requested:
+                session_done = run.stop_after_steps and agent.env_steps - session_start_steps >= run.stop_after_steps
+                if stop.requested or session_done:
                     status = "interrupted"
                     break
             if status == "finished":

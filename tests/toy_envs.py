@@ -65,3 +65,16 @@ class NaNAfterStepsEnv(FixedHorizonEnv):
         if self.total > 50:
             obs = np.full(2, np.nan, np.float32)
         return obs, r, term, trunc, info
+
+
+class ExplodingRewardEnv(FixedHorizonEnv):
+    """Finite rewards for the up-front check, then 1e38 rewards: the value loss overflows to inf."""
+
+    def __init__(self) -> None:
+        super().__init__(horizon=16)
+        self.total = 0
+
+    def step(self, action):
+        obs, r, term, trunc, info = super().step(action)
+        self.total += 1
+        return obs, (1e38 if self.total > 300 else r), term, trunc, info

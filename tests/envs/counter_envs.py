@@ -1,7 +1,8 @@
 """Tiny deterministic custom envs for the envs/ tests.
 
-Importable as ``toy_envs`` (pytest puts tests/envs on sys.path; the test modules also add it explicitly) so
-that ``'toy_envs:CounterEnv'`` paths resolve, including in the spawned workers of the 'async' backend.
+Importable as ``counter_envs`` (the test modules put tests/envs on sys.path; named apart from tests/toy_envs.py,
+which is the top-level ``toy_envs``) so that ``'counter_envs:CounterEnv'`` paths resolve, including in the
+spawned workers of the 'async' backend.
 """
 
 from __future__ import annotations

@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Plot learning curves (mean +- std over seeds per library) from scripts/bench/learning.py or ablation.py output.
+
+    python scripts/bench/plot_learning.py docs/bench/learning.jsonl docs/learning_curves.png [--key lib]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("jsonl", type=Path)
+    parser.add_argument("png", type=Path)
+    parser.add_argument("--key", default="lib", help="record field that names a curve (lib, variant)")
+    args = parser.parse_args()
+    records = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
+    by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        by_env[r["env"]][r[args.key]].append(r["curve"])
+    fig, axes = plt.subplots(1, len(by_env), figsize=(6 * len(by_env), 4), squeeze=False)
+    for ax, (env, groups) in zip(axes[0], sorted(by_env.items())):
+        for name, curves in sorted(groups.items()):
+            steps = sorted({s for c in curves for s, _ in c})
+            grid = np.array([[dict(c).get(s, np.nan) for s in steps] for c in curves], dtype=float)
+            mean, std = np.nanmean(grid, 0), np.nanstd(grid, 0)
+            ax.plot(steps, mean, label=f"{name} ({len(curves)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("deterministic eval return")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    args.png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.png, dpi=110)
+    print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()

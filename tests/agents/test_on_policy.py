@@ -1,0 +1,167 @@
+"""PPO / A2C: learning on small tasks with fixed seeds, the timeout (infinite-horizon) test, exact resume,
+NaN handling, and every switchable design choice running end to end."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from agents.ppo import OnPolicyAgent, OnPolicyConfig
+from rlkit2 import checkpoint as ckpt
+from rlkit2.agent import BuildContext, NonFiniteLossError
+from rlkit2.config import override
+from rlkit2.run import resolve_config, resume, train
+
+QUIET = {"progress": "false", "tensorboard": "false"}
+
+
+def run_and_eval(agent, env, overrides, tmp_path):
+    run, cfg = resolve_config(agent, env, {**QUIET, "runs_dir": str(tmp_path), **overrides})
+    return train(run, cfg)
+
+
+@pytest.mark.slow
+def test_ppo_learns_cartpole(tmp_path):
+    result = run_and_eval("ppo", "CartPole-v1", {"total_steps": 60_000, "eval_every": 0, "eval_episodes": 10}, tmp_path)
+    assert result.final_eval["return_mean"] >= 475, result.final_eval
+
+
+@pytest.mark.slow
+def test_a2c_learns_cartpole(tmp_path):
+    result = run_and_eval("a2c", "CartPole-v1", {"total_steps": 200_000, "eval_every": 0, "eval_episodes": 10}, tmp_path)
+    assert result.final_eval["return_mean"] >= 475, result.final_eval
+
+
+@pytest.mark.slow
+def test_ppo_learns_continuous_control(tmp_path):
+    result = run_and_eval("ppo", "Pendulum-v1", {"total_steps": 80_000, "eval_every": 0, "eval_episodes": 10}, tmp_path)
+    assert result.final_eval["return_mean"] >= -300, result.final_eval
+
+
+def make_agent(env, **overrides):
+    cfg = override(OnPolicyConfig(), overrides)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=100_000, seed=0, threads_collect=1,
+                       threads_update=1)
+    return OnPolicyAgent(cfg, ctx)
+
+
+@pytest.mark.parametrize("timeout_handling", ["bootstrap", "terminate"])
+def test_infinite_horizon_value(timeout_handling):
+    """A never-ending env with reward 1 under a 20-step time limit: V -> 1/(1-gamma) = 10 only when truncation
+    is bootstrapped; treating it as termination gives the time-averaged truncated return (~6.05)."""
+    torch.manual_seed(0)
+    from toy_envs import ConstantRewardEnv
+
+    env = envs.make(ConstantRewardEnv, num_envs=4, seed=0, max_episode_steps=20)
+    agent = make_agent(env, gamma=0.9, num_steps=32, epochs=4, minibatch_size=64, lr=3e-3, lr_decay="none",
+                       value_hidden=(16,), normalize_obs=False, timeout_handling=timeout_handling)
+    for _ in range(60):
+        agent.train_iteration()
+    value = agent.value(torch.ones(1, 1)).item()
+    if timeout_handling == "bootstrap":
+        assert value == pytest.approx(10.0, abs=0.6)
+    else:
+        assert value < 7.5
+
+
+def test_rollout_shapes_and_truncation_bootstrap():
+    env = envs.make("Pendulum-v1", num_envs=3, seed=0, max_episode_steps=10)
+    agent = make_agent(env, num_steps=16, minibatch_size=16)
+    rollout = agent.collector.collect(agent)
+    assert rollout.obs.shape == (16, 3, 3) and rollout.actions.shape == (16, 3, 1)
+    assert rollout.logprobs.shape == rollout.values.shape == rollout.rewards.shape == (16, 3)
+    assert rollout.truncated[9].all() and not rollout.terminated.any()  # 10-step limit -> truncation
+    assert (rollout.final_values[9] != 0).all() and (rollout.final_values[:9] == 0).all()
+    assert rollout.last_obs.shape == (3, 3) and rollout.last_value.shape == (3,)
+
+
+OPTION_SETS = [
+    {"policy_loss": "pg", "epochs": 1, "minibatch_size": 0},
+    {"advantage_estimator": "nstep", "n_step": 5},
+    {"value_loss": "huber", "value_clip": 0.2},
+    {"shared_network": True, "activation": "relu", "initializer": "xavier_uniform"},
+    {"std_transform": "exp", "state_dependent_std": True, "action_handling": "tanh"},
+    {"normalize_value": True, "normalize_advantages": False, "max_grad_norm": 0.0},
+    {"optimizer": "rmsprop", "rmsprop_centered": True, "lr_decay": "none"},
+    {"batch_mode": "shuffle_trajectories", "recompute_advantages": False},
+    {"batch_mode": "fixed_trajectories", "initializer": "torch_default", "obs_clip": 0.0},
+]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: ",".join(o))
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_every_design_choice_trains(options, env_id):
+    torch.manual_seed(0)
+    env = envs.make(env_id, num_envs=2, seed=0)
+    agent = make_agent(env, **{"num_steps": 32, "epochs": 2, "minibatch_size": 16, **options})
+    before = [p.detach().clone() for p in agent.model.parameters()]
+    stats = agent.train_iteration()
+    assert all(np.isfinite(v) for k, v in stats.items() if not k.endswith("explained_variance"))
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.model.parameters()))
+    actions = agent.act(torch.as_tensor(env.reset(seed=1)[0]), deterministic=True)
+    assert env.action_space.contains(actions.numpy().astype(env.action_space.dtype))
+
+
+def test_atari_cnn_iteration():
+    run, cfg = resolve_config("ppo", "ALE/Breakout-v5", {"num_steps": "16", "minibatch_size": "32", "epochs": "1"})
+    env = envs.make("ALE/Breakout-v5", num_envs=2, seed=0, atari=run.atari)
+    agent = make_agent(env, **{k: getattr(cfg, k) for k in ("torso", "shared_network", "num_steps",
+                                                             "minibatch_size", "epochs")})
+    stats = agent.train_iteration()
+    assert agent.model.policy_torso.__class__.__name__ == "NatureCNN"
+    assert np.isfinite(stats["losses/policy_loss"]) and agent.env_steps == 32
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
+    """Train 2N steps vs train N + resume N. FixedHorizonEnv's episodes (8 steps) align with rollouts and its
+    reset is deterministic, so env state at the checkpoint is reproducible; then every other piece of state
+    (networks, Adam, normalizers, counters, lr schedule, RNGs) must be restored for the runs to match."""
+    common = {**QUIET, "runs_dir": str(tmp_path), "num_envs": 2, "num_steps": 8, "minibatch_size": 8,
+              "epochs": 2, "eval_every": 0, "eval_episodes": 2, "eval_envs": 1, "checkpoint_every": 0}
+    run, cfg = resolve_config("ppo", "toy_envs:FixedHorizonEnv", {**common, "total_steps": 160, "run_name": "full"})
+    full = train(run, cfg)
+    run, cfg = resolve_config("ppo", "toy_envs:FixedHorizonEnv", {**common, "total_steps": 160, "run_name": "half",
+                                                                          "stop_after_steps": 80})
+    half = train(run, cfg)
+    assert half.status == "interrupted" and half.env_steps == 80
+    resumed = resume(half.run_dir, {"stop_after_steps": 0})
+    assert resumed.env_steps == full.env_steps == 160
+    a = ckpt.load(full.checkpoint)["agent_state"]
+    b = ckpt.load(resumed.checkpoint)["agent_state"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["obs_normalizer"]:
+        assert torch.equal(a["obs_normalizer"][key], b["obs_normalizer"][key]), key
+    assert a["updates"] == b["updates"]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run, cfg = resolve_config("ppo", "toy_envs:ExplodingRewardEnv", {
+        **QUIET, "runs_dir": str(tmp_path), "run_name": "nan", "num_envs": 2, "num_steps": 64,
+        "minibatch_size": 64, "epochs": 1, "total_steps": 10_000, "checkpoint_every": 128, "eval_every": 0,
+        "normalize_advantages": "false"})
+    with pytest.raises(NonFiniteLossError, match=r"Non-finite loss.*the last good checkpoint .* was kept"):
+        train(run, cfg)
+    good = ckpt.CheckpointDir(tmp_path / "nan" / "checkpoints").latest()
+    state = ckpt.load(good)["agent_state"]
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    # Rewards explode after 300 steps per env (2 envs x 64 steps per rollout): the rollout covering total
+    # steps 513-640 is the first bad one, so the checkpoint at 512 is the last good one and must be kept.
+    assert state["env_steps"] == 512
+
+
+def test_non_box_observation_space_is_rejected():
+    class DictObsEnv(gym.Env):
+        observation_space = gym.spaces.Dict({"a": gym.spaces.Discrete(2)})
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            return {"a": 0}, {}
+
+        def step(self, action):
+            return {"a": 0}, 0.0, False, False, {}
+
+    env = envs.make(DictObsEnv, num_envs=1)
+    with pytest.raises(ValueError, match="is not a Box; wrap the env"):
+        make_agent(env)
