@@ -255,12 +255,16 @@ class OnPolicyAgent:
         self.collector.reset(seed=ctx.seed)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
+        # Small networks on CPU: the per-tensor Python loop of the default optimizers and a module-tree walk
+        # per minibatch cost as much as the backward pass, so the parameter list is built once and Adam is
+        # fused (RMSprop has no fused kernel; foreach batches it).
         cfg = self.cfg
-        params = self.model.parameters()
+        self.params = list(self.model.parameters())
         if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999), eps=cfg.adam_eps)
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
-                                   momentum=cfg.rmsprop_momentum, centered=cfg.rmsprop_centered)
+            return torch.optim.Adam(self.params, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999), eps=cfg.adam_eps,
+                                    fused=True)
+        return torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+                                   momentum=cfg.rmsprop_momentum, centered=cfg.rmsprop_centered, foreach=True)
 
     # --- acting (RolloutPolicy for the collector; act() for evaluation) ------------------------------------
     def preprocess(self, obs: Tensor, update_stats: bool) -> Tensor:
@@ -340,7 +344,7 @@ class OnPolicyAgent:
         b_logprobs = rollout.logprobs.reshape(-1)
         b_values_old = rollout.values.reshape(-1)
         sums: dict[str, Tensor] = {}
-        count = 0
+        counts: dict[str, int] = {}
         for epoch in range(cfg.epochs):
             if epoch == 0 or cfg.recompute_advantages:
                 with torch.no_grad():
@@ -355,13 +359,19 @@ class OnPolicyAgent:
                     b_advantages = advantages.reshape(-1)
                     b_targets = self.value_normalizer.normalize(returns.reshape(-1))
                     b_values_old_n = self.value_normalizer.normalize(b_values_old)
-            for mb in self._minibatches(T, N):
-                stats = self._minibatch_step(b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
-                                             b_targets[mb], b_values_old_n[mb])
+            # One gather per tensor per epoch, then contiguous slices (views): far fewer ops per minibatch.
+            order, mb_size = self._epoch_order(T, N)
+            e_obs, e_actions, e_logprobs = b_obs[order], b_actions[order], b_logprobs[order]
+            e_advantages, e_targets, e_values_old = b_advantages[order], b_targets[order], b_values_old_n[order]
+            diagnostics = epoch == cfg.epochs - 1  # approx-KL / clip fraction: reported for the last epoch
+            for start in range(0, T * N, mb_size):
+                mb = slice(start, start + mb_size)
+                stats = self._minibatch_step(e_obs[mb], e_actions[mb], e_logprobs[mb], e_advantages[mb],
+                                             e_targets[mb], e_values_old[mb], diagnostics)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
-                count += 1
-        out = {key: float(value) / count for key, value in sums.items()}
+                    counts[key] = counts.get(key, 0) + 1
+        out = {key: float(value) / counts[key] for key, value in sums.items()}
         with torch.no_grad():
             var_returns = torch.var(returns)
             out["losses/explained_variance"] = float(1 - torch.var(returns - rollout.values) / var_returns) \
@@ -371,23 +381,21 @@ class OnPolicyAgent:
                 out["charts/action_std"] = float(self.model.distribution(b_obs[:1]).std.mean())
         return out
 
-    def _minibatches(self, T: int, N: int):
+    def _epoch_order(self, T: int, N: int) -> tuple[Tensor, int]:
+        """A permutation of the flat T*N batch whose consecutive chunks of ``mb_size`` are the minibatches."""
         cfg = self.cfg
         if cfg.batch_mode == "shuffle_transitions":
-            order = torch.randperm(T * N, device=self.device)
-            for start in range(0, T * N, self.minibatch_size):
-                yield order[start:start + self.minibatch_size]
-            return
-        # Trajectory modes: whole T-step segments of envs (indices n, N + n, 2N + n ... in the flat batch).
+            return torch.randperm(T * N, device=self.device), self.minibatch_size
+        # Trajectory modes: minibatches of whole T-step env segments (flat indices n, N + n, 2N + n ...).
         per_mb = max(1, self.minibatch_size // T)
         envs = torch.randperm(N, device=self.device) if cfg.batch_mode == "shuffle_trajectories" \
             else torch.arange(N, device=self.device)
         steps = torch.arange(T, device=self.device).unsqueeze(1) * N
-        for start in range(0, N, per_mb):
-            yield (steps + envs[start:start + per_mb]).reshape(-1)
+        order = torch.cat([(steps + envs[i:i + per_mb]).reshape(-1) for i in range(0, N, per_mb)])
+        return order, per_mb * T
 
     def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, advantages: Tensor,
-                        targets: Tensor, old_values: Tensor) -> dict[str, Tensor]:
+                        targets: Tensor, old_values: Tensor, diagnostics: bool = True) -> dict[str, Tensor]:
         cfg = self.cfg
         dist, values = self.model(obs)
         logprobs = dist.log_prob(actions)
@@ -417,18 +425,16 @@ class OnPolicyAgent:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm or math.inf)
+        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf, foreach=True)
         self.optimizer.step()
         self.updates += 1
-        with torch.no_grad():
-            return {
-                "losses/policy_loss": policy_loss.detach(),
-                "losses/value_loss": value_loss.detach(),
-                "losses/entropy": entropy.detach(),
-                "losses/approx_kl": ((ratio - 1) - log_ratio).mean(),  # Schulman's k3 estimator
-                "losses/clipfrac": ((ratio - 1.0).abs() > cfg.clip_eps).float().mean(),
-                "losses/grad_norm": grad_norm.detach(),
-            }
+        stats = {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": value_loss.detach(),
+                 "losses/entropy": entropy.detach(), "losses/grad_norm": grad_norm.detach()}
+        if diagnostics:
+            with torch.no_grad():
+                stats["losses/approx_kl"] = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
+                stats["losses/clipfrac"] = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
+        return stats
 
     def _value_loss(self, values: Tensor, targets: Tensor) -> Tensor:
         if self.cfg.value_loss == "huber":
