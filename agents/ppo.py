@@ -36,7 +36,7 @@ from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, register
 from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
-from rlkit2.distributions import Categorical, DiagGaussian, std_from_param
+from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
 from rlkit2.networks import NatureCNN, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
 from rlkit2.returns import gae, n_step_returns, next_values_from
@@ -241,6 +241,11 @@ class OnPolicyAgent:
         self.value_normalizer = ValueNormalizer(enabled=cfg.normalize_value).to(self.device)
         self.optimizer = self._make_optimizer()
         if isinstance(action_space, gym.spaces.Box):
+            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+                raise ConfigError(
+                    f"Env '{env.name}': action space {action_space} has infinite bounds, but the policy acts in "
+                    "[-1, 1] rescaled to the bounds. Fix: declare finite bounds, or wrap the env with "
+                    "gymnasium.wrappers.RescaleAction/ClipAction.")
             self.action_low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
             self.action_high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
         self.collector = OnPolicyCollector(env, cfg.num_steps, self.device,
@@ -300,6 +305,7 @@ class OnPolicyAgent:
     # --- one iteration: collect -> advantages -> minibatch updates ------------------------------------------
     def train_iteration(self) -> dict[str, float]:
         cfg = self.cfg
+        self._set_learning_rate()  # from the steps done before this iteration: full lr first, > 0 last
         set_threads(self.ctx.threads_collect)
         self.model.eval()
         rollout = self.collector.collect(self)
@@ -309,7 +315,6 @@ class OnPolicyAgent:
         start = time.perf_counter()
         set_threads(self.ctx.threads_update)
         self.model.train()
-        self._set_learning_rate()
         stats = self.update(rollout)
         timing["update"] = time.perf_counter() - start
 
@@ -321,10 +326,11 @@ class OnPolicyAgent:
         stats.update({f"time/{k}": v for k, v in timing.items()})
         return stats
 
-    def advantages_and_returns(self, rollout: Rollout, values: Tensor, last_value: Tensor) -> tuple[Tensor, Tensor]:
+    def advantages_and_returns(self, rollout: Rollout, values: Tensor, last_value: Tensor,
+                               final_values: Tensor) -> tuple[Tensor, Tensor]:
         """A_t and value targets from rewards and the given values (in return units)."""
         cfg = self.cfg
-        next_values = next_values_from(values, last_value, rollout.truncated, rollout.final_values)
+        next_values = next_values_from(values, last_value, rollout.truncated, final_values)
         if cfg.timeout_handling == "bootstrap":
             terminated = rollout.terminated
         else:  # the biased variant: a time limit is treated as a terminal state
@@ -349,16 +355,19 @@ class OnPolicyAgent:
             if epoch == 0 or cfg.recompute_advantages:
                 with torch.no_grad():
                     if epoch == 0:
-                        values, last_value = rollout.values, rollout.last_value
-                    else:
+                        values, last_value, final_values = rollout.values, rollout.last_value, rollout.final_values
+                        # The value head's outputs at collection time, in the units they were produced in
+                        # (before this iteration's statistics update): the centre of value clipping.
+                        b_values_old_n = self.value_normalizer.normalize(b_values_old)
+                    else:  # the current critic everywhere, bootstrap values of truncated episodes included
                         values = self.value(b_obs).reshape(T, N)
                         last_value = self.value(rollout.last_obs)
-                    advantages, returns = self.advantages_and_returns(rollout, values, last_value)
+                        final_values = self.collector.final_values(rollout, self.value)
+                    advantages, returns = self.advantages_and_returns(rollout, values, last_value, final_values)
                     if epoch == 0:
                         self.value_normalizer.update(returns)
                     b_advantages = advantages.reshape(-1)
                     b_targets = self.value_normalizer.normalize(returns.reshape(-1))
-                    b_values_old_n = self.value_normalizer.normalize(b_values_old)
             # One gather per tensor per epoch, then contiguous slices (views): far fewer ops per minibatch.
             order, mb_size = self._epoch_order(T, N)
             e_obs, e_actions, e_logprobs = b_obs[order], b_actions[order], b_logprobs[order]
@@ -399,7 +408,7 @@ class OnPolicyAgent:
         cfg = self.cfg
         dist, values = self.model(obs)
         logprobs = dist.log_prob(actions)
-        log_ratio = logprobs - old_logprobs
+        log_ratio = (logprobs - old_logprobs).clamp(max=20.0)  # exp overflow would give NaN gradients
         ratio = log_ratio.exp()
         if cfg.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -415,17 +424,17 @@ class OnPolicyAgent:
             clipped_values = old_values + (values - old_values).clamp(-cfg.value_clip, cfg.value_clip)
             value_loss = torch.max(value_loss, self._value_loss(clipped_values, targets))
         value_loss = value_loss.mean()
-        entropy = dist.entropy().mean()
+        entropy = self._entropy(dist, actions).mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
 
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"Non-finite loss at update {self.updates} (policy {policy_loss.item():.4g}, value "
-                f"{value_loss.item():.4g}); the update was not applied."
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf, foreach=True)
+        if not torch.isfinite(grad_norm):  # NaN/inf loss or gradients: refuse the step (one sync per minibatch)
+            raise NonFiniteLossError(
+                f"Non-finite loss or gradient at update {self.updates} (policy loss {policy_loss.item():.4g}, "
+                f"value loss {value_loss.item():.4g}); the update was not applied."
+            )
         self.optimizer.step()
         self.updates += 1
         stats = {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": value_loss.detach(),
@@ -435,6 +444,13 @@ class OnPolicyAgent:
                 stats["losses/approx_kl"] = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
                 stats["losses/clipfrac"] = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
         return stats
+
+    def _entropy(self, dist: DiagGaussian | Categorical, actions: Tensor) -> Tensor:
+        """Policy entropy. With tanh squashing the Gaussian's entropy grows without bound as std -> inf (all
+        actions saturate at +-1), so use the one-sample estimate -log pi(tanh(u)) of the squashed policy."""
+        if self.model.discrete or self.cfg.action_handling != "tanh":
+            return dist.entropy()
+        return -TanhGaussian(dist.mean, dist.std).log_prob_from_pre_tanh(actions)
 
     def _value_loss(self, values: Tensor, targets: Tensor) -> Tensor:
         if self.cfg.value_loss == "huber":

@@ -19,6 +19,7 @@ Shape legend: ``N`` envs; ``...`` observation dims.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -133,6 +134,9 @@ class GymnasiumBackend:
     def __init__(self, env_fns: list, asynchronous: bool):
         mode = gym.vector.AutoresetMode.SAME_STEP
         if asynchronous:
+            # Workers ignore SIGINT/SIGTERM: Ctrl-C is for the main process, which saves a checkpoint and then
+            # closes the workers; otherwise they die first and the final save fails.
+            env_fns = [functools.partial(_without_interrupts, fn) for fn in env_fns]
             self.vec = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="spawn")
         else:
             self.vec = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode)
@@ -163,6 +167,14 @@ class GymnasiumBackend:
 
     def close(self) -> None:
         self.vec.close()
+
+
+def _without_interrupts(env_fn):
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return env_fn()
 
 
 class EnvpoolBackend:

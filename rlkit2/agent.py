@@ -44,7 +44,7 @@ class BuildContext:
     env: VecEnv
     device: torch.device
     total_steps: int
-    seed: int
+    seed: int  # seeds the agent's training envs (the run loop offsets it on resume)
     threads_collect: int
     threads_update: int
     training: bool = True  # False when only acting (evaluate script): skip training-only checks

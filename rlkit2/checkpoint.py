@@ -124,12 +124,17 @@ class CheckpointDir:
                       key=lambda p: int(_STEP_FILE.search(p.name).group(1)))
 
     def latest(self) -> Path | None:
-        """The most recent resumable state: the newest step file, or final.pt."""
-        candidates = self.step_files()
+        """The most advanced resumable state (by env steps, not file times, which copies do not keep): the
+        highest step file, or final.pt when it is at least as far."""
+        steps = self.step_files()
         final = self.root / "final.pt"
-        if final.is_file():
-            candidates.append(final)
-        return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+        if not final.is_file():
+            return steps[-1] if steps else None
+        if not steps:
+            return final
+        final_steps = int(load(final)["agent_state"].get("env_steps", 0))
+        newest = int(_STEP_FILE.search(steps[-1].name).group(1))
+        return final if final_steps >= newest else steps[-1]
 
     def for_evaluation(self) -> Path | None:
         for name in ("best.pt", "final.pt"):

@@ -55,6 +55,9 @@ class Rollout:
     last_obs: Tensor  # [N,O] preprocessed obs after the last step
     last_value: Tensor  # [N]
     extras: dict[str, Tensor] = field(default_factory=dict)  # [T,N,...]
+    # Preprocessed final observations of truncated episodes: (t, env indices [K], obs [K,O]); kept so the
+    # bootstrap values can be re-evaluated with a newer critic (OnPolicyCollector.final_values).
+    truncated_final_obs: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
 
     @property
     def episode_end(self) -> Tensor:
@@ -106,7 +109,12 @@ class OnPolicyCollector:
     def collect(self, policy: RolloutPolicy) -> Rollout:
         if self._obs_np is None:
             self.reset()
-        for t in range(self.num_steps):
+        T, N = self.num_steps, self.env.num_envs
+        rewards_np = np.zeros((T, N), np.float32)  # staged on the host, one transfer per rollout
+        terminated_np = np.zeros((T, N), bool)
+        truncated_np = np.zeros((T, N), bool)
+        truncated_final_obs: list[tuple[int, Tensor, Tensor]] = []
+        for t in range(T):
             # Each observation updates normalizer statistics exactly once: when it is acted on.
             obs = policy.preprocess(self._to_device(self._obs_np), update_stats=True)
             start = time.perf_counter()
@@ -115,7 +123,7 @@ class OnPolicyCollector:
             self.inference_time += time.perf_counter() - start
 
             start = time.perf_counter()
-            next_obs_np, reward, terminated, truncated, info = self.env.step(env_action)
+            next_obs_np, rewards_np[t], terminated_np[t], truncated_np[t], info = self.env.step(env_action)
             self.env_time += time.perf_counter() - start
             self.episodes.record(info)
 
@@ -126,19 +134,28 @@ class OnPolicyCollector:
             storage.values[t] = out.value
             for key, value in (out.extras or {}).items():
                 storage.extras[key][t] = value
-            storage.rewards[t] = self._to_device(reward)
-            storage.terminated[t] = self._to_device(terminated)
-            storage.truncated[t] = self._to_device(truncated)
-            storage.final_values[t] = 0.0
-            if self.bootstrap_truncation and truncated.any():
-                idx = np.flatnonzero(truncated)
-                final_obs = policy.preprocess(self._to_device(info["final_obs"][idx]), update_stats=False)
-                storage.final_values[t, self._to_device(idx)] = policy.value(final_obs)
+            if self.bootstrap_truncation and truncated_np[t].any():
+                idx = self._to_device(np.flatnonzero(truncated_np[t]))
+                final_obs = policy.preprocess(self._to_device(info["final_obs"][truncated_np[t]]), update_stats=False)
+                truncated_final_obs.append((t, idx, final_obs))
             self._obs_np = next_obs_np
 
+        storage.rewards.copy_(self._to_device(rewards_np))
+        storage.terminated.copy_(self._to_device(terminated_np))
+        storage.truncated.copy_(self._to_device(truncated_np))
+        storage.truncated_final_obs = truncated_final_obs
+        storage.final_values.copy_(self.final_values(storage, policy.value))
         storage.last_obs = policy.preprocess(self._to_device(self._obs_np), update_stats=False)
         storage.last_value = policy.value(storage.last_obs)
         return storage
+
+    @staticmethod
+    def final_values(rollout: "Rollout", value_fn) -> Tensor:
+        """[T,N] V(final_obs) where an episode was truncated, else 0, for the given value function."""
+        final_values = torch.zeros_like(rollout.rewards)
+        for t, idx, final_obs in rollout.truncated_final_obs:
+            final_values[t, idx] = value_fn(final_obs)
+        return final_values
 
     def _storage(self, obs: Tensor, out: PolicyStep) -> Rollout:
         """Allocate the [T,N,...] tensors once, from the shapes of the first step."""

@@ -14,7 +14,8 @@ ActFn = Callable[[torch.Tensor], torch.Tensor]  # raw obs [N,O] on device -> env
 
 
 @torch.inference_mode()
-def evaluate(act: ActFn, env: VecEnv, episodes: int, device: torch.device, seed: int | None = None) -> dict:
+def evaluate(act: ActFn, env: VecEnv, episodes: int, device: torch.device, seed: int | None = None,
+             max_episode_steps: int = 1_000_000) -> dict:
     """Run exactly ``episodes`` episodes and return mean/std of return and length.
 
     Env ``i`` runs a fixed share of the episodes (as SB3's evaluate_policy does), so short episodes from
@@ -27,10 +28,16 @@ def evaluate(act: ActFn, env: VecEnv, episodes: int, device: torch.device, seed:
     returns: list[float] = []
     lengths: list[int] = []
     obs, _ = env.reset(seed=seed)
+    steps_in_episode = np.zeros(n, dtype=int)
     while (counts < targets).any():
         actions = act(torch.as_tensor(obs, device=device)).cpu().numpy()
         obs, _, _, _, info = env.step(actions)
         done = info["_episode"]
+        steps_in_episode = np.where(done, 0, steps_in_episode + 1)
+        if steps_in_episode.max() >= max_episode_steps:
+            raise RuntimeError(
+                f"Evaluation of '{env.name}': an episode ran {max_episode_steps} steps without ending. Fix: give "
+                "the env a time limit (--max_episode_steps N) so evaluation episodes end.")
         for i in np.flatnonzero(done):
             if counts[i] < targets[i]:
                 returns.append(float(info["episode_return"][i]))

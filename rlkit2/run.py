@@ -63,7 +63,7 @@ class RunConfig:
     checkpoint_every: int = 100_000
     """Save a resumable checkpoint every this many env steps (0: only final/best/interrupt)."""
     keep_checkpoints: int = 3
-    """How many periodic checkpoints to keep."""
+    """How many periodic checkpoints to keep (0: keep all)."""
     runs_dir: str = "runs"
     """Parent directory of run directories."""
     run_name: str = ""
@@ -203,9 +203,10 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
 
 
 def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
-                training: bool = True) -> Agent:
+                training: bool = True, env_seed: int | None = None) -> Agent:
     device = resolve_device(run.device)
-    context = BuildContext(env=env, device=device, total_steps=run.total_steps, seed=run.seed,
+    seed = run.seed if env_seed is None else env_seed
+    context = BuildContext(env=env, device=device, total_steps=run.total_steps, seed=seed,
                            threads_collect=run.threads_collect, threads_update=run.threads_update,
                            training=training)
     return spec.build(agent_config, context)
@@ -230,24 +231,34 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                                   f"--resume {run_dir}, or choose another --run_name")
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    env = make_env(run, run.num_envs, run.seed, env_fn)
-    eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
-    agent = build_agent(spec, run, agent_config, env)
-    config_record = {"agent": run.agent, "run": to_dict(run), "agent_config": to_dict(agent_config),
-                     "env_settings": env.settings, "env_is_callable": env_fn is not None}
-    (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
-
     checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=run.keep_checkpoints)
     counters = {"iteration": 0, "best_return": None, "last_eval_step": 0, "last_checkpoint_step": 0,
                 "wall_time": 0.0}
+    payload_in = None
     if resume_from is not None:
         path = checkpoints.latest()
         if path is None:
             raise ckpt.CheckpointError(f"Run directory '{run_dir}' has no checkpoint to resume from.")
-        payload = ckpt.load(path, map_location=agent_device(agent))
-        agent.load_state_dict(payload["agent_state"])
-        counters.update(payload["run"])
-        ckpt.restore_rng(payload["rng"])
+        # On the CPU: RNG states must stay CPU tensors; load_state_dict copies the rest to the agent's device.
+        payload_in = ckpt.load(path, map_location="cpu")
+        counters.update(payload_in["run"])
+
+    env = make_env(run, run.num_envs, run.seed, env_fn)
+    eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
+    # A resumed session seeds its training envs differently, so it does not replay the first session's
+    # initial states (iteration 0 = a fresh run: the plain seed).
+    try:
+        agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"])
+    except BaseException:
+        env.close()
+        eval_env.close()
+        raise
+    config_record = {"agent": run.agent, "run": to_dict(run), "agent_config": to_dict(agent_config),
+                     "env_settings": env.settings, "env_is_callable": env_fn is not None}
+    (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
+    if payload_in is not None:
+        agent.load_state_dict(payload_in["agent_state"])
+        ckpt.restore_rng(payload_in["rng"])
 
     def payload() -> dict:
         return ckpt.make_payload(run.agent, config_record, agent.state_dict(), dict(counters))

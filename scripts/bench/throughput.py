@@ -87,6 +87,24 @@ def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int) -> dict
             "share_update": timings["time/update"] / seconds}
 
 
+def rlkit2_atari_rate(total_steps: int, threads_update: int) -> dict:
+    """PPO with the Atari preset (Nature-CNN, 8 envs x 128 steps, 4 epochs of 256) on ALE/Pong-v5."""
+    from rlkit2.run import resolve_config, train
+
+    run, cfg = resolve_config("ppo", "ALE/Pong-v5", {
+        "total_steps": str(total_steps), "eval_every": "0", "checkpoint_every": "0", "eval_episodes": "1",
+        "eval_envs": "1", "threads_update": str(threads_update), "progress": "false", "tensorboard": "false",
+        "runs_dir": "/tmp/rlkit2_bench_runs", "atari.max_episode_frames": "2000"})  # short final eval
+    from rlkit2.logger import read_progress
+
+    result = train(run, cfg)
+    rows = [r for r in read_progress(result.run_dir) if "perf/steps_per_sec" in r]
+    steps = sum(1 for _ in rows) * 8 * 128
+    seconds = sum(8 * 128 / r["perf/steps_per_sec"] for r in rows)
+    return {"steps_per_sec": steps / seconds, "frames_per_sec": 4 * steps / seconds,
+            "share_update": sum(r["perf/share_update"] * 8 * 128 / r["perf/steps_per_sec"] for r in rows) / seconds}
+
+
 def sb3_ppo_rate(total_steps: int, threads: int) -> dict:
     import gymnasium as gym
     from stable_baselines3 import PPO
@@ -132,6 +150,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats of each PPO measurement")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/throughput.json"))
     parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument("--atari-steps", type=int, default=0, help="also time PPO on Pong for this many steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -159,6 +178,13 @@ def main() -> None:
             out = fn()
             results["ppo"].setdefault(name, []).append(out)
             print(f"ppo  {name:18s} repeat {repeat}: " + ", ".join(f"{k} {v:.3g}" for k, v in out.items()), flush=True)
+
+    if args.atari_steps:
+        for threads in (1, 2):
+            out = rlkit2_atari_rate(args.atari_steps, threads)
+            results.setdefault("atari_ppo", {})[f"threads_update={threads}"] = out
+            print(f"atari PPO Pong threads_update={threads}: " + ", ".join(f"{k} {v:.3g}" for k, v in out.items()),
+                  flush=True)
 
     print("\nsummary (median over repeats)")
     median = {name: float(np.median([r["steps_per_sec"] for r in runs])) for name, runs in results["ppo"].items()}

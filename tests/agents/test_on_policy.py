@@ -165,3 +165,56 @@ def test_non_box_observation_space_is_rejected():
     env = envs.make(DictObsEnv, num_envs=1)
     with pytest.raises(ValueError, match="is not a Box; wrap the env"):
         make_agent(env)
+
+
+def test_learning_rate_schedule_starts_full_and_never_wastes_the_last_iteration():
+    env = envs.make("CartPole-v1", num_envs=2, seed=0)
+    agent = make_agent(env, num_steps=16, minibatch_size=32, epochs=1, lr=1e-3)
+    agent.ctx = BuildContext(env, torch.device("cpu"), total_steps=64, seed=0, threads_collect=1, threads_update=1)
+    lrs = [agent.train_iteration()["charts/learning_rate"] for _ in range(2)]
+    assert lrs == pytest.approx([1e-3, 0.5e-3])  # 32 of 64 steps done before the second iteration
+
+
+def test_unbounded_action_space_is_rejected():
+    class Unbounded(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), 0.0, False, False, {}
+
+    with pytest.raises(ValueError, match="has infinite bounds.*RescaleAction"):
+        make_agent(envs.make(Unbounded, num_envs=1))
+
+
+def test_value_clip_is_centred_on_the_collection_time_prediction():
+    """With value normalization, the old predictions must be normalized with the statistics they were produced
+    under: at the first minibatch of the first epoch the clipped and unclipped value losses then coincide."""
+    torch.manual_seed(0)
+    env = envs.make("Pendulum-v1", num_envs=2, seed=0)
+    agent = make_agent(env, num_steps=32, minibatch_size=64, epochs=1, normalize_value=True, value_clip=0.01,
+                       batch_mode="fixed_trajectories")
+    seen = {}
+    original = agent._minibatch_step
+
+    def spy(obs, actions, logprobs, advantages, targets, old_values, diagnostics=True):
+        with torch.no_grad():
+            seen.setdefault("gap", (agent.model.value(obs) - old_values).abs().max().item())
+        return original(obs, actions, logprobs, advantages, targets, old_values, diagnostics)
+
+    agent._minibatch_step = spy
+    agent.train_iteration()  # statistics move a lot on the first iteration (returns of ~-100s)
+    assert seen["gap"] < 1e-4
+
+
+def test_evaluation_of_an_endless_episode_fails_with_a_fix():
+    from rlkit2.evaluation import evaluate
+    from toy_envs import ConstantRewardEnv
+
+    env = envs.make(ConstantRewardEnv, num_envs=1)
+    with pytest.raises(RuntimeError, match=r"ran 500 steps without ending.*--max_episode_steps"):
+        evaluate(lambda obs: torch.zeros(len(obs), dtype=torch.long), env, 1, torch.device("cpu"),
+                 max_episode_steps=500)

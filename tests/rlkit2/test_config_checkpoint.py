@@ -112,3 +112,16 @@ def test_checkpoint_dir_keeps_latest(tmp_path):
         d.save_step(ckpt.make_payload("ppo", {}, {}, {}), step)
     assert [p.name for p in d.step_files()] == ["step_000000000200.pt", "step_000000000300.pt"]
     assert d.latest().name == "step_000000000300.pt"
+
+
+def test_latest_orders_by_steps_not_file_times(tmp_path):
+    import os
+
+    d = ckpt.CheckpointDir(tmp_path, keep=5)
+    d.save_step(ckpt.make_payload("ppo", {}, {"env_steps": 300}, {}), 300)
+    d.save_named(ckpt.make_payload("ppo", {}, {"env_steps": 200}, {}), "final")
+    d.save_step(ckpt.make_payload("ppo", {}, {"env_steps": 100}, {}), 100)
+    os.utime(tmp_path / "final.pt", (2e9, 2e9))  # a copy that did not keep times: final looks newest
+    assert d.latest().name == "step_000000000300.pt"
+    d.save_named(ckpt.make_payload("ppo", {}, {"env_steps": 300}, {}), "final")
+    assert d.latest().name == "final.pt"

@@ -2,6 +2,7 @@
 and the error messages users see for bad input."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,15 +59,20 @@ def test_train_and_evaluate_mujoco_with_video(tmp_path):
     assert video.is_file() and video.stat().st_size > 1000
 
 
-def test_sigint_saves_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("backend", ["sync", "async"])
+def test_sigint_saves_and_resume_continues(tmp_path, backend):
+    # Ctrl-C reaches the whole process group: async env workers must survive it until the save is done.
     proc = subprocess.Popen(TRAIN + ["--agent", "ppo", "--env", "CartPole-v1", "--total_steps", "10000000",
+                                     "--num_envs", "4", "--minibatch_size", "64", "--backend", backend,
                                      "--runs_dir", str(tmp_path), "--run_name", "long"] + QUIET,
+                            start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     progress = tmp_path / "long" / "progress.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not progress.is_file() or len(progress.read_text().splitlines()) < 3):
+        assert proc.poll() is None, proc.communicate()[1]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: every process in the group
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "run interrupted" in stdout and "resume with" in stdout

@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Render benchmark outputs as markdown tables (pasted into docs/benchmarks.md, never typed by hand).
+
+    python scripts/bench/report.py --throughput docs/bench/throughput.json --learning docs/bench/learning.jsonl \
+        --ablation docs/bench/ablation.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def throughput(path: Path) -> None:
+    data = json.loads(path.read_text())
+    print(f"Machine: {data['machine']}  \nCommand: `{data['command']}`\n")
+    print("| env | backend | raw steps/s (8 envs, random actions) |\n|---|---|---|")
+    for key, rate in data["raw"].items():
+        env, backend = key.rsplit(" ", 1)
+        print(f"| {env} | {backend} | {rate:,.0f} |")
+    best_sb3 = max(v for k, v in data["median_steps_per_sec"].items() if k.startswith("sb3"))
+    print("\n| PPO on HalfCheetah-v5 x 8, identical hyperparameters | steps/s (median) | vs best SB3 | "
+          "collection steps/s | collection vs raw env | runs |\n|---|---|---|---|---|---|")
+    for name, runs in data["ppo"].items():
+        med = float(np.median([r["steps_per_sec"] for r in runs]))
+        col = float(np.median([r["collect_steps_per_sec"] for r in runs]))
+        raw_key = "HalfCheetah-v5 envpool" if "envpool" in name else "HalfCheetah-v5 sync"
+        raw = data["raw"].get(raw_key)
+        shares = ""
+        if "share_update" in runs[0]:
+            shares = (f" (env {np.median([r['share_env'] for r in runs]):.0%}, inference "
+                      f"{np.median([r['share_inference'] for r in runs]):.0%}, update "
+                      f"{np.median([r['share_update'] for r in runs]):.0%})")
+        each = ", ".join(f"{r['steps_per_sec']:.0f}" for r in runs)
+        print(f"| {name}{shares} | {med:,.0f} | {med / best_sb3:.2f}x | {col:,.0f} | "
+              f"{(col / raw if raw else float('nan')):.0%} of {raw_key.split()[-1]} | {each} |")
+    for name, out in data.get("atari_ppo", {}).items():
+        print(f"\nAtari PPO (Pong, Nature-CNN, CPU) {name}: {out['steps_per_sec']:.0f} agent steps/s = "
+              f"{out['frames_per_sec']:.0f} frames/s, update share {out['share_update']:.0%}")
+
+
+def curves(path: Path, key: str) -> None:
+    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        groups[(r["env"], r[key], r["steps"])].append(r)
+    print(f"| env | {key} | budget | seeds | final eval return mean ± std over seeds | per seed | "
+          f"best eval (mean over seeds) | wall time per run |\n|---|---|---|---|---|---|---|---|")
+    for (env, name, steps), runs in sorted(groups.items()):
+        finals = np.array([r["final"] for r in runs])
+        best = np.mean([max(v for _, v in r["curve"]) for r in runs])
+        per_seed = ", ".join(f"s{r['seed']}: {r['final']:.0f}" for r in sorted(runs, key=lambda r: r["seed"]))
+        minutes = np.mean([r["seconds"] for r in runs]) / 60
+        print(f"| {env} | {name} | {steps:,} | {len(runs)} | {finals.mean():.0f} ± {finals.std():.0f} | "
+              f"{per_seed} | {best:.0f} | {minutes:.1f} min |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--throughput", type=Path)
+    parser.add_argument("--learning", type=Path)
+    parser.add_argument("--ablation", type=Path)
+    args = parser.parse_args()
+    if args.throughput:
+        throughput(args.throughput)
+        print()
+    if args.learning:
+        curves(args.learning, "lib")
+        print()
+    if args.ablation:
+        curves(args.ablation, "variant")
+
+
+if __name__ == "__main__":
+    main()
