@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
+
+from envs.vector import GymnasiumBackend
 
 
 @dataclass
@@ -99,38 +100,17 @@ def make_gymnasium_atari(env_id: str, s: AtariSettings, render_mode: str | None 
     return gym.wrappers.FrameStackObservation(env, s.frame_stack, padding_type="zero")
 
 
-class AleNativeBackend:
+def ale_native_backend(env_id: str, num_envs: int, s: AtariSettings) -> GymnasiumBackend:
     """ale-py's C++ ``AtariVectorEnv``: preprocessing and stepping in a native thread pool."""
+    from ale_py.vector_env import AtariVectorEnv
 
-    def __init__(self, env_id: str, num_envs: int, s: AtariSettings):
-        from ale_py.vector_env import AtariVectorEnv
-
-        self.vec = AtariVectorEnv(
-            ale_game_name(env_id), num_envs,
-            frameskip=s.frame_skip, grayscale=s.grayscale, stack_num=s.frame_stack,
-            img_height=s.screen_size, img_width=s.screen_size, maxpool=True, noop_max=s.noop_max,
-            repeat_action_probability=s.repeat_action_probability, full_action_space=s.full_action_space,
-            max_num_frames_per_episode=s.max_episode_frames, use_fire_reset=s.fire_reset,
-            episodic_life=False, reward_clipping=False,  # both done by VecEnv, see module docstring
-            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        )
-        self.num_envs = num_envs
-        self.single_observation_space = self.vec.single_observation_space
-        self.single_action_space = self.vec.single_action_space
-
-    def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-        obs, info = self.vec.reset(seed=seed)
-        return obs, info.get("lives")
-
-    def step(self, actions: np.ndarray):
-        obs, reward, terminated, truncated, info = self.vec.step(np.asarray(actions, dtype=np.int64))
-        # ale-py's final_obs is dense with no mask; only rows of finished envs are meaningful.
-        ended = np.logical_or(terminated, truncated)
-        final_obs = obs
-        if ended.any():
-            final_obs = obs.copy()
-            final_obs[ended] = info["final_obs"][ended]
-        return obs, reward, terminated, truncated, final_obs, info.get("lives")
-
-    def close(self) -> None:
-        self.vec.close()
+    vec = AtariVectorEnv(
+        ale_game_name(env_id), num_envs,
+        frameskip=s.frame_skip, grayscale=s.grayscale, stack_num=s.frame_stack,
+        img_height=s.screen_size, img_width=s.screen_size, maxpool=True, noop_max=s.noop_max,
+        repeat_action_probability=s.repeat_action_probability, full_action_space=s.full_action_space,
+        max_num_frames_per_episode=s.max_episode_frames, use_fire_reset=s.fire_reset,
+        episodic_life=False, reward_clipping=False,  # both done by VecEnv, see module docstring
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    return GymnasiumBackend(vec, dense_final_obs=True)

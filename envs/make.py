@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
-from envs.atari import AleNativeBackend, AtariSettings, is_atari, make_gymnasium_atari
+from envs.atari import AtariSettings, ale_native_backend, is_atari, make_gymnasium_atari
 from envs.custom import EnvCheckError, EnvSpecLike, check_env, env_name, resolve_factory
 from envs.vector import EnvpoolBackend, GymnasiumBackend, VecEnv
 
@@ -68,7 +68,7 @@ def make(
         settings["atari"] = atari_settings.as_dict()
 
     if chosen == "ale":
-        backend_impl = AleNativeBackend(env, num_envs, atari_settings)
+        backend_impl = ale_native_backend(env, num_envs, atari_settings)
     elif chosen == "envpool":
         backend_impl = EnvpoolBackend(env, num_envs, seed, max_episode_steps, **env_kwargs)
     else:
@@ -80,7 +80,7 @@ def make(
             finally:
                 probe.close()
         env_fns = [functools.partial(factory, render_mode) for _ in range(num_envs)]
-        backend_impl = GymnasiumBackend(env_fns, asynchronous=(chosen == "async"))
+        backend_impl = GymnasiumBackend.from_env_fns(env_fns, asynchronous=(chosen == "async"))
 
     venv = VecEnv(
         backend_impl,

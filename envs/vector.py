@@ -129,20 +129,26 @@ class VecEnv(gym.vector.VectorEnv):
 
 
 class GymnasiumBackend:
-    """gymnasium's SyncVectorEnv / AsyncVectorEnv in SAME_STEP mode."""
+    """Any gymnasium ``VectorEnv`` built in SAME_STEP mode: gymnasium's Sync/Async vector envs (final
+    observations in a masked object array) and ale-py's ``AtariVectorEnv`` (a dense array, meaningful only in the
+    rows of finished envs)."""
 
-    def __init__(self, env_fns: list, asynchronous: bool):
+    def __init__(self, vec: gym.vector.VectorEnv, dense_final_obs: bool = False):
+        self.vec = vec
+        self.dense_final_obs = dense_final_obs
+        self.num_envs = vec.num_envs
+        self.single_observation_space = vec.single_observation_space
+        self.single_action_space = vec.single_action_space
+
+    @classmethod
+    def from_env_fns(cls, env_fns: list, asynchronous: bool) -> "GymnasiumBackend":
         mode = gym.vector.AutoresetMode.SAME_STEP
-        if asynchronous:
-            # Workers ignore SIGINT/SIGTERM: Ctrl-C is for the main process, which saves a checkpoint and then
-            # closes the workers; otherwise they die first and the final save fails.
-            env_fns = [functools.partial(_without_interrupts, fn) for fn in env_fns]
-            self.vec = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="spawn")
-        else:
-            self.vec = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode)
-        self.num_envs = self.vec.num_envs
-        self.single_observation_space = self.vec.single_observation_space
-        self.single_action_space = self.vec.single_action_space
+        if not asynchronous:
+            return cls(gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode))
+        # Workers ignore SIGINT/SIGTERM: Ctrl-C is for the main process, which saves a checkpoint and then
+        # closes the workers; otherwise they die first and the final save fails.
+        env_fns = [functools.partial(_without_interrupts, fn) for fn in env_fns]
+        return cls(gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="spawn"))
 
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         obs, info = self.vec.reset(seed=seed)
@@ -150,16 +156,13 @@ class GymnasiumBackend:
 
     def step(self, actions: np.ndarray):
         obs, reward, terminated, truncated, info = self.vec.step(actions)
+        ended = np.logical_or(terminated, truncated)
         final_obs = obs
-        mask = info.get("_final_obs")
-        if mask is not None and mask.any():
+        if ended.any():
             final_obs = obs.copy()
-            final_obs[mask] = np.stack(info["final_obs"][mask])
-        lives = info.get("lives")
-        if lives is not None and mask is not None and mask.any():
-            # After a reset the info is the reset info; a finished game must not count as a lost life.
-            lives = lives.copy()
-        return obs, reward, terminated, truncated, final_obs, lives
+            given = info["final_obs"]
+            final_obs[ended] = given[ended] if self.dense_final_obs else np.stack(given[ended])
+        return obs, reward, terminated, truncated, final_obs, info.get("lives")
 
     def render(self) -> np.ndarray | None:
         frames = self.vec.render()

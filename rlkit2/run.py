@@ -122,12 +122,19 @@ def resolve_config(agent: str, env: str, overrides: dict[str, Any] | None = None
         for section in sections:
             run_values.update(section.get("run", {}))
             agent_values.update(section.get("agent", {}))
+    _route_overrides(spec, overrides, run_values, agent_values)
+    return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
+
+
+def _route_overrides(spec: AgentSpec, overrides: dict[str, Any] | None, run_values: dict[str, Any],
+                     agent_values: dict[str, Any]) -> None:
+    """Send each override to the run config or the agent config by its (top-level) name."""
     run_fields = set(RunConfig.__dataclass_fields__)
     agent_fields = set(spec.config_cls.__dataclass_fields__)
     for key, value in (overrides or {}).items():
         head = key.replace("-", "_").split(".")[0]
         if head in ("agent", "env"):
-            continue
+            continue  # chosen by resolve_config's arguments / fixed by the run directory
         if head in run_fields:
             run_values[key] = value
         elif head in agent_fields:
@@ -137,9 +144,8 @@ def resolve_config(agent: str, env: str, overrides: dict[str, Any] | None = None
 
             close = difflib.get_close_matches(head, sorted(run_fields | agent_fields), n=3)
             hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
-            raise ConfigError(f"Unknown option '--{key}' for agent '{agent}'.{hint} "
-                              f"See: python scripts/train.py --agent {agent} --help")
-    return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
+            raise ConfigError(f"Unknown option '--{key}' for agent '{spec.name}'.{hint} "
+                              f"See: python scripts/train.py --agent {spec.name} --help")
 
 
 def help_text(agent: str) -> str:
@@ -362,14 +368,7 @@ def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None
     spec = get_agent_spec(record["agent"])
     run_values = dict(record["run"])
     agent_values = dict(record["agent_config"])
-    for key, value in (overrides or {}).items():
-        head = key.replace("-", "_").split(".")[0]
-        if head in RunConfig.__dataclass_fields__:
-            run_values[key] = value
-        elif head in spec.config_cls.__dataclass_fields__:
-            agent_values[key] = value
-        else:
-            raise ConfigError(f"Unknown option '--{key}' for agent '{record['agent']}'")
+    _route_overrides(spec, overrides, run_values, agent_values)
     return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
 
 
