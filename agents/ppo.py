@@ -304,7 +304,6 @@ class OnPolicyAgent:
 
     # --- one iteration: collect -> advantages -> minibatch updates ------------------------------------------
     def train_iteration(self) -> dict[str, float]:
-        cfg = self.cfg
         self._set_learning_rate()  # from the steps done before this iteration: full lr first, > 0 last
         set_threads(self.ctx.threads_collect)
         self.model.eval()

@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Render benchmark outputs as markdown tables (pasted into docs/benchmarks.md, never typed by hand).
+"""Render benchmark outputs as markdown tables, never typed by hand.
 
     python scripts/bench/report.py --throughput docs/bench/throughput.json --learning docs/bench/learning.jsonl \
-        --ablation docs/bench/ablation.jsonl
+        --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
+
+With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
+file (NAME: throughput, learning, ablation).
 """
 
 from __future__ import annotations
@@ -59,20 +62,43 @@ def curves(path: Path, key: str) -> None:
               f"{per_seed} | {best:.0f} | {minutes:.1f} min |")
 
 
+def _capture(fn, *fn_args) -> str:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        fn(*fn_args)
+    return buffer.getvalue().strip()
+
+
 def main() -> None:
+    import re
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--throughput", type=Path)
     parser.add_argument("--learning", type=Path)
     parser.add_argument("--ablation", type=Path)
+    parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
+    blocks = {}
     if args.throughput:
-        throughput(args.throughput)
-        print()
+        blocks["throughput"] = _capture(throughput, args.throughput)
     if args.learning:
-        curves(args.learning, "lib")
-        print()
+        blocks["learning"] = _capture(curves, args.learning, "lib")
     if args.ablation:
-        curves(args.ablation, "variant")
+        blocks["ablation"] = _capture(curves, args.ablation, "variant")
+    if not args.write_into:
+        print("\n\n".join(blocks.values()))
+        return
+    text = args.write_into.read_text()
+    for name, table in blocks.items():
+        pattern = re.compile(rf"(<!-- report:{name} -->\n).*?(<!-- /report -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{args.write_into} has no '<!-- report:{name} -->' block")
+        text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+    args.write_into.write_text(text)
+    print(f"updated {', '.join(blocks)} in {args.write_into}")
 
 
 if __name__ == "__main__":

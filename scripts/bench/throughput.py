@@ -106,7 +106,6 @@ def rlkit2_atari_rate(total_steps: int, threads_update: int) -> dict:
 
 
 def sb3_ppo_rate(total_steps: int, threads: int) -> dict:
-    import gymnasium as gym
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env

@@ -80,3 +80,15 @@ def test_mlp_last_layer_scale_and_nature_cnn_shape():
     assert cnn(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 512)
     with pytest.raises(ValueError, match="Unknown activation 'swish'"):
         mlp(4, (8,), 1, act="swish")
+
+
+def test_record_video_atari(tmp_path):
+    import envs
+    from rlkit2.evaluation import record_video
+
+    env = envs.make("ALE/Breakout-v5", 1, seed=0, backend="sync", render_mode="rgb_array")
+    path = record_video(lambda obs: torch.zeros(len(obs), dtype=torch.long), env, tmp_path / "v.mp4",
+                        torch.device("cpu"), max_frames=60)
+    assert path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="num_envs=1"):
+        record_video(lambda obs: obs, envs.make("CartPole-v1", 2), tmp_path / "x.mp4", torch.device("cpu"))
