@@ -23,7 +23,7 @@ def run_and_eval(agent, env, overrides, tmp_path):
 
 @pytest.mark.slow
 def test_ppo_learns_cartpole(tmp_path):
-    result = run_and_eval("ppo", "CartPole-v1", {"total_steps": 60_000, "eval_every": 0, "eval_episodes": 10}, tmp_path)
+    result = run_and_eval("ppo", "CartPole-v1", {"total_steps": 100_000, "eval_every": 0, "eval_episodes": 10}, tmp_path)
     assert result.final_eval["return_mean"] >= 475, result.final_eval
 
 
