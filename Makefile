@@ -1,4 +1,6 @@
 # Quickstart targets. Each creates .venv (CPU torch when there is no GPU) and installs rlkit2 into it.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c   # a failed training run must not go on to evaluate
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENV ?= HalfCheetah-v5
@@ -10,7 +12,7 @@ export MUJOCO_GL ?= egl
 # Train PPO (study preset) on a MuJoCo env for a short budget, then evaluate the saved policy.
 train:
 	scripts/setup_env.sh
-	$(PY) scripts/train.py --agent ppo --env $(ENV) --total_steps $(STEPS) --run_name quickstart-ppo-$(ENV)-$$(date +%Y%m%d-%H%M%S) | tee .last_train.log
+	$(PY) scripts/train.py --agent ppo --env $(ENV) --total_steps $(STEPS) --run_name quickstart-ppo-$(subst /,_,$(ENV))-$$(date +%Y%m%d-%H%M%S) | tee .last_train.log
 	$(PY) scripts/evaluate.py $$(sed -n 's/^run directory : //p' .last_train.log) --episodes 10
 
 # Run the test suite on CPU (a few minutes on 2 cores).

@@ -25,6 +25,15 @@ def _fail(message: str) -> int:
     return 2
 
 
+TRAIN_USAGE = """Train an agent.
+
+    python scripts/train.py --agent ppo --env Hopper-v5 [--option value ...]
+    python scripts/train.py --agent ppo --env my_pkg.envs:MyEnv --total_steps 200000
+    python scripts/train.py --resume RUN_DIR [--total_steps N]
+    python scripts/train.py --list
+"""
+
+
 def main_train(argv: list[str]) -> int:
     head = argparse.ArgumentParser(add_help=False)
     head.add_argument("--agent", default="ppo")
@@ -40,8 +49,7 @@ def main_train(argv: list[str]) -> int:
                 print(f"{name:10s} {spec.description}")
             return 0
         if known.help:
-            print(__doc__ or "")
-            print("usage: train.py --agent NAME --env ENV [--option value ...] | --resume RUN_DIR\n")
+            print(TRAIN_USAGE)
             print(help_text(known.agent))
             return 0
         overrides = parse_cli_overrides(rest)

@@ -5,7 +5,7 @@
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
-file (NAME: throughput, learning, ablation).
+file (NAME: throughput, learning, ablation, learning_long).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--throughput", type=Path)
     parser.add_argument("--learning", type=Path)
     parser.add_argument("--ablation", type=Path)
+    parser.add_argument("--learning-long", type=Path, help="longer-budget learning runs (block learning_long)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -88,6 +89,8 @@ def main() -> None:
         blocks["learning"] = _capture(curves, args.learning, "lib")
     if args.ablation:
         blocks["ablation"] = _capture(curves, args.ablation, "variant")
+    if args.learning_long:
+        blocks["learning_long"] = _capture(curves, args.learning_long, "lib")
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return
