@@ -52,8 +52,6 @@ def make(
     name = env_name(env)
     env_kwargs = dict(env_kwargs or {})
     atari_settings = (atari or AtariSettings()) if is_atari(env) else None
-    if atari_settings is None and atari is not None and not is_atari(env):
-        atari = None  # settings given for a non-Atari env (e.g. from a preset) are ignored
     if atari_settings is not None and max_episode_steps is not None:
         raise ValueError(f"max_episode_steps does not apply to Atari env '{name}'; set the limit in emulator "
                          f"frames with AtariSettings(max_episode_frames=...) (--atari.max_episode_frames)")
@@ -150,12 +148,12 @@ def _envpool_ids() -> frozenset[str]:
 def _envpool_supports(env: EnvSpecLike) -> bool:
     # Only MuJoCo-style ids: envpool's Atari/classic variants differ in preprocessing from ours.
     return isinstance(env, str) and not is_atari(env) and env in _envpool_ids() and env.endswith("-v5") \
-        and env.split("-")[0] in _MUJOCO_NAMES
+        and env.split("-")[0] in MUJOCO_NAMES
 
 
-_MUJOCO_NAMES = {
+MUJOCO_NAMES = {  # gymnasium's MuJoCo env families (also used to pick presets)
     "Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
     "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d",
 }
 
-__all__ = ["make", "BACKENDS", "EnvCheckError"]
+__all__ = ["make", "BACKENDS", "MUJOCO_NAMES", "EnvCheckError"]

@@ -23,6 +23,7 @@ import torch
 
 import envs
 from envs import AtariSettings, is_atari
+from envs.make import MUJOCO_NAMES
 from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
@@ -90,8 +91,6 @@ class RunConfig:
                 raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
 
 
-MUJOCO_NAMES = {"Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
-                "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d"}
 CLASSIC_NAMES = {"CartPole", "Pendulum", "Acrobot", "MountainCar", "MountainCarContinuous", "LunarLander",
                  "LunarLanderContinuous", "BipedalWalker"}
 
