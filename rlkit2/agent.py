@@ -8,6 +8,8 @@ An agent is one module in ``agents/`` that registers an ``AgentSpec`` under one 
 - ``train_iteration()``: collect and update once; returns a dict of scalar stats.
 - ``env_steps``: env steps consumed so far (the run's budget counter).
 - ``state_dict()`` / ``load_state_dict()``: networks, optimizers, normalizers, counters (plain tensors).
+- optional ``resume_state()`` / ``load_resume_state(state_or_None)``: what only resuming needs (an off-policy
+  agent's replay buffer); saved in step/final/interrupt checkpoints, not in ``best.pt``.
 """
 
 from __future__ import annotations

@@ -75,3 +75,46 @@ class NatureCNN(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.fc(self.convs(frames.float() / 255.0))
+
+
+class EnsembleMLP(nn.Module):
+    """E independent MLPs evaluated together: one batched matmul (``baddbmm``) per layer instead of E
+    module calls. Used for twin critics (DSAC-T) and reward-model ensembles.
+
+    Weights are ``[E, in, out]``, biases ``[E, 1, out]``, both initialised like ``nn.Linear``'s default
+    (uniform in ±1/sqrt(fan_in)), so member e computes exactly what an ``nn.Linear`` stack would.
+    ``forward(x)`` takes ``[B, in]`` (the same input for every member) or ``[E, B, in]`` and returns
+    ``[E, B, out]``. ``params`` replaces the module's own tensors (e.g. detached copies, so a loss can
+    differentiate through the network's input without reaching its weights)."""
+
+    def __init__(self, ensemble_size: int, in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu"):
+        super().__init__()
+        if ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
+        dims = [in_dim, *hidden, out_dim]
+        self.ensemble_size = ensemble_size
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(ensemble_size, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(ensemble_size, 1, fan_out).uniform_(-bound, bound)))
+        self.act = activation(act)
+
+    def param_lists(self, detach: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        ws, bs = list(self.weights), list(self.biases)
+        if detach:
+            ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
+        return ws, bs
+
+    def forward(self, x: torch.Tensor,
+                params: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> torch.Tensor:
+        ws, bs = params if params is not None else (self.weights, self.biases)
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.ensemble_size, *x.shape)
+        last = len(ws) - 1
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = self.act(x)
+        return x

@@ -142,6 +142,7 @@ class ReplayBuffer:
         self.fresh = torch.ones(N, dtype=torch.bool, device=dev)       # next add starts an episode
         self._envs = torch.arange(N, device=dev)
         self.num_adds = 0  # host-side, so "empty?" needs no device sync
+        self.high_water = 0  # CPU buffers: slots [0, high_water) have been written (for rejection sampling)
 
     # ------------------------------------------------------------------ writing
     def add(self, obs: Any, actions: Any, rewards: Any, terminated: Any, truncated: Any,
@@ -173,9 +174,20 @@ class ReplayBuffer:
             ahead = (q.unsqueeze(0) + torch.arange(1, self.frame_stack, device=self.device).unsqueeze(1)) % C
             self.valid[ahead, envs] = False
         ended = terminated | truncated
+        if self.device.type == "cpu":  # reading a CPU tensor is no device sync
+            self.high_water = min(C, max(self.high_water, int(p.max()) + 2))
         self.ptr = (p + 1 + ended.long()) % C
         self.fresh = ended
         self.num_adds += 1
+
+    def break_episodes(self) -> None:
+        """End every env's stream here without a terminal flag: the next ``add`` starts a new episode.
+
+        For when the env was reset outside the buffer's view (e.g. resuming a run with a reloaded buffer and
+        freshly reset envs). The newest obs of each unfinished stream stays as a non-start slot, so the last
+        stored transition keeps its true next obs and n-step/sequence windows stop there."""
+        self.ptr = torch.where(self.fresh, self.ptr, (self.ptr + 1) % self.capacity_per_env)
+        self.fresh = torch.ones_like(self.fresh)
 
     def _as_tensor(self, name: str, x: Any, shape: tuple, dtype: torch.dtype) -> Tensor:
         t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, device=self.device)
@@ -246,12 +258,37 @@ class ReplayBuffer:
         if self.num_adds == 0:
             raise ValueError("cannot sample from an empty replay buffer; add() transitions first "
                              "(e.g. collect learning_starts steps before updating)")
+        if self.device.type == "cpu":
+            return self._sample_starts_rejection(batch_size)
+        return self._sample_starts_exact(batch_size)
+
+    def _sample_starts_exact(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """The accelerator path: the k-th valid slot in flat order by binary search in the running count of
+        valid slots; no host sync (a cumsum over C*N slots is cheap on a GPU)."""
         counts = self.valid.view(-1).cumsum(0)
         total = counts[-1]
         u = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
         rank = torch.minimum((u * total).long(), total - 1)  # 0-based rank among valid slots
         flat = torch.searchsorted(counts, rank, right=True)   # first index whose count exceeds rank
         return flat // self.num_envs, flat % self.num_envs
+
+    def _sample_starts_rejection(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """The CPU path: uniform (slot, env) over the written rectangle, redrawing the invalid ones.
+
+        Accepted draws are exactly uniform over valid slots, at O(batch) cost: the device path's running
+        count over all C*N slots costs O(capacity) per sample (~1.5 ms at 1e6 slots) and evicts the
+        networks from the CPU caches. Invalid slots are rare (one final obs per episode, the newest obs per
+        env), so a redraw is needed for a few percent of draws; checking for them is free on the CPU."""
+        g, hw, n = self.generator, max(self.high_water, 1), self.num_envs
+        slot = torch.randint(hw, (batch_size,), generator=g)
+        env = torch.randint(n, (batch_size,), generator=g)
+        ok = self.valid[slot, env]
+        while not bool(ok.all()):
+            bad = (~ok).nonzero().squeeze(1)
+            slot[bad] = torch.randint(hw, (len(bad),), generator=g)
+            env[bad] = torch.randint(n, (len(bad),), generator=g)
+            ok[bad] = self.valid[slot[bad], env[bad]]
+        return slot, env
 
     def _gather_obs(self, slot: Tensor, env: Tensor) -> Tensor:
         """Observations at (slot, env) of any batch shape; frame stacks are rebuilt from earlier slots."""
@@ -289,7 +326,8 @@ class ReplayBuffer:
         """Plain tensors, ints and a string: loadable with ``torch.load(weights_only=True)``. The generator is the
         caller's and is not included."""
         state: dict[str, Any] = {f: getattr(self, f) for f in _TRANSITION_FIELDS}
-        state.update(ptr=self.ptr, fresh=self.fresh, num_adds=self.num_adds, capacity=self.capacity,
+        state.update(ptr=self.ptr, fresh=self.fresh, num_adds=self.num_adds, high_water=self.high_water,
+                     capacity=self.capacity,
                      num_envs=self.num_envs, frame_stack=self.frame_stack, stack_padding=self.stack_padding)
         return state
 
@@ -306,6 +344,7 @@ class ReplayBuffer:
                                  f"{tuple(dst.shape)} {dst.dtype}; build the buffer with the same shapes")
             dst.copy_(src)
         self.num_adds = int(state["num_adds"])
+        self.high_water = int(state.get("high_water", self.capacity_per_env))
 
 
 def _masked(x: Tensor, mask: Tensor) -> Tensor:

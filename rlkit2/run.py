@@ -263,10 +263,17 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
     if payload_in is not None:
         agent.load_state_dict(payload_in["agent_state"])
+        if hasattr(agent, "load_resume_state"):
+            agent.load_resume_state(payload_in.get("resume_state"))
         ckpt.restore_rng(payload_in["rng"])
 
-    def payload() -> dict:
-        return ckpt.make_payload(run.agent, config_record, agent.state_dict(), dict(counters))
+    def payload(resumable: bool = True) -> dict:
+        """A checkpoint; ``resumable`` ones also carry what only resuming needs (an off-policy agent's replay
+        buffer, via the optional ``resume_state()``), which 'best' checkpoints leave out."""
+        out = ckpt.make_payload(run.agent, config_record, agent.state_dict(), dict(counters))
+        if resumable and hasattr(agent, "resume_state"):
+            out["resume_state"] = agent.resume_state()
+        return out
 
     logger = Logger(run_dir, tensorboard=run.tensorboard)
     progress = _progress_bar(run, agent.env_steps)
@@ -289,7 +296,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     metrics.update({f"eval/{k}": v for k, v in result.items() if k != "returns"})
                     if counters["best_return"] is None or result["return_mean"] > counters["best_return"]:
                         counters["best_return"] = result["return_mean"]
-                        checkpoints.save_named(payload(), "best")
+                        checkpoints.save_named(payload(resumable=False), "best")
                 logger.log(agent.env_steps, metrics)
                 progress.update(agent.env_steps - steps_before)
                 progress.set_postfix_str(_postfix(metrics), refresh=False)
@@ -305,7 +312,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                 logger.log(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
                 if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
                     counters["best_return"] = final_eval["return_mean"]
-                    checkpoints.save_named(payload(), "best")
+                    checkpoints.save_named(payload(resumable=False), "best")
                 path = checkpoints.save_named(payload(), "final")
             else:
                 path = checkpoints.save_step(payload(), agent.env_steps)

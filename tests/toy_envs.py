@@ -78,3 +78,40 @@ class ExplodingRewardEnv(FixedHorizonEnv):
         obs, r, term, trunc, info = super().step(action)
         self.total += 1
         return obs, (1e38 if self.total > 300 else r), term, trunc, info
+
+
+class ImageObsContinuousEnv(gym.Env):
+    """Pixel observations with continuous actions (for agents that accept only flat observations)."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (8, 8, 1), np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros((8, 8, 1), np.uint8), {}
+
+    def step(self, action):
+        return np.zeros((8, 8, 1), np.uint8), 0.0, False, False, {}
+
+
+class ReachTargetEnv(gym.Env):
+    """Continuous control in one line: observe a target in [-1, 1], act, get -(action - target)^2; 10 steps
+    per episode (terminated). A random policy earns about -6.7 per episode, a perfect one 0."""
+
+    def __init__(self, horizon: int = 10) -> None:
+        self.horizon = horizon
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.target = self.np_random.uniform(-1, 1, 1).astype(np.float32)
+        return self.target.copy(), {}
+
+    def step(self, action):
+        reward = -float((np.asarray(action, np.float32)[0] - self.target[0]) ** 2)
+        self.t += 1
+        self.target = self.np_random.uniform(-1, 1, 1).astype(np.float32)
+        return self.target.copy(), reward, self.t >= self.horizon, False, {}

@@ -5,7 +5,7 @@
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
-file (NAME: throughput, learning, ablation, learning_long).
+file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning).
 """
 
 from __future__ import annotations
@@ -46,6 +46,18 @@ def throughput(path: Path) -> None:
               f"{out['frames_per_sec']:.0f} frames/s, update share {out['share_update']:.0%}")
 
 
+def dsac_speed(path: Path) -> None:
+    data = json.loads(path.read_text())
+    print(f"Machine: {data['machine']}, torch {data['torch']}; {data['env']}, {data['steps']} timed env steps after a "
+          f"{data['warmup']}-step warm-up, one update per env step\n")
+    print("| torch threads | rlkit2 DSAC-T steps/s (= updates/s) | SB3 SAC steps/s (= updates/s) | ratio |\n|---|---|---|---|")
+    for threads in sorted({r["threads"] for r in data["rows"]}):
+        mine, sb3 = (next(r for r in data["rows"] if r["lib"] == lib and r["threads"] == threads)
+                     for lib in ("rlkit2", "sb3"))
+        print(f"| {threads} | {mine['steps_per_sec']:.1f} (update share {mine['share_update']:.0%}) | "
+              f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x |")
+
+
 def curves(path: Path, key: str) -> None:
     records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
     groups: dict[tuple, list] = defaultdict(list)
@@ -80,6 +92,8 @@ def main() -> None:
     parser.add_argument("--learning", type=Path)
     parser.add_argument("--ablation", type=Path)
     parser.add_argument("--learning-long", type=Path, help="longer-budget learning runs (block learning_long)")
+    parser.add_argument("--dsac-speed", type=Path, help="scripts/bench/dsac_speed.py output (block dsac_speed)")
+    parser.add_argument("--dsac-learning", type=Path, help="scripts/bench/dsac_learning.py output (block dsac_learning)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -91,6 +105,10 @@ def main() -> None:
         blocks["ablation"] = _capture(curves, args.ablation, "variant")
     if args.learning_long:
         blocks["learning_long"] = _capture(curves, args.learning_long, "lib")
+    if args.dsac_speed:
+        blocks["dsac_speed"] = _capture(dsac_speed, args.dsac_speed)
+    if args.dsac_learning:
+        blocks["dsac_learning"] = _capture(curves, args.dsac_learning, "algo")
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return

@@ -165,6 +165,21 @@ def test_uniform_over_envs_and_slots():
     assert counts.min() > 0.8 * 500 and counts.max() < 1.2 * 500  # 20000 / 40 transitions
 
 
+@pytest.mark.parametrize("method", ["_sample_starts_rejection", "_sample_starts_exact"])
+def test_both_sampling_paths_are_uniform_over_valid_slots_only(method):
+    """The CPU (rejection) and accelerator (running count) paths, both on the CPU here: every valid slot
+    equally often, never an invalid one (final obs, newest obs), also after the ring wrapped."""
+    specs = [[(1, "term"), (7, "trunc")], [(2, "trunc"), (3, "term")], [(50, "trunc")]]
+    buf = make_buffer(60, 3)
+    stream, _ = scripted(specs, 90)
+    fill(buf, stream)
+    slot, env = getattr(buf, method)(60_000)
+    assert bool(buf.valid[slot, env].all())
+    counts = torch.zeros_like(buf.rewards).index_put_((slot, env), torch.ones(len(slot)), accumulate=True)
+    expected = 60_000 / int(buf.valid.sum())
+    assert counts[buf.valid].min() > 0.8 * expected and counts[buf.valid].max() < 1.2 * expected
+
+
 def test_ring_wraparound_keeps_newest_and_consistent():
     # env 0 never ends; env 1 has 3-step terminated episodes (4 slots each, with the final obs)
     specs = [[(1000, "trunc")], [(3, "term")]]

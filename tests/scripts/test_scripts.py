@@ -46,6 +46,19 @@ def test_train_then_evaluate_custom_env_by_path(tmp_path):
     assert 0 <= result["return_mean"] <= 8  # FixedHorizonEnv: at most 1 reward per step, 8 steps
 
 
+def test_dsac_learns_a_custom_continuous_env_through_the_scripts(tmp_path):
+    out = run(TRAIN + ["--agent", "dsac", "--env", "toy_envs:ReachTargetEnv", "--total_steps", "1500",
+                       "--learning_starts", "200", "--steps_per_iteration", "250", "--hidden", "32,32",
+                       "--critic_lr", "1e-3", "--policy_lr", "1e-3", "--alpha_lr", "3e-3", "--eval_every", "0", "--eval_episodes", "10",
+                       "--runs_dir", str(tmp_path)] + QUIET)
+    assert out.returncode == 0, out.stderr
+    run_dir = run_dir_from(out.stdout)
+    ev = run(EVALUATE + [str(run_dir), "--episodes", "10", "--json"])
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["episodes"] == 10 and result["return_mean"] > -1.0, result  # random policy: about -6.7
+
+
 def test_train_and_evaluate_mujoco_with_video(tmp_path):
     out = run(TRAIN + ["--agent", "ppo", "--env", "InvertedPendulum-v5", "--total_steps", "2048", "--eval_every",
                        "0", "--eval_episodes", "2", "--runs_dir", str(tmp_path)] + QUIET)
@@ -90,7 +103,7 @@ def test_sigint_saves_and_resume_continues(tmp_path, backend):
     (["--agent", "ppo", "--env", "CartPole-v1", "--lr_rate", "3"], "Unknown option '--lr_rate' for agent 'ppo'"),
     (["--agent", "ppo", "--env", "CartPole-v1", "--batch_mode", "foo"], "allowed values: shuffle_transitions"),
     (["--agent", "ppo", "--env", "CartPole-v1", "--gamma", "2"], "'gamma' must be in (0, 1]"),
-    (["--agent", "dqn", "--env", "CartPole-v1"], "Unknown agent 'dqn'. Available agents: a2c, ppo"),
+    (["--agent", "dqn", "--env", "CartPole-v1"], "Unknown agent 'dqn'. Available agents: a2c, dsac, ppo"),
     (["--agent", "ppo", "--env", "CartPol-v1"], "Did you mean: CartPole-v1"),
     (["--agent", "ppo", "--env", "toy_envs:NoSuchEnv"], "module 'toy_envs' has no attribute 'NoSuchEnv'"),
     (["--agent", "ppo", "--env", "CartPole-v1", "--backend", "ale"], "backend 'ale' runs Atari ids only"),

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Speed benchmark: rlkit2 DSAC-T vs Stable-Baselines3 SAC at one update per env step, same sizes.
+
+    python scripts/bench/dsac_speed.py --env HalfCheetah-v5 --steps 1000 --threads 1 2 \
+        --out docs/bench/dsac_speed.json
+
+Both: one env, 3x256 GELU actor and critics, batch 256, after a 1000-step warm-up; we time --steps env
+steps with their updates (so updates/s = env steps/s). DSAC-T does more work per update than SAC (a target
+policy forward, two return-distribution heads) but updates the actor every second step (delay 2). Run on a
+quiet machine: the numbers are wall-clock rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+WARMUP = 1000
+
+
+def time_rlkit2(env_id: str, steps: int, threads: int) -> dict:
+    import torch
+
+    from rlkit2.agent import get_agent_spec
+    from rlkit2.run import build_agent, make_env, resolve_config
+
+    torch.manual_seed(0)
+    run, cfg = resolve_config("dsac", env_id, {"num_envs": 1, "backend": "sync", "threads_update": threads,
+                                               "learning_starts": WARMUP, "steps_per_iteration": WARMUP,
+                                               "hidden": "256,256,256", "activation": "gelu"})
+    agent = build_agent(get_agent_spec("dsac"), run, cfg, make_env(run, 1, 0))
+    agent.train_iteration()  # warm-up: random actions, no updates
+    agent.cfg.steps_per_iteration = steps
+    updates = agent.updates
+    start = time.perf_counter()
+    stats = agent.train_iteration()
+    seconds = time.perf_counter() - start
+    return {"steps_per_sec": steps / seconds, "updates_per_sec": (agent.updates - updates) / seconds,
+            "share_update": stats["time/update"] / seconds}
+
+
+def time_sb3(env_id: str, steps: int, threads: int) -> dict:
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import SAC
+
+    torch.set_num_threads(threads)
+    model = SAC("MlpPolicy", gym.make(env_id), seed=0, device="cpu", learning_starts=WARMUP, batch_size=256,
+                policy_kwargs={"net_arch": [256, 256, 256], "activation_fn": torch.nn.GELU})
+    model.learn(WARMUP + 1)
+    updates = model._n_updates
+    start = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    seconds = time.perf_counter() - start
+    return {"steps_per_sec": steps / seconds, "updates_per_sec": (model._n_updates - updates) / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env", default="HalfCheetah-v5")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "dsac_speed.json")
+    parser.add_argument("--single", nargs=2, metavar=("LIB", "THREADS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:  # one measurement per process: no shared torch state between libraries
+        fn = time_rlkit2 if args.single[0] == "rlkit2" else time_sb3
+        print(json.dumps(fn(args.env, args.steps, int(args.single[1]))))
+        return
+    rows = []
+    for threads in args.threads:
+        for lib in ("rlkit2", "sb3"):
+            out = subprocess.run([sys.executable, __file__, "--single", lib, str(threads), "--env", args.env,
+                                  "--steps", str(args.steps)], check=True, capture_output=True, text=True).stdout
+            row = {"lib": lib, "threads": threads, **json.loads(out.strip().splitlines()[-1])}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    for threads in args.threads:
+        mine, sb3 = (next(r for r in rows if r["lib"] == lib and r["threads"] == threads) for lib in ("rlkit2", "sb3"))
+        print(f"threads={threads}: rlkit2 DSAC-T / SB3 SAC steps/s = {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x")
+    import torch
+
+    record = {"env": args.env, "steps": args.steps, "warmup": WARMUP, "rows": rows, "torch": torch.__version__,
+              "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
