@@ -1,3 +1,3 @@
 """rlkit2's agents. Importing this package registers every built-in agent (rlkit2.agent.AGENTS)."""
 
-from agents import dsac, ppo  # noqa: F401  registers 'ppo', 'a2c' and 'dsac'
+from agents import agac, dsac, ppo  # noqa: F401  registers 'ppo', 'a2c', 'dsac' and 'agac'

@@ -24,7 +24,7 @@ Algorithm (one gradient update, ``update``):
 Where the defaults come from (and where they differ; see also agents/presets/dsac.toml):
   - Paper / official code: 3x256 GELU MLPs, Adam lr 3e-4 for alpha, log alpha = 1 at the start, batch 256,
     replay 1e6, warm-up 10k, gamma 0.99, tau = tau_b = 0.005, delay 2, xi = 3, eps = 0.1, log-std clamp
-    [-20, 0.5], v1 TD bound 20, reward scale 1 (DSAC-v2; GOPS DSAC-T uses 0.2).
+    [-20, 0.5], reward scale 1 (DSAC-v2; GOPS DSAC-T uses 0.2); v1 TD bound 10 (see ``td_bound``).
   - Update-to-data ratio and learning rates: the official serial trainer does 1 update per 20 env steps
     (for 30M env steps) with lr 1e-4 for critic and policy. At the 100k-1M step budgets this library
     benchmarks we default to the regime of the authors' Stable-Baselines3 port of DSAC-T (and of SAC):
@@ -33,8 +33,13 @@ Where the defaults come from (and where they differ; see also agents/presets/dsa
   - Critic loss: ``paper`` (default) is the DSAC-T paper's loss (GOPS ``dsact.py``, DSAC-v2 before commit
     c5105eb); ``huber_weighted`` is DSAC-v2 HEAD's later variant (per-sample weight
     clip(sigma_bar^2 / (sigma^2 + eps), 0.1, 10) and Huber(50) in both terms).
-  - GOPS ``dsact.py`` clips with 3x the *batch* mean of the target critic's sigma; we follow the paper and
-    DSAC-v2 (running sigma_bar of the online critic).
+  - GOPS ``dsact.py`` exists in two versions: commit 92f5634 has the paper loss (running sigma_bar, scale
+    sigma_bar^2 + eps); commit 00d7e50 clips with 3x the *batch* mean of the target critic's sigma and has no
+    scale. We follow the paper and DSAC-v2 (running sigma_bar of the online critic, with the scale).
+  - log pi uses the exact tanh correction log(1 - tanh(u)^2) (computed stably); the official code uses
+    log(1 + 1e-6 - tanh(u)^2), which caps each saturated action dimension at about -13.8 nats.
+  - The v1 variant follows DSAC-v2's ``dsac_v1.py`` (softplus std, samples clipped at 3 sigma), not GOPS
+    ``dsac.py`` (exp std, samples clipped at 2 sigma, another loss form).
   - Warm-up actions: uniform random over the action box (as SAC implementations), or the initial policy's
     samples (``warmup_actions = "policy"``, as GOPS' buffer warm-up does).
   - The critics see actions rescaled to [-1, 1]; log pi includes -sum log((high-low)/2) as the official code
@@ -122,8 +127,9 @@ class DSACConfig:
     """Policy log-std clamp, upper end (official: 0.5)."""
     sample_clip: float = 3.0
     """Return samples use clamp(eps, -c, c) with eps ~ N(0, 1)."""
-    td_bound: float = 20.0
-    """v1 only: the std term's target is clipped to Q +- td_bound (official default 20)."""
+    td_bound: float = 10.0
+    """v1 only: the std term's target is clipped to Q +- td_bound. dsac_v1.py's fallback is 20, its example
+    scripts pass 1 (MuJoCo/Humanoid), GOPS' 10; the right value depends on the reward scale."""
     td_bound_sigmas: float = 3.0
     """DSAC-T only: the clip bound is this many running sigma_bar (xi = 3)."""
     tau_b: float = 0.005
@@ -380,7 +386,7 @@ class DSACAgent:
                                                   cfg.epsilon, cfg.huber_delta)
         loss = critic_loss
         stats = {"loss/critic": critic_loss.detach(), "critic/q": q.detach().mean(),
-                 "critic/std": std.detach().mean(), "critic/target_q": y_q.mean()}
+                 "critic/std": std.detach().mean(), "critic/target_q": y_q.mean(), "critic/target_z": y_z.mean()}
         if update_policy:
             # The policy sees the critics as they were before this update's critic step (as the official
             # code does): their weights are detached, the gradient flows only through the action.
@@ -390,7 +396,8 @@ class DSACAgent:
             loss = loss + policy_loss
             if cfg.auto_alpha:
                 loss = loss + temperature_loss(self.log_alpha, log_prob, self.target_entropy)
-            stats.update({"loss/policy": policy_loss.detach(), "policy/entropy": -log_prob.detach().mean()})
+            stats.update({"loss/policy": policy_loss.detach(), "policy/entropy": -log_prob.detach().mean(),
+                          "policy_updates": torch.ones((), device=self.device)})
 
         self.critic_opt.zero_grad(set_to_none=True)
         self.policy_opt.zero_grad(set_to_none=True)
@@ -416,7 +423,7 @@ class DSACAgent:
             totals = dict(zip(keys, values))
             if totals.pop("nonfinite") > 0:
                 raise NonFiniteLossError(f"A DSAC loss became NaN/inf during the updates up to {self.updates}.")
-            policy_updates = max(1, math.ceil(updates / self.cfg.delay))
+            policy_updates = max(1.0, totals.pop("policy_updates", 0.0))
             for key, value in totals.items():
                 stats[key] = value / (policy_updates if key.startswith(("loss/policy", "policy/")) else updates)
             stats["critic/sigma_bar"] = float(self.sigma_bar.mean()) if self.cfg.variant == "dsac_t" else stats["critic/std"]

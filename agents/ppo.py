@@ -37,7 +37,7 @@ from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
-from rlkit2.networks import NatureCNN, mlp
+from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
 from rlkit2.returns import gae, n_step_returns, next_values_from
 
@@ -78,7 +78,7 @@ class OnPolicyConfig:
     shared_network: bool = False
     """One torso for policy and value (study: separate networks won on 4 of 5 tasks)."""
     torso: Literal["auto", "mlp", "cnn"] = "auto"
-    """'auto': Nature-CNN for image observations [C,H,W] uint8, else MLP."""
+    """Observation torso: auto = CNN for uint8 images (Nature-CNN for Atari frames, a grid CNN for MiniGrid), else MLP."""
     policy_hidden: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the policy MLP (and of the shared torso)."""
     value_hidden: tuple[int, ...] = (64, 64)
@@ -165,7 +165,7 @@ class OnPolicyConfig:
 # Networks
 # ----------------------------------------------------------------------------------------------------------
 class ActorCritic(nn.Module):
-    """Policy and value function; separate torsos or one shared torso, MLP or Nature-CNN."""
+    """Policy and value function; separate torsos or one shared torso, MLP or CNN (Nature / grid)."""
 
     def __init__(self, cfg: OnPolicyConfig, obs_space: gym.spaces.Box, action_space: gym.Space):
         super().__init__()
@@ -176,8 +176,8 @@ class ActorCritic(nn.Module):
         self.cfg = cfg
 
         def torso(hidden: tuple[int, ...]) -> tuple[nn.Module, int]:
-            if use_cnn:
-                cnn = NatureCNN(obs_space.shape[0], initializer=cfg.initializer, input_hw=obs_space.shape[1:])
+            if use_cnn:  # Nature-CNN for Atari frames, a small grid CNN for MiniGrid (rlkit2.networks)
+                cnn = image_torso(obs_space.shape, cfg.initializer)
                 return cnn, cnn.out_dim
             in_dim = int(np.prod(obs_space.shape))
             return nn.Sequential(nn.Flatten(), mlp(in_dim, hidden, None, cfg.activation, cfg.initializer)), \

@@ -17,6 +17,8 @@ import gymnasium as gym
 
 from envs.atari import AtariSettings, ale_native_backend, is_atari, make_gymnasium_atari
 from envs.custom import EnvCheckError, EnvSpecLike, check_env, env_name, resolve_factory
+from envs.minigrid import is_minigrid
+from envs.minigrid import make_env as make_minigrid_env
 from envs.vector import EnvpoolBackend, GymnasiumBackend, VecEnv
 
 BACKENDS = ("auto", "sync", "async", "ale", "envpool")
@@ -96,6 +98,8 @@ def _single_env_factory(env: EnvSpecLike, atari: AtariSettings | None, max_episo
                         env_kwargs: dict[str, Any]) -> Callable[[str | None], gym.Env]:
     if atari is not None:
         return functools.partial(_atari_factory, env, atari)
+    if is_minigrid(env):  # a third-party package through the custom-env (callable) path
+        env = functools.partial(make_minigrid_env, env)
     base = resolve_factory(env, **env_kwargs)
     if max_episode_steps is None:
         return base

@@ -74,7 +74,7 @@ class VecEnv(gym.vector.VectorEnv):
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
         self._raise_if_not_finite(obs, "reset()")
-        return obs, {}
+        return obs, dict(getattr(self.backend, "extra_info", {}))
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         obs, reward, terminated, truncated, final_obs, lives = self.backend.step(actions)
@@ -90,6 +90,7 @@ class VecEnv(gym.vector.VectorEnv):
         self._episode_return += reward
         self._episode_length += 1
         info: dict[str, Any] = {
+            **getattr(self.backend, "extra_info", {}),  # the envs' own info keys (e.g. MiniGrid's agent_pos)
             "final_obs": final_obs,
             "_final_obs": ended,
             "episode_return": np.where(ended, self._episode_return, 0.0),
@@ -139,6 +140,7 @@ class GymnasiumBackend:
         self.num_envs = vec.num_envs
         self.single_observation_space = vec.single_observation_space
         self.single_action_space = vec.single_action_space
+        self.extra_info: dict[str, Any] = {}  # the envs' own info keys of the last reset/step
 
     @classmethod
     def from_env_fns(cls, env_fns: list, asynchronous: bool) -> "GymnasiumBackend":
@@ -152,10 +154,12 @@ class GymnasiumBackend:
 
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         obs, info = self.vec.reset(seed=seed)
+        self.extra_info = _extra_info(info)
         return obs, info.get("lives")
 
     def step(self, actions: np.ndarray):
         obs, reward, terminated, truncated, info = self.vec.step(actions)
+        self.extra_info = _extra_info(info)
         ended = np.logical_or(terminated, truncated)
         final_obs = obs
         if ended.any():
@@ -170,6 +174,16 @@ class GymnasiumBackend:
 
     def close(self) -> None:
         self.vec.close()
+
+
+_RESERVED_INFO = {"final_obs", "_final_obs", "final_info", "_final_info", "lives", "_lives", "episode", "_episode",
+                  "episode_frame_number", "_episode_frame_number", "frame_number", "_frame_number"}
+
+
+def _extra_info(info: dict) -> dict:
+    """The envs' own info keys (and their ``_key`` masks), passed through to ``VecEnv.step``'s info. In SAME_STEP
+    mode an env that just reset reports its reset info, so each value describes the returned obs."""
+    return {k: v for k, v in info.items() if k not in _RESERVED_INFO} if info else {}
 
 
 def _without_interrupts(env_fn):

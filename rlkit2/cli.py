@@ -102,9 +102,10 @@ def main_evaluate(argv: list[str]) -> int:
         agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
         agent.load_state_dict(payload["agent_state"])
         device = resolve_device(args.device)
+        stochastic = args.stochastic or not run.eval_deterministic  # the run's own evaluation mode by default
 
         def act(obs: torch.Tensor) -> torch.Tensor:
-            return agent.act(obs, deterministic=not args.stochastic)
+            return agent.act(obs, deterministic=not stochastic)
 
         result = evaluate(act, env, args.episodes, device, seed=args.seed)
         env.close()
@@ -115,7 +116,7 @@ def main_evaluate(argv: list[str]) -> int:
     else:
         print(f"checkpoint: {path}  (trained {payload['agent_state'].get('env_steps', '?')} env steps)")
         print(f"return: {result['return_mean']:.2f} +- {result['return_std']:.2f} over {result['episodes']} "
-              f"{'stochastic' if args.stochastic else 'deterministic'} episodes "
+              f"{'stochastic' if stochastic else 'deterministic'} episodes "
               f"(length {result['length_mean']:.0f}; min {np.min(result['returns']):.1f}, "
               f"max {np.max(result['returns']):.1f})")
     if args.video:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from envs import VecEnv
+from rlkit2.config import ConfigError
 
 
 class PolicyStep(NamedTuple):
@@ -58,6 +59,8 @@ class Rollout:
     # Preprocessed final observations of truncated episodes: (t, env indices [K], obs [K,O]); kept so the
     # bootstrap values can be re-evaluated with a newer critic (OnPolicyCollector.final_values).
     truncated_final_obs: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
+    # The env info values named in the collector's ``info_keys``, on the host: infos[k][t] describes obs[t].
+    infos: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def episode_end(self) -> Tensor:
@@ -84,8 +87,11 @@ class EpisodeStats:
 class OnPolicyCollector:
     """Steps ``env`` for ``num_steps`` per call, keeping the current obs between calls."""
 
-    def __init__(self, env: VecEnv, num_steps: int, device: torch.device, bootstrap_truncation: bool = True):
+    def __init__(self, env: VecEnv, num_steps: int, device: torch.device, bootstrap_truncation: bool = True,
+                 info_keys: tuple[str, ...] = ()):
         self.env = env
+        self.info_keys = info_keys  # env info values to keep per step (e.g. MiniGrid's agent_pos)
+        self._info_now: dict[str, np.ndarray] = {}
         self.num_steps = num_steps
         self.device = device
         self.bootstrap_truncation = bootstrap_truncation
@@ -97,7 +103,16 @@ class OnPolicyCollector:
         self._pin = device.type == "cuda"
 
     def reset(self, seed: int | None = None) -> None:
-        self._obs_np, _ = self.env.reset(seed=seed)
+        self._obs_np, info = self.env.reset(seed=seed)
+        self._keep_info(info)
+
+    def _keep_info(self, info: dict) -> None:
+        for key in self.info_keys:
+            if key not in info:
+                raise ConfigError(f"Env '{self.env.name}' does not report info['{key}'], which this agent needs "
+                               f"(reported: {sorted(k for k in info if not k.startswith('_'))}). Fix: use an env "
+                               "that reports it, or turn off the option that needs it.")
+            self._info_now[key] = np.asarray(info[key])
 
     def _to_device(self, array: np.ndarray) -> Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -114,7 +129,10 @@ class OnPolicyCollector:
         terminated_np = np.zeros((T, N), bool)
         truncated_np = np.zeros((T, N), bool)
         truncated_final_obs: list[tuple[int, Tensor, Tensor]] = []
+        infos = {k: np.zeros((T, *v.shape), v.dtype) for k, v in self._info_now.items()}
         for t in range(T):
+            for key, value in self._info_now.items():
+                infos[key][t] = value
             # Each observation updates normalizer statistics exactly once: when it is acted on.
             obs = policy.preprocess(self._to_device(self._obs_np), update_stats=True)
             start = time.perf_counter()
@@ -126,6 +144,7 @@ class OnPolicyCollector:
             next_obs_np, rewards_np[t], terminated_np[t], truncated_np[t], info = self.env.step(env_action)
             self.env_time += time.perf_counter() - start
             self.episodes.record(info)
+            self._keep_info(info)
 
             storage = self._storage(obs, out)
             storage.obs[t] = obs
@@ -144,6 +163,7 @@ class OnPolicyCollector:
         storage.terminated.copy_(self._to_device(terminated_np))
         storage.truncated.copy_(self._to_device(truncated_np))
         storage.truncated_final_obs = truncated_final_obs
+        storage.infos = infos
         storage.final_values.copy_(self.final_values(storage, policy.value))
         storage.last_obs = policy.preprocess(self._to_device(self._obs_np), update_stats=False)
         storage.last_value = policy.value(storage.last_obs)

@@ -118,3 +118,36 @@ class EnsembleMLP(nn.Module):
             if i < last:
                 x = self.act(x)
         return x
+
+
+class GridCNN(nn.Module):
+    """Small symbolic grids (MiniGrid's 7x7 view): 3 x [conv 32, 3x3, stride 2, padding 1, ELU] then FC ``out_dim``
+    ELU, the AGAC code's tower. Input ``uint8 [B, C, H, W]`` of small integer codes (object, colour, state ids),
+    used as floats without the /255 of pixel frames."""
+
+    def __init__(self, in_channels: int, out_dim: int = 256, initializer: str = "orthogonal",
+                 input_hw: tuple[int, int] = (7, 7)):
+        super().__init__()
+        gain = math.sqrt(2) if initializer == "orthogonal" else 1.0
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(3):
+            layers += [init_layer(nn.Conv2d(channels, 32, 3, stride=2, padding=1), initializer, gain), nn.ELU()]
+            channels = 32
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, in_channels, *input_hw)).shape[1]
+        self.fc = nn.Sequential(init_layer(nn.Linear(flat, out_dim), initializer, gain), nn.ELU())
+        self.out_dim = out_dim
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(grid.float()))
+
+
+def image_torso(obs_shape: Sequence[int], initializer: str = "orthogonal") -> nn.Module:
+    """The conv torso for ``uint8 [C, H, W]`` observations: Nature-CNN for frames of at least 36x36 (Atari's
+    84x84 stacks; it needs 36), the small ``GridCNN`` below that (MiniGrid's 7x7). Has ``out_dim``."""
+    channels, height, width = obs_shape
+    if min(height, width) >= 36:
+        return NatureCNN(channels, initializer=initializer, input_hw=(height, width))
+    return GridCNN(channels, initializer=initializer, input_hw=(height, width))

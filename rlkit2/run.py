@@ -24,6 +24,7 @@ import torch
 import envs
 from envs import AtariSettings, is_atari
 from envs.make import MUJOCO_NAMES
+from envs.minigrid import is_minigrid
 from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
@@ -61,6 +62,9 @@ class RunConfig:
     """Episodes per evaluation."""
     eval_envs: int = 5
     """Parallel evaluation environments."""
+    eval_deterministic: bool = True
+    """Evaluate the policy's mode (true) or sample actions (false: MiniGrid, where an argmax policy can loop
+    forever in a partially observed room)."""
     checkpoint_every: int = 100_000
     """Save a resumable checkpoint every this many env steps (0: only final/best/interrupt)."""
     keep_checkpoints: int = 3
@@ -96,9 +100,11 @@ CLASSIC_NAMES = {"CartPole", "Pendulum", "Acrobot", "MountainCar", "MountainCarC
 
 
 def env_family(env: str) -> str | None:
-    """'atari', 'mujoco' or 'classic' -- selects a preset's per-family section."""
+    """'atari', 'mujoco', 'classic' or 'minigrid' -- selects a preset's per-family section."""
     if is_atari(env):
         return "atari"
+    if is_minigrid(env):
+        return "minigrid"
     base = env.split("-v")[0] if isinstance(env, str) else ""
     if base in MUJOCO_NAMES:
         return "mujoco"
@@ -336,7 +342,7 @@ def agent_device(agent: Agent) -> torch.device:
 
 
 def _evaluate(agent: Agent, eval_env: envs.VecEnv, run: RunConfig) -> dict:
-    return evaluate(lambda obs: agent.act(obs, deterministic=True), eval_env, run.eval_episodes,
+    return evaluate(lambda obs: agent.act(obs, deterministic=run.eval_deterministic), eval_env, run.eval_episodes,
                     agent_device(agent), seed=run.seed + 10_000)
 
 

@@ -101,6 +101,21 @@ def test_huber_weighted_variant_by_hand():
     assert loss.item() == pytest.approx((l0 + l1) / 2, rel=1e-12)
 
 
+def test_huber_variant_gradients_reach_q_and_sigma_through_the_right_terms():
+    """Inside the Huber threshold: dL/dQ = w (Q - y_q) / B (mean term only), dL/dsigma = w (sg(sigma)^2 -
+    0.5 (sg(Q) - y_b)^2) / (sg(sigma) + eps) / B (std term only)."""
+    q, std = leaf([[0.0, 1.0]]), leaf([[1.0, 0.5]])
+    y_q, y_z = leaf([3.0, 2.0]), leaf([1.0, 9.0])
+    sigma_bar = torch.tensor([1.0], dtype=torch.float64)
+    critic_loss_t_huber(q, std, y_q, y_z, sigma_bar, xi=3.0, eps=0.1, delta=50.0).backward()
+    w = [1 / 1.1, 1 / 0.35]
+    y_b = [1.0, 1.0 + 3.0]  # sample 1 clipped at Q + 3 sigma_bar
+    np.testing.assert_allclose(q.grad, [[w[0] * (0 - 3) / 2, w[1] * (1 - 2) / 2]], rtol=1e-12)
+    np.testing.assert_allclose(std.grad, [[w[0] * (1 - 0.5 * (0 - y_b[0]) ** 2) / 1.1 / 2,
+                                           w[1] * (0.25 - 0.5 * (1 - y_b[1]) ** 2) / 0.6 / 2]], rtol=1e-12)
+    assert y_q.grad is None and y_z.grad is None
+
+
 def test_sigma_bar_starts_at_the_first_batch_mean_then_averages():
     stds = torch.tensor([[1.0, 3.0], [4.0, 4.0]])
     sb = update_sigma_bar(torch.tensor([-1.0, -1.0]), stds, tau_b=0.1)
@@ -138,6 +153,47 @@ def filled_agent(**overrides):
     for _ in range(100):
         agent._env_step(timing)
     return agent
+
+
+def test_one_update_matches_a_step_by_step_replica():
+    """Replays one DSAC-T update by hand with the same random numbers: next actions from the *target* policy,
+    y_q from the lower target mean, y_z from that same critic's sample, sigma_bar updated before the loss, the
+    policy loss on min(Q1, Q2) with a detached alpha, and log alpha's gradient from the temperature loss only."""
+    agent = filled_agent(gamma=0.9)
+    with torch.no_grad():  # make the targets differ from the online networks
+        for p in list(agent.critic_target.parameters()) + list(agent.policy_target.parameters()):
+            p.add_(0.1 * torch.randn_like(p))
+        agent.log_alpha.fill_(-0.5)
+    batch = agent.replay.sample(16)
+    obs, actions, next_obs = batch.obs, batch.actions, batch.next_obs
+    agent.updates = 0  # a policy step
+    state = torch.get_rng_state()
+
+    next_a, next_logp = agent.sample_with_log_prob(agent.policy_target, next_obs)
+    next_q, next_std = agent.q_values(agent.critic_target, next_obs, next_a)
+    z = next_q + torch.randn_like(next_q).clamp(-3, 3) * next_std
+    alpha = math.exp(-0.5)
+    cont = 0.9 * (~batch.terminated).float()
+    lower = (next_q[1] < next_q[0]).long()  # the critic with the lower target mean
+    pick = torch.arange(16)
+    y_q = batch.rewards + cont * (next_q[lower, pick] - alpha * next_logp)
+    y_z = batch.rewards + cont * (z[lower, pick] - alpha * next_logp)
+    q, std = agent.q_values(agent.critic, obs, actions)
+    sigma_bar = std.mean(1)  # first update: the batch mean, before the loss uses it
+    expected_critic = critic_loss_t(q, std, y_q, y_z, sigma_bar.detach())
+    new_a, logp = agent.sample_with_log_prob(agent.policy, obs)
+    q_new, _ = agent.q_values(agent.critic, obs, new_a)
+    expected_policy = (alpha * logp - q_new.min(0).values).mean()
+    expected_alpha_grad = -(logp + agent.target_entropy).mean()
+
+    torch.set_rng_state(state)
+    stats = agent.update(batch)
+    assert stats["critic/target_q"].item() == pytest.approx(y_q.mean().item(), rel=1e-5)
+    assert stats["critic/target_z"].item() == pytest.approx(y_z.mean().item(), rel=1e-5)
+    assert stats["loss/critic"].item() == pytest.approx(expected_critic.item(), rel=1e-5)
+    assert stats["loss/policy"].item() == pytest.approx(expected_policy.item(), rel=1e-5)
+    torch.testing.assert_close(agent.sigma_bar, sigma_bar.detach())
+    assert agent.log_alpha.grad.item() == pytest.approx(expected_alpha_grad.item(), rel=1e-5)
 
 
 def test_polyak_targets_move_only_on_delayed_updates():

@@ -1,0 +1,425 @@
+"""Adversarially Guided Actor-Critic (Flet-Berliac et al., ICLR 2021, arXiv 2102.04376), following the official
+code (yfletberliac/adversarially-guided-actor-critic: the TF ``agac/agac.py`` + ``run_minigrid.py``, and the
+PyTorch port ``agac_torch/agac/agac_ppo.py``).
+
+An adversary pi_adv learns to imitate the actor; the actor is rewarded for doing what the adversary does not
+predict. Three networks, no shared trunk: actor pi, critic V and adversary pi_adv.
+
+Algorithm (one ``train_iteration``; "old" = the networks at collection time):
+    1. collect T steps from N envs (rlkit2.collector), storing log pi_old(a|s), log pi_adv_old(a|s) and both
+       distributions' parameters; optionally add the episodic count bonus beta / sqrt(n(agent position)) to the
+       rewards used for the actor's returns (MiniGrid presets; off by default);
+    2. G_t = GAE(lambda) returns on the rewards with the bonus; G^ext_t = the same on the true rewards;
+       A_t = G_t - V_old(s_t) + c (log pi_old(a_t|s_t) - log pi_adv_old(a_t|s_t))
+       T_t = G^ext_t + c KL(pi_old || pi_adv_old)(s_t)                      (critic target; no gradient)
+    3. epochs x shuffled minibatches, one backward pass on
+         L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)]          (A normalised per minibatch, rho = pi / pi_old)
+             - beta_H H[pi]
+             + beta_V 0.5 E[max((V - T)^2, (V_clip - T)^2)]      (V_clip = V_old + clip(V - V_old, +-eps))
+             + beta_adv E[KL(sg[pi_old] || pi_adv)]
+       two Adam optimizers (eps 1e-5): actor+critic at lr, the adversary at adversary_lr_scale * lr; gradient
+       norms clipped per group;
+    4. c decays linearly to 0 over the run: c = c0 (1 - (u - 1) / U) at iteration u of U.
+
+Where the official code deviates from the paper, and what we follow:
+  - The count bonus (TF MiniGrid runner) is not part of the paper's method; it is an option here (``count_bonus``,
+    0 by default, 0.1 in the MiniGrid preset, as ``run_minigrid.py``). Like the official runner it counts the
+    agent's (x, y) position in one table per rollout (``count_reset = "episode"``: per env and episode). It enters
+    only the actor's advantage; the critic learns the true rewards + c KL. The scale matters: a positive
+    per-step bonus can outweigh a one-off goal reward, and the agent learns to wander. On MiniGrid-Empty-5x5
+    (seed 0, 40k steps, 8 envs x 256 steps) per-env tables (8x fewer counts each, a larger bonus) took the
+    sampled evaluation from 0.9 down to 0.14; the pooled table keeps it at 0.95, as without the bonus.
+  - The paper states the advantage with the c-weighted log-ratio added to the *return*; the code adds it to the
+    advantage per step (identical, as here).
+  - The PyTorch port builds the adversary's optimizer with the actor's lr (its ``adversary_learning_rate`` is
+    unused) and reads the old policy's std from the adversary's parameters in the Gaussian branch; we follow the
+    TF code (lr x 0.3) and use the actor's own std.
+Continuous actions use Gaussian policies (state-independent log-std) with the KL in closed form; the env gets
+the sample clipped to [-1, 1] and rescaled to the action bounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, register
+from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
+from rlkit2.config import ConfigError
+from rlkit2.device import set_threads
+from rlkit2.distributions import Categorical, DiagGaussian
+from rlkit2.networks import image_torso, mlp
+from rlkit2.normalizers import ObservationNormalizer
+from rlkit2.returns import gae, next_values_from
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+@dataclass
+class AGACConfig:
+    agac_c: float = 4e-4
+    """c0: weight of the log-ratio bonus in the advantage and of the KL in the critic target (official MiniGrid: 4e-4)."""
+    agac_c_decay: Literal["linear", "none"] = "linear"
+    """Decay c linearly to 0 over the run (official) or keep it constant."""
+    adversary_coef: float = 4e-5
+    """beta_adv: weight of the adversary's KL loss (official MiniGrid: 4e-5)."""
+    adversary_lr_scale: float = 0.3
+    """The adversary's Adam lr is this times ``lr`` (official TF code: 0.3)."""
+    count_bonus: float = 0.0
+    """Episodic count bonus beta / sqrt(n(agent position)) added to the actor's rewards; 0 = off. Needs an env that
+    reports info['agent_pos'] (MiniGrid does). Official MiniGrid: 0.1."""
+    count_reset: Literal["rollout", "episode"] = "rollout"
+    """'rollout': one count table per rollout, all envs pooled (the official single-env runner's scale);
+    'episode': a table per env, cleared at its episode ends."""
+    clip_eps: float = 0.2
+    """PPO clip range of the ratio; also the value clip range (official: both 0.2)."""
+    entropy_coef: float = 0.01
+    """beta_H."""
+    value_coef: float = 0.5
+    """beta_V."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    lr: float = 3e-4
+    """Adam learning rate of actor and critic (official MiniGrid: 3e-4, constant)."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (official: 1e-5)."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip, applied to actor+critic and to the adversary separately (official: 0.5)."""
+    num_steps: int = 256
+    """Steps per env per rollout (x num_envs = batch; official: 1 env x 2048)."""
+    epochs: int = 4
+    """Passes over each rollout (official: 4)."""
+    minibatch_size: int = 256
+    """Transitions per minibatch (official: 256)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """MLP torso widths for vector observations (image observations use a CNN, rlkit2.networks.image_torso)."""
+    activation: Literal["tanh", "relu", "elu", "gelu", "silu", "leaky_relu"] = "tanh"
+    """MLP activation."""
+    adversary_hidden: int = 128
+    """Width of the adversary's extra hidden layer on its torso (official: FC 128 ELU)."""
+    normalize_obs: bool = False
+    """Running mean/std observation normalization (vector observations only)."""
+    timeout_handling: Literal["bootstrap", "terminate"] = "bootstrap"
+    """Bootstrap truncated episodes from V(final obs) (correct) or treat truncation as terminal."""
+
+    def validate(self) -> None:
+        for name in ("clip_eps", "lr", "adam_eps", "num_steps", "epochs", "minibatch_size", "adversary_lr_scale",
+                     "adversary_hidden"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"Option '{name}' must be > 0, got {getattr(self, name)}")
+        for name in ("agac_c", "adversary_coef", "count_bonus", "entropy_coef", "value_coef", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"Option '{name}' must be in [0, 1], got {getattr(self, name)}")
+
+
+# ------------------------------------------------------------------------------------- the AGAC quantities
+def kl_categorical(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """KL(p || q) per row for logits [..., A]."""
+    log_p, log_q = F.log_softmax(logits_p, -1), F.log_softmax(logits_q, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def kl_gaussian(mean_p: Tensor, std_p: Tensor, mean_q: Tensor, std_q: Tensor) -> Tensor:
+    """KL(N(mean_p, std_p) || N(mean_q, std_q)) summed over the action dims, in closed form."""
+    return (torch.log(std_q / std_p) + (std_p.square() + (mean_p - mean_q).square()) / (2 * std_q.square())
+            - 0.5).sum(-1)
+
+
+def agac_advantage(returns: Tensor, values_old: Tensor, logprob_old: Tensor, adv_logprob_old: Tensor,
+                   c: float) -> Tensor:
+    """A_t = G_t - V_old(s_t) + c (log pi_old(a_t|s_t) - log pi_adv_old(a_t|s_t)) (before normalisation)."""
+    return returns - values_old + c * (logprob_old - adv_logprob_old)
+
+
+def critic_target(true_returns: Tensor, kl_old: Tensor, c: float) -> Tensor:
+    """T_t = G^ext_t + c KL(pi_old || pi_adv_old)(s_t), with no gradient through the KL."""
+    return true_returns + c * kl_old.detach()
+
+
+def clipped_value_loss(values: Tensor, values_old: Tensor, targets: Tensor, clip: float) -> Tensor:
+    """0.5 E[max((V - T)^2, (V_old + clip(V - V_old, +-clip) - T)^2)]."""
+    clipped = values_old + (values - values_old).clamp(-clip, clip)
+    return 0.5 * torch.maximum((values - targets).square(), (clipped - targets).square()).mean()
+
+
+def episodic_count_bonus(positions: np.ndarray, episode_end: np.ndarray, beta: float, reset: str) -> np.ndarray:
+    """beta / sqrt(n) per step, n = visits of the step's position so far; ``positions`` [T, N, 2] are those of obs t.
+
+    reset='rollout': one count table for the whole rollout, all envs pooled in time order -- the official runner
+    has one env and counts its 2048 steps (several episodes) in one table, so pooling N envs x T steps keeps the
+    bonus on the same scale. reset='episode': a table per env, cleared after each of its episode ends."""
+    T, N = positions.shape[:2]
+    bonus = np.zeros((T, N), np.float32)
+    pooled: dict[tuple, int] = {}
+    per_env: list[dict[tuple, int]] = [{} for _ in range(N)]
+    for t in range(T):
+        for n in range(N):
+            counts = pooled if reset == "rollout" else per_env[n]
+            key = tuple(positions[t, n].tolist())
+            counts[key] = counts.get(key, 0) + 1
+            bonus[t, n] = beta / math.sqrt(counts[key])
+            if reset == "episode" and episode_end[t, n]:
+                per_env[n] = {}
+    return bonus
+
+
+# -------------------------------------------------------------------------------------------- the networks
+class AGACNetworks(nn.Module):
+    """Actor, critic and adversary, each with its own torso (CNN for uint8 images, else MLP)."""
+
+    def __init__(self, cfg: AGACConfig, obs_space: gym.spaces.Box, action_space: gym.Space):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        image = len(obs_space.shape) == 3 and obs_space.dtype == np.uint8
+
+        def torso() -> tuple[nn.Module, int]:
+            if image:
+                cnn = image_torso(obs_space.shape)
+                return cnn, cnn.out_dim
+            in_dim = int(np.prod(obs_space.shape))
+            return nn.Sequential(nn.Flatten(), mlp(in_dim, cfg.hidden, None, cfg.activation)), cfg.hidden[-1]
+
+        actor_torso, dim = torso()
+        self.actor = nn.Sequential(actor_torso, mlp(dim, (), act_dim, out_scale=0.01))
+        critic_torso, dim = torso()
+        self.critic = nn.Sequential(critic_torso, mlp(dim, (), 1, out_scale=1.0))
+        adversary_torso, dim = torso()
+        self.adversary = nn.Sequential(adversary_torso, mlp(dim, (cfg.adversary_hidden,), act_dim, act="elu",
+                                                             out_scale=0.01))
+        if not self.discrete:  # state-independent log-stds, starting at std 1
+            self.actor_log_std = nn.Parameter(torch.zeros(act_dim))
+            self.adversary_log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def params(self, out: Tensor, who: str) -> Tensor:
+        """Distribution parameters as one tensor: logits [B, A], or [mean, std] [B, 2A]."""
+        if self.discrete:
+            return out
+        log_std = self.actor_log_std if who == "actor" else self.adversary_log_std
+        return torch.cat([out, log_std.exp().expand_as(out)], -1)
+
+    def dist(self, params: Tensor) -> Categorical | DiagGaussian:
+        if self.discrete:
+            return Categorical(params)
+        mean, std = params.chunk(2, -1)
+        return DiagGaussian(mean, std)
+
+    def kl(self, params_p: Tensor, params_q: Tensor) -> Tensor:
+        if self.discrete:
+            return kl_categorical(params_p, params_q)
+        return kl_gaussian(*params_p.chunk(2, -1), *params_q.chunk(2, -1))
+
+    def actor_params(self, obs: Tensor) -> Tensor:
+        return self.params(self.actor(obs), "actor")
+
+    def adversary_params(self, obs: Tensor) -> Tensor:
+        return self.params(self.adversary(obs), "adversary")
+
+    def value(self, obs: Tensor) -> Tensor:
+        return self.critic(obs).squeeze(-1)
+
+
+class AGACAgent:
+    def __init__(self, cfg: AGACConfig, ctx: BuildContext):
+        cfg.validate()
+        self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
+        env = ctx.env
+        obs_space, action_space = env.single_observation_space, env.single_action_space
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ConfigError(f"Env '{env.name}': observation space {obs_space} is not a Box; wrap the env to "
+                              "produce arrays (e.g. gymnasium.wrappers.FlattenObservation, or MiniGrid's image)")
+        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise ConfigError(f"Env '{env.name}': AGAC supports Discrete and Box actions, not {action_space}")
+        if isinstance(action_space, gym.spaces.Box):
+            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+                raise ConfigError(f"Env '{env.name}': action space {action_space} has infinite bounds. Fix: declare "
+                                  "finite bounds, or wrap the env with gymnasium.wrappers.RescaleAction/ClipAction.")
+            self.action_low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
+            self.action_high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+        self.image_obs = obs_space.dtype == np.uint8 and len(obs_space.shape) == 3
+        self.nets = AGACNetworks(cfg, obs_space, action_space).to(self.device)
+        self.obs_normalizer = ObservationNormalizer(obs_space.shape, enabled=cfg.normalize_obs and not self.image_obs
+                                                    ).to(self.device)
+        # actor + critic in one optimizer at lr; the adversary in its own at a lower lr (official TF code)
+        self.main_params = [p for name, p in self.nets.named_parameters() if not name.startswith("adversary")]
+        self.adversary_params = [p for name, p in self.nets.named_parameters() if name.startswith("adversary")]
+        self.optimizer = torch.optim.Adam(self.main_params, lr=cfg.lr, eps=cfg.adam_eps)
+        self.adversary_optimizer = torch.optim.Adam(self.adversary_params, lr=cfg.lr * cfg.adversary_lr_scale,
+                                                    eps=cfg.adam_eps)
+        info_keys = ("agent_pos",) if cfg.count_bonus > 0 else ()
+        self.collector = OnPolicyCollector(env, cfg.num_steps, self.device, info_keys=info_keys,
+                                           bootstrap_truncation=cfg.timeout_handling == "bootstrap")
+        self.batch_size = cfg.num_steps * env.num_envs
+        self.total_iterations = max(1, ctx.total_steps // self.batch_size)
+        self.env_steps = 0
+        self.iterations = 0
+        if ctx.training:
+            if cfg.minibatch_size > self.batch_size:
+                raise ConfigError(f"Option 'minibatch_size' ({cfg.minibatch_size}) is larger than the batch "
+                                  f"num_steps * num_envs = {self.batch_size}")
+            self.collector.reset(seed=ctx.seed)
+
+    # --- acting -------------------------------------------------------------------------------------------
+    def preprocess(self, obs: Tensor, update_stats: bool) -> Tensor:
+        if self.image_obs:
+            return obs
+        obs = obs.float()
+        if update_stats:
+            self.obs_normalizer.update(obs)
+        return self.obs_normalizer(obs)
+
+    def step(self, obs: Tensor) -> PolicyStep:
+        pi_params, adv_params = self.nets.actor_params(obs), self.nets.adversary_params(obs)
+        action = self.nets.dist(pi_params).sample()
+        return PolicyStep(self.to_env_action(action), action, self.nets.dist(pi_params).log_prob(action),
+                          self.nets.value(obs),
+                          {"pi_params": pi_params, "adv_params": adv_params,
+                           "adv_logprob": self.nets.dist(adv_params).log_prob(action)})
+
+    def value(self, obs: Tensor) -> Tensor:
+        return self.nets.value(obs)
+
+    def to_env_action(self, action: Tensor) -> Tensor:
+        if self.nets.discrete:
+            return action
+        return self.action_low + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+    @torch.inference_mode()
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        obs = self.preprocess(obs.to(self.device), update_stats=False)
+        dist = self.nets.dist(self.nets.actor_params(obs))
+        return self.to_env_action(dist.mode() if deterministic else dist.sample())
+
+    def current_c(self) -> float:
+        """c at this iteration: c0 (1 - (u - 1) / U) for iteration u = 1..U (official), or c0."""
+        if self.cfg.agac_c_decay == "none":
+            return self.cfg.agac_c
+        return self.cfg.agac_c * max(0.0, 1.0 - self.iterations / self.total_iterations)
+
+    # --- one iteration ------------------------------------------------------------------------------------
+    def train_iteration(self) -> dict[str, float]:
+        c = self.current_c()
+        set_threads(self.ctx.threads_collect)
+        self.nets.eval()
+        rollout = self.collector.collect(self)
+        self.env_steps += self.batch_size
+        timing = self.collector.pop_timing()
+
+        start = time.perf_counter()
+        set_threads(self.ctx.threads_update)
+        self.nets.train()
+        stats = self.update(rollout, c)
+        timing["update"] = time.perf_counter() - start
+        self.iterations += 1
+
+        returns, lengths = self.collector.episodes.pop()
+        if returns:
+            stats["charts/episode_return"] = float(np.mean(returns))
+            stats["charts/episode_length"] = float(np.mean(lengths))
+        stats["charts/agac_c"] = c
+        stats.update({f"time/{k}": v for k, v in timing.items()})
+        return stats
+
+    def returns(self, rollout: Rollout, rewards: Tensor) -> Tensor:
+        """GAE(lambda) returns (advantage + V_old) on the given rewards, truncation bootstrapped."""
+        next_values = next_values_from(rollout.values, rollout.last_value, rollout.truncated, rollout.final_values)
+        advantages = gae(rewards, rollout.values, next_values, rollout.terminated, rollout.episode_end,
+                         self.cfg.gamma, self.cfg.gae_lambda)
+        return advantages + rollout.values
+
+    def update(self, rollout: Rollout, c: float) -> dict[str, float]:
+        cfg = self.cfg
+        true_returns = self.returns(rollout, rollout.rewards)
+        returns = true_returns
+        if cfg.count_bonus > 0:
+            bonus = episodic_count_bonus(rollout.infos["agent_pos"], rollout.episode_end.cpu().numpy(),
+                                         cfg.count_bonus, cfg.count_reset)
+            returns = self.returns(rollout, rollout.rewards + torch.as_tensor(bonus, device=self.device))
+        pi_old, adv_old = rollout.extras["pi_params"], rollout.extras["adv_params"]
+        with torch.no_grad():
+            kl_old = self.nets.kl(pi_old, adv_old)
+        advantages = agac_advantage(returns, rollout.values, rollout.logprobs, rollout.extras["adv_logprob"], c)
+        targets = critic_target(true_returns, kl_old, c)
+
+        flat = {"obs": rollout.obs, "actions": rollout.actions, "logprobs": rollout.logprobs,
+                "values": rollout.values, "advantages": advantages, "targets": targets, "pi_old": pi_old}
+        flat = {k: v.reshape(self.batch_size, *v.shape[2:]) for k, v in flat.items()}
+        sums = torch.zeros(6, device=self.device)  # policy, value, adversary, entropy, approx_kl, clipfrac
+        minibatches = 0
+        for _ in range(cfg.epochs):
+            order = torch.randperm(self.batch_size, device=self.device)
+            for begin in range(0, self.batch_size - cfg.minibatch_size + 1, cfg.minibatch_size):
+                mb = {k: v[order[begin:begin + cfg.minibatch_size]] for k, v in flat.items()}
+                sums += self._minibatch_step(mb)
+                minibatches += 1
+        means = (sums / max(minibatches, 1)).tolist()
+        if not all(math.isfinite(v) for v in means):
+            raise NonFiniteLossError(f"An AGAC loss became NaN/inf at iteration {self.iterations}.")
+        return {"loss/policy": means[0], "loss/value": means[1], "loss/adversary": means[2],
+                "policy/entropy": means[3], "policy/approx_kl": means[4], "policy/clip_fraction": means[5],
+                "agac/kl_pi_adv": float(kl_old.mean()), "agac/advantage_bonus": float(c * (
+                    rollout.logprobs - rollout.extras["adv_logprob"]).mean())}
+
+    def _minibatch_step(self, mb: dict[str, Tensor]) -> Tensor:
+        cfg, nets = self.cfg, self.nets
+        advantages = mb["advantages"]
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        dist = nets.dist(nets.actor_params(mb["obs"]))
+        log_ratio = dist.log_prob(mb["actions"]) - mb["logprobs"]
+        ratio = log_ratio.clamp(max=20.0).exp()
+        policy_loss = -torch.min(ratio * advantages, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * advantages).mean()
+        entropy = dist.entropy().mean()
+        value_loss = clipped_value_loss(nets.value(mb["obs"]), mb["values"], mb["targets"], cfg.clip_eps)
+        adversary_loss = nets.kl(mb["pi_old"], nets.adversary_params(mb["obs"])).mean()
+        loss = (policy_loss - cfg.entropy_coef * entropy + cfg.value_coef * value_loss
+                + cfg.adversary_coef * adversary_loss)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.adversary_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.main_params, cfg.max_grad_norm, foreach=True)
+            nn.utils.clip_grad_norm_(self.adversary_params, cfg.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.adversary_optimizer.step()
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            clip_fraction = ((ratio - 1).abs() > cfg.clip_eps).float().mean()
+        return torch.stack([policy_loss.detach(), value_loss.detach(), adversary_loss.detach(), entropy.detach(),
+                            approx_kl, clip_fraction])
+
+    # --- checkpoints ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"nets": self.nets.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "adversary_optimizer": self.adversary_optimizer.state_dict(),
+                "obs_normalizer": self.obs_normalizer.state_dict(), "env_steps": self.env_steps,
+                "iterations": self.iterations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.nets.load_state_dict(state["nets"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.adversary_optimizer.load_state_dict(state["adversary_optimizer"])
+        self.obs_normalizer.load_state_dict(state["obs_normalizer"])
+        self.env_steps, self.iterations = int(state["env_steps"]), int(state["iterations"])
+
+
+def build(cfg: AGACConfig, ctx: BuildContext) -> AGACAgent:
+    return AGACAgent(cfg, ctx)
+
+
+register(AgentSpec("agac", AGACConfig, build, PRESETS / "agac.toml",
+                   "adversarially guided actor-critic (PPO-based; MiniGrid presets with the count bonus)"))

@@ -1,0 +1,153 @@
+"""AGAC: the advantage, critic target, KLs and count bonus against hand-computed values (discrete and Gaussian),
+the adversary's loss reaching only the adversary, the c schedule, learning a small MiniGrid room through the
+scripts (save -> evaluate), and smoke runs on MuJoCo and Atari."""
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from agents.agac import (AGACAgent, AGACConfig, agac_advantage, clipped_value_loss, critic_target,
+                         episodic_count_bonus, kl_categorical, kl_gaussian)
+from conftest import subprocess_env
+from rlkit2.agent import BuildContext
+from rlkit2.config import ConfigError, override
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("minigrid")
+
+
+def test_advantage_by_hand():
+    """A = G - V_old + c (log pi_old - log pi_adv_old): [1 - 0.2 + 0.1 * 2, 0.5 - 0.4 + 0.1 * (-1.5)]."""
+    a = agac_advantage(torch.tensor([1.0, 0.5]), torch.tensor([0.2, 0.4]), torch.tensor([-1.0, -2.0]),
+                       torch.tensor([-3.0, -0.5]), c=0.1)
+    np.testing.assert_allclose(a, [1.0, -0.05], rtol=1e-6)
+
+
+def test_critic_target_by_hand_and_without_gradient_through_the_kl():
+    kl = torch.tensor([0.5, 0.0], requires_grad=True)
+    target = critic_target(torch.tensor([2.0, 1.0]), kl, c=0.2)
+    np.testing.assert_allclose(target.detach(), [2.1, 1.0], rtol=1e-6)
+    assert not target.requires_grad
+
+
+def test_kl_categorical_by_hand():
+    """p = (1/2, 1/2), q = (1/4, 3/4): KL = 1/2 ln 2 + 1/2 ln(2/3)."""
+    kl = kl_categorical(torch.log(torch.tensor([[0.5, 0.5]])), torch.log(torch.tensor([[0.25, 0.75]])) + 3.0)
+    assert kl.item() == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3), rel=1e-6)
+
+
+def test_kl_gaussian_by_hand():
+    """Per dim KL(N(0,1) || N(1,2)) = ln 2 + (1 + 1) / 8 - 1/2; two equal dims sum."""
+    kl = kl_gaussian(torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), 2 * torch.ones(1, 2))
+    assert kl.item() == pytest.approx(2 * (math.log(2) + 0.25 - 0.5), rel=1e-6)
+    # and it agrees with torch.distributions
+    p = torch.distributions.Normal(torch.tensor([0.3, -1.0]), torch.tensor([0.5, 1.5]))
+    q = torch.distributions.Normal(torch.tensor([0.0, 0.2]), torch.tensor([1.0, 0.7]))
+    assert kl_gaussian(p.loc, p.scale, q.loc, q.scale).item() == pytest.approx(
+        torch.distributions.kl_divergence(p, q).sum().item(), rel=1e-6)
+
+
+def test_clipped_value_loss_by_hand():
+    """V_old = 0, V = 1, T = 2, clip 0.2: max((1-2)^2, (0.2-2)^2) / 2 = 1.62."""
+    loss = clipped_value_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0]), clip=0.2)
+    assert loss.item() == pytest.approx(0.5 * 1.8 ** 2, rel=1e-6)
+
+
+def test_episodic_count_bonus_by_hand():
+    positions = np.array([[1, 1], [1, 1], [2, 1], [1, 1]]).reshape(4, 1, 2)
+    ends = np.array([False, True, False, False]).reshape(4, 1)
+    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "rollout")[:, 0],
+                               [0.1, 0.1 / math.sqrt(2), 0.1, 0.1 / math.sqrt(3)], rtol=1e-6)
+    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "episode")[:, 0],
+                               [0.1, 0.1 / math.sqrt(2), 0.1, 0.1], rtol=1e-6)
+    # two envs at the same positions: 'rollout' pools them in time order, 'episode' keeps them apart
+    both = np.concatenate([positions, positions], axis=1)
+    np.testing.assert_allclose(episodic_count_bonus(both, np.zeros((4, 2), bool), 0.1, "rollout"),
+                               0.1 / np.sqrt([[1, 2], [3, 4], [1, 2], [5, 6]]), rtol=1e-6)
+    np.testing.assert_allclose(episodic_count_bonus(both, np.zeros((4, 2), bool), 0.1, "episode")[:, 1],
+                               0.1 / np.sqrt([1, 2, 1, 3]), rtol=1e-6)
+
+
+def make_agent(env_id="MiniGrid-Empty-5x5-v0", total_steps=10_000, **overrides):
+    env = envs.make(env_id, num_envs=4, seed=0)
+    cfg = override(AGACConfig(), {"num_steps": 32, "minibatch_size": 64, **overrides})
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=total_steps, seed=0, threads_collect=1,
+                       threads_update=1)
+    return AGACAgent(cfg, ctx)
+
+
+@pytest.mark.parametrize("env_id", ["MiniGrid-Empty-5x5-v0", "Pendulum-v1"])  # discrete and Gaussian
+def test_adversary_loss_reaches_only_the_adversary(env_id):
+    """Same minibatch, adversary_coef 0 vs 1: the actor and critic end up identical; the adversary moves only
+    when its loss is on."""
+    torch.manual_seed(0)
+    agent = make_agent(env_id, adversary_coef=0.0)
+    rollout = agent.collector.collect(agent)
+    mb = {"obs": rollout.obs[0], "actions": rollout.actions[0], "logprobs": rollout.logprobs[0],
+          "values": rollout.values[0], "advantages": torch.randn(4), "targets": torch.randn(4),
+          "pi_old": rollout.extras["pi_params"][0]}
+    mb = {k: v.clone() for k, v in mb.items()}  # rollout tensors come from inference mode
+    with_adv = copy.deepcopy(agent)
+    with_adv.cfg.adversary_coef = 1.0
+    adversary_before = [p.clone() for p in agent.nets.adversary.parameters()]
+    agent._minibatch_step(mb)
+    with_adv._minibatch_step(mb)
+    for a, b in zip(agent.nets.actor.parameters(), with_adv.nets.actor.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(agent.nets.critic.parameters(), with_adv.nets.critic.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(agent.nets.adversary.parameters(), adversary_before))
+    assert any(not torch.equal(a, b) for a, b in zip(with_adv.nets.adversary.parameters(), adversary_before))
+
+
+def test_c_decays_linearly_to_zero_over_the_run():
+    agent = make_agent(total_steps=4 * 128, agac_c=0.4)  # 4 iterations of 4 envs x 32 steps
+    cs = []
+    for _ in range(4):
+        cs.append(agent.train_iteration()["charts/agac_c"])
+    np.testing.assert_allclose(cs, [0.4, 0.3, 0.2, 0.1], rtol=1e-6)
+
+
+def test_count_bonus_needs_agent_positions():
+    with pytest.raises(ConfigError, match="agent_pos"):
+        make_agent("CartPole-v1", count_bonus=0.1)
+
+
+@pytest.mark.parametrize("env_id", ["InvertedPendulum-v5", "ALE/Pong-v5"])
+def test_agac_runs_on_mujoco_and_atari(env_id):
+    env = envs.make(env_id, num_envs=2, seed=0)
+    cfg = override(AGACConfig(), {"num_steps": 16, "minibatch_size": 16, "epochs": 1})
+    agent = AGACAgent(cfg, BuildContext(env=env, device=torch.device("cpu"), total_steps=64, seed=0,
+                                        threads_collect=1, threads_update=1))
+    stats = agent.train_iteration()
+    assert agent.env_steps == 32 and np.isfinite(stats["loss/adversary"])
+    actions = agent.act(torch.as_tensor(env.reset(seed=1)[0]), deterministic=True)
+    assert actions.shape[0] == 2
+
+
+@pytest.mark.slow
+def test_agac_learns_a_minigrid_room_through_the_scripts(tmp_path):
+    """Train from the real script on MiniGrid (a third-party package through the custom-env path), then evaluate
+    the saved checkpoint from the evaluate script. Random policy on Empty-5x5: about 0.1."""
+    quiet = ["--progress", "false", "--tensorboard", "false"]
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--agent", "agac", "--env",
+                          "MiniGrid-Empty-5x5-v0", "--total_steps", "40960", "--eval_every", "0",
+                          "--runs_dir", str(tmp_path)] + quiet,
+                         capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert out.returncode == 0, out.stderr
+    run_dir = Path(next(l.split(":", 1)[1].strip() for l in out.stdout.splitlines() if l.startswith("run directory")))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["agent_config"]["count_bonus"] == 0.1 and config["run"]["eval_deterministic"] is False
+    ev = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(run_dir), "--episodes", "20",
+                         "--json"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["episodes"] == 20 and result["return_mean"] >= 0.75, result
