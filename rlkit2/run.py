@@ -342,8 +342,11 @@ def agent_device(agent: Agent) -> torch.device:
 
 
 def _evaluate(agent: Agent, eval_env: envs.VecEnv, run: RunConfig) -> dict:
-    return evaluate(lambda obs: agent.act(obs, deterministic=run.eval_deterministic), eval_env, run.eval_episodes,
-                    agent_device(agent), seed=run.seed + 10_000)
+    result = evaluate(lambda obs: agent.act(obs, deterministic=run.eval_deterministic), eval_env,
+                      run.eval_episodes, agent_device(agent), seed=run.seed + 10_000)
+    if env_family(run.env) == "minigrid":  # MiniGrid pays a positive reward only for reaching the goal
+        result["success_rate"] = float(np.mean(np.array(result["returns"]) > 0))
+    return result
 
 
 def _perf_metrics(stats: dict[str, float], steps: int, seconds: float) -> dict[str, float]:

@@ -5,7 +5,7 @@
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
-file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning).
+file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration).
 """
 
 from __future__ import annotations
@@ -74,6 +74,24 @@ def curves(path: Path, key: str) -> None:
               f"{per_seed} | {best:.0f} | {minutes:.1f} min |")
 
 
+def exploration(path: Path) -> None:
+    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        groups[(r["env"], r["lib"], r["steps"])].append(r)
+    print("| env | agent | budget | seeds | final success rate (mean over seeds) | per seed | final return mean ± std | "
+          "first step with success ≥ 0.5 (per seed) | training steps/s (median) |\n|---|---|---|---|---|---|---|---|---|")
+    for (env, agent, steps), runs in sorted(groups.items()):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        finals = np.array([r["final"] for r in runs])
+        success = np.mean([r["final_success"] for r in runs])
+        per_seed = ", ".join(f"s{r['seed']}: {r['final_success']:.2f}" for r in runs)
+        first = ", ".join(str(next((s for s, v in r["success_curve"] if v >= 0.5), "never")) for r in runs)
+        sps = np.median([r["steps_per_sec"] for r in runs])
+        print(f"| {env} | {agent} | {steps:,} | {len(runs)} | {success:.2f} | {per_seed} | {finals.mean():.2f} ± "
+              f"{finals.std():.2f} | {first} | {sps:,.0f} |")
+
+
 def _capture(fn, *fn_args) -> str:
     import contextlib
     import io
@@ -94,6 +112,8 @@ def main() -> None:
     parser.add_argument("--learning-long", type=Path, help="longer-budget learning runs (block learning_long)")
     parser.add_argument("--dsac-speed", type=Path, help="scripts/bench/dsac_speed.py output (block dsac_speed)")
     parser.add_argument("--dsac-learning", type=Path, help="scripts/bench/dsac_learning.py output (block dsac_learning)")
+    parser.add_argument("--agac-exploration", type=Path,
+                        help="scripts/bench/agac_exploration.py output (block agac_exploration)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -109,6 +129,8 @@ def main() -> None:
         blocks["dsac_speed"] = _capture(dsac_speed, args.dsac_speed)
     if args.dsac_learning:
         blocks["dsac_learning"] = _capture(curves, args.dsac_learning, "algo")
+    if args.agac_exploration:
+        blocks["agac_exploration"] = _capture(exploration, args.agac_exploration)
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return
