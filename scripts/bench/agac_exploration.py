@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from benchlib import run_jobs  # noqa: E402
 
 
 def run_one(agent: str, env_id: str, seed: int, steps: int, eval_every: int) -> dict:
@@ -67,16 +69,8 @@ def main() -> None:
         return
     # seed-major: each seed's AGAC/PPO pair finishes before the next seed starts
     jobs = [(agent, env, seed) for seed, env, agent in itertools.product(args.seeds, args.envs, args.agents)]
-    running: list[subprocess.Popen] = []
-    for agent, env, seed in jobs:
-        while len(running) >= args.jobs:
-            running = [p for p in running if p.poll() is None]
-            time.sleep(1)
-        cmd = [sys.executable, __file__, "--single", agent, env, str(seed), "--steps", str(args.steps),
-               "--eval-every", str(args.eval_every), "--out", str(args.out)]
-        running.append(subprocess.Popen(cmd))
-    for p in running:
-        p.wait()
+    run_jobs([[sys.executable, __file__, "--single", agent, env, str(seed), "--steps", str(args.steps),
+               "--eval-every", str(args.eval_every), "--out", str(args.out)] for agent, env, seed in jobs], args.jobs)
 
 
 if __name__ == "__main__":

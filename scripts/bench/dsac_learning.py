@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
+
+from benchlib import run_jobs  # noqa: E402
 
 SHARED = {"hidden": [256, 256, 256], "lr": 3e-4, "batch": 256, "buffer": 1_000_000, "learning_starts": 10_000,
           "gamma": 0.99, "tau": 0.005}
@@ -47,10 +48,8 @@ def run_sb3(env_id: str, seed: int, steps: int, eval_every: int) -> list[tuple[i
     import gymnasium as gym
     import torch
     from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
 
-    import envs
-    from rlkit2.evaluation import evaluate
+    from benchlib import learn_with_evaluation
 
     torch.set_num_threads(1)
     model = SAC("MlpPolicy", gym.make(env_id), seed=seed, device="cpu", verbose=0,
@@ -58,29 +57,7 @@ def run_sb3(env_id: str, seed: int, steps: int, eval_every: int) -> list[tuple[i
                 learning_rate=SHARED["lr"], batch_size=SHARED["batch"], buffer_size=SHARED["buffer"],
                 learning_starts=SHARED["learning_starts"], gamma=SHARED["gamma"], tau=SHARED["tau"],
                 train_freq=1, gradient_steps=1, ent_coef="auto")
-    eval_env = envs.make(env_id, 5, seed=seed + 10_000, backend="sync")
-    curve: list[tuple[int, float]] = []
-
-    def act(obs):
-        return torch.as_tensor(model.predict(obs.numpy(), deterministic=True)[0])
-
-    class Eval(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.next = eval_every
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next:
-                self.next += eval_every
-                curve.append((self.num_timesteps, evaluate(act, eval_env, 10, torch.device("cpu"),
-                                                           seed=seed + 10_000)["return_mean"]))
-            return True
-
-    model.learn(total_timesteps=steps, callback=Eval())
-    if not curve or curve[-1][0] != model.num_timesteps:
-        curve.append((model.num_timesteps, evaluate(act, eval_env, 10, torch.device("cpu"),
-                                                    seed=seed + 10_000)["return_mean"]))
-    return curve
+    return learn_with_evaluation(model, env_id, seed, steps, eval_every)
 
 
 def single(args: argparse.Namespace) -> None:
@@ -112,16 +89,8 @@ def main() -> None:
         return single(args)
     # seed-major order: each seed's pair of runs finishes before the next seed starts
     jobs = [(lib, env, seed) for seed, env, lib in itertools.product(args.seeds, args.envs, args.libs)]
-    running: list[subprocess.Popen] = []
-    for lib, env, seed in jobs:
-        while len(running) >= args.jobs:
-            running = [p for p in running if p.poll() is None]
-            time.sleep(1)
-        cmd = [sys.executable, __file__, "--single", lib, env, str(seed), "--steps", str(args.steps),
-               "--eval-every", str(args.eval_every), "--out", str(args.out)]
-        running.append(subprocess.Popen(cmd))
-    for p in running:
-        p.wait()
+    run_jobs([[sys.executable, __file__, "--single", lib, env, str(seed), "--steps", str(args.steps),
+               "--eval-every", str(args.eval_every), "--out", str(args.out)] for lib, env, seed in jobs], args.jobs)
 
 
 if __name__ == "__main__":

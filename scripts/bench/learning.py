@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from benchlib import run_jobs  # noqa: E402
 
 
 def run_rlkit2(env_id: str, seed: int, steps: int, eval_every: int, overrides: dict | None = None,
@@ -44,38 +46,13 @@ def run_rlkit2(env_id: str, seed: int, steps: int, eval_every: int, overrides: d
 def run_sb3(env_id: str, seed: int, steps: int, eval_every: int) -> list[tuple[int, float]]:
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    import envs
-    from rlkit2.evaluation import evaluate
+    from benchlib import learn_with_evaluation
 
     torch.set_num_threads(1)
-    venv = make_vec_env(env_id, n_envs=8, seed=seed)
-    model = PPO("MlpPolicy", venv, n_steps=256, seed=seed, device="cpu", verbose=0)
-    eval_env = envs.make(env_id, 5, seed=seed + 10_000, backend="sync")
-    curve: list[tuple[int, float]] = []
-
-    def act(obs):
-        return torch.as_tensor(model.predict(obs.numpy(), deterministic=True)[0])
-
-    class Eval(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.next = eval_every
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next:
-                self.next += eval_every
-                curve.append((self.num_timesteps, evaluate(act, eval_env, 10, torch.device("cpu"),
-                                                           seed=seed + 10_000)["return_mean"]))
-            return True
-
-    model.learn(total_timesteps=steps, callback=Eval())
-    final = (model.num_timesteps, evaluate(act, eval_env, 10, torch.device("cpu"), seed=seed + 10_000)["return_mean"])
-    if not curve or curve[-1][0] != final[0]:
-        curve.append(final)
-    return curve
+    model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=8, seed=seed), n_steps=256, seed=seed, device="cpu", verbose=0)
+    return learn_with_evaluation(model, env_id, seed, steps, eval_every)
 
 
 def single(args: argparse.Namespace) -> None:
@@ -105,16 +82,8 @@ def main() -> None:
         args.lib, args.env, args.seed = args.single[0], args.single[1], int(args.single[2])
         return single(args)
     jobs = [(lib, env, seed) for env, seed, lib in itertools.product(args.envs, args.seeds, args.libs)]
-    running: list[subprocess.Popen] = []
-    for lib, env, seed in jobs:
-        while len(running) >= args.jobs:
-            running = [p for p in running if p.poll() is None]
-            time.sleep(1)
-        cmd = [sys.executable, __file__, "--single", lib, env, str(seed), "--steps", str(args.steps),
-               "--eval-every", str(args.eval_every), "--out", str(args.out)]
-        running.append(subprocess.Popen(cmd))
-    for p in running:
-        p.wait()
+    run_jobs([[sys.executable, __file__, "--single", lib, env, str(seed), "--steps", str(args.steps),
+               "--eval-every", str(args.eval_every), "--out", str(args.out)] for lib, env, seed in jobs], args.jobs)
 
 
 if __name__ == "__main__":

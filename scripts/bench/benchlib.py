@@ -1,0 +1,55 @@
+"""Shared by the benchmark scripts: running jobs in parallel processes, and training an SB3 model with the same
+periodic evaluation rlkit2's run loop does."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+
+def run_jobs(commands: list[list[str]], jobs: int) -> None:
+    """Run the commands, at most ``jobs`` at a time (one core each), in the given order."""
+    running: list[subprocess.Popen] = []
+    for cmd in commands:
+        while len(running) >= jobs:
+            running = [p for p in running if p.poll() is None]
+            time.sleep(1)
+        running.append(subprocess.Popen(cmd))
+    for p in running:
+        p.wait()
+
+
+def learn_with_evaluation(model, env_id: str, seed: int, steps: int, eval_every: int) -> list[tuple[int, float]]:
+    """``model.learn(steps)`` with a deterministic evaluation (10 episodes on 5 separate envs, seeds 10000+, raw
+    reward: rlkit2's protocol) every ``eval_every`` env steps and at the end; returns the curve."""
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import envs
+    from rlkit2.evaluation import evaluate
+
+    eval_env = envs.make(env_id, 5, seed=seed + 10_000, backend="sync")
+    curve: list[tuple[int, float]] = []
+
+    def act(obs):
+        return torch.as_tensor(model.predict(obs.numpy(), deterministic=True)[0])
+
+    def score() -> float:
+        return evaluate(act, eval_env, 10, torch.device("cpu"), seed=seed + 10_000)["return_mean"]
+
+    class Eval(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.next = eval_every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next:
+                self.next += eval_every
+                curve.append((self.num_timesteps, score()))
+            return True
+
+    model.learn(total_timesteps=steps, callback=Eval())
+    if not curve or curve[-1][0] != model.num_timesteps:
+        curve.append((model.num_timesteps, score()))
+    eval_env.close()
+    return curve
