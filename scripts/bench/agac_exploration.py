@@ -40,6 +40,8 @@ def run_one(agent: str, env_id: str, seed: int, steps: int, eval_every: int) -> 
         "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs", "run_name": f"{agent}-{env_id}-s{seed}-{time.time_ns()}"})
     start = time.perf_counter()
     result = train(run, cfg)
+    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
+        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
     seconds = time.perf_counter() - start
     rows = read_progress(result.run_dir)
     curve = [(int(r["step"]), r["eval/return_mean"], r["eval/success_rate"]) for r in rows if "eval/return_mean" in r]

@@ -39,6 +39,8 @@ def run_rlkit2(env_id: str, seed: int, steps: int, eval_every: int, overrides: d
         "backend": "sync", "progress": False, "checkpoint_every": 0, "runs_dir": "/tmp/rlkit2_bench_runs",
         "run_name": f"{agent}-{env_id}-s{seed}-{time.time_ns()}"})
     result = train(run, cfg)
+    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
+        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
     rows = read_progress(result.run_dir)
     return [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
 
