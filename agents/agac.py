@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
 from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
@@ -245,11 +245,7 @@ class AGACAgent:
         if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise ConfigError(f"Env '{env.name}': AGAC supports Discrete and Box actions, not {action_space}")
         if isinstance(action_space, gym.spaces.Box):
-            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-                raise ConfigError(f"Env '{env.name}': action space {action_space} has infinite bounds. Fix: declare "
-                                  "finite bounds, or wrap the env with gymnasium.wrappers.RescaleAction/ClipAction.")
-            self.action_low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
-            self.action_high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+            self.action_low, self.action_high = action_bounds(env.name, action_space, self.device)
         self.image_obs = obs_space.dtype == np.uint8 and len(obs_space.shape) == 3
         self.nets = AGACNetworks(cfg, obs_space, action_space).to(self.device)
         self.obs_normalizer = ObservationNormalizer(obs_space.shape, enabled=cfg.normalize_obs and not self.image_obs
@@ -284,8 +280,9 @@ class AGACAgent:
 
     def step(self, obs: Tensor) -> PolicyStep:
         pi_params, adv_params = self.nets.actor_params(obs), self.nets.adversary_params(obs)
-        action = self.nets.dist(pi_params).sample()
-        return PolicyStep(self.to_env_action(action), action, self.nets.dist(pi_params).log_prob(action),
+        pi = self.nets.dist(pi_params)
+        action = pi.sample()
+        return PolicyStep(self.to_env_action(action), action, pi.log_prob(action),
                           self.nets.value(obs),
                           {"pi_params": pi_params, "adv_params": adv_params,
                            "adv_logprob": self.nets.dist(adv_params).log_prob(action)})
@@ -334,21 +331,21 @@ class AGACAgent:
         stats.update({f"time/{k}": v for k, v in timing.items()})
         return stats
 
-    def returns(self, rollout: Rollout, rewards: Tensor) -> Tensor:
+    def returns(self, rollout: Rollout, rewards: Tensor, next_values: Tensor) -> Tensor:
         """GAE(lambda) returns (advantage + V_old) on the given rewards, truncation bootstrapped."""
-        next_values = next_values_from(rollout.values, rollout.last_value, rollout.truncated, rollout.final_values)
         advantages = gae(rewards, rollout.values, next_values, rollout.terminated, rollout.episode_end,
                          self.cfg.gamma, self.cfg.gae_lambda)
         return advantages + rollout.values
 
     def update(self, rollout: Rollout, c: float) -> dict[str, float]:
         cfg = self.cfg
-        true_returns = self.returns(rollout, rollout.rewards)
+        next_values = next_values_from(rollout.values, rollout.last_value, rollout.truncated, rollout.final_values)
+        true_returns = self.returns(rollout, rollout.rewards, next_values)
         returns = true_returns
         if cfg.count_bonus > 0:
             bonus = episodic_count_bonus(rollout.infos["agent_pos"], rollout.episode_end.cpu().numpy(),
                                          cfg.count_bonus, cfg.count_reset)
-            returns = self.returns(rollout, rollout.rewards + torch.as_tensor(bonus, device=self.device))
+            returns = self.returns(rollout, rollout.rewards + torch.as_tensor(bonus, device=self.device), next_values)
         pi_old, adv_old = rollout.extras["pi_params"], rollout.extras["adv_params"]
         with torch.no_grad():
             kl_old = self.nets.kl(pi_old, adv_old)

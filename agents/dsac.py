@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
 from rlkit2.collector import EpisodeStats
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
@@ -244,8 +244,7 @@ class DSACAgent:
         obs_dim, self.action_dim = int(np.prod(obs_space.shape)), int(np.prod(action_space.shape))
         self.num_envs = env.num_envs
 
-        low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
-        high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+        low, high = action_bounds(env.name, action_space, self.device)
         self.action_mid, self.action_half = (high + low) / 2, (high - low) / 2
         # log pi of the env action = log pi of the [-1, 1] action - sum log((high - low) / 2)
         self.log_half_range = float(torch.log(self.action_half).sum())
@@ -483,10 +482,6 @@ def _check_spaces(env_name: str, obs_space: gym.Space, action_space: gym.Space) 
     if not isinstance(action_space, gym.spaces.Box):
         raise ConfigError(f"DSAC needs continuous (Box) actions, but env '{env_name}' has {action_space}. "
                           "Use --agent ppo or --agent a2c for discrete actions.")
-    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise ConfigError(f"Env '{env_name}': action space {action_space} has infinite bounds, but DSAC's tanh "
-                          "policy acts inside the bounds. Fix: declare finite bounds, or wrap the env with "
-                          "gymnasium.wrappers.RescaleAction/ClipAction.")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise ConfigError(f"DSAC uses MLPs on flat observations, but env '{env_name}' has {obs_space}. Fix: "
                           "wrap the env with gymnasium.wrappers.FlattenObservation (image observations are "

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
 from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
@@ -241,13 +241,7 @@ class OnPolicyAgent:
         self.value_normalizer = ValueNormalizer(enabled=cfg.normalize_value).to(self.device)
         self.optimizer = self._make_optimizer()
         if isinstance(action_space, gym.spaces.Box):
-            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-                raise ConfigError(
-                    f"Env '{env.name}': action space {action_space} has infinite bounds, but the policy acts in "
-                    "[-1, 1] rescaled to the bounds. Fix: declare finite bounds, or wrap the env with "
-                    "gymnasium.wrappers.RescaleAction/ClipAction.")
-            self.action_low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
-            self.action_high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+            self.action_low, self.action_high = action_bounds(env.name, action_space, self.device)
         self.collector = OnPolicyCollector(env, cfg.num_steps, self.device,
                                            bootstrap_truncation=cfg.timeout_handling == "bootstrap")
         self.env_steps = 0

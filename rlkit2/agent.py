@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 from envs import VecEnv
+from rlkit2.config import ConfigError
 
 
 class Agent(Protocol):
@@ -77,3 +80,14 @@ def get_agent_spec(name: str) -> AgentSpec:
     if name not in AGENTS:
         raise ValueError(f"Unknown agent '{name}'. Available agents: {', '.join(sorted(AGENTS))}")
     return AGENTS[name]
+
+
+def action_bounds(env_name: str, space: gym.spaces.Box, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high) of a Box action space as float32 tensors on ``device``; the policies act in [-1, 1] rescaled to
+    these bounds, so infinite bounds are an error that says how to fix them."""
+    if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+        raise ConfigError(f"Env '{env_name}': action space {space} has infinite bounds, but the policy acts in "
+                          "[-1, 1] rescaled to the bounds. Fix: declare finite bounds, or wrap the env with "
+                          "gymnasium.wrappers.RescaleAction/ClipAction.")
+    return (torch.as_tensor(space.low, dtype=torch.float32, device=device),
+            torch.as_tensor(space.high, dtype=torch.float32, device=device))

@@ -115,3 +115,11 @@ class ReachTargetEnv(gym.Env):
         self.t += 1
         self.target = self.np_random.uniform(-1, 1, 1).astype(np.float32)
         return self.target.copy(), reward, self.t >= self.horizon, False, {}
+
+
+class UnboundedActionEnv(ReachTargetEnv):
+    """ReachTargetEnv with an infinite action box (agents that rescale [-1, 1] to the bounds must refuse it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)

@@ -358,3 +358,15 @@ def test_bad_options_name_the_option():
         make_agent(replay_ratio=0.0)
     with pytest.raises(ConfigError, match="log_std_min"):
         make_agent(log_std_min=1.0)
+
+
+@pytest.mark.parametrize("agent", ["dsac", "agac"])
+def test_infinite_action_bounds_are_rejected_with_a_fix(agent):
+    from agents.agac import AGACAgent, AGACConfig
+    from toy_envs import UnboundedActionEnv
+
+    env = envs.make(UnboundedActionEnv, num_envs=1, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=1000, seed=0, threads_collect=1,
+                       threads_update=1)
+    with pytest.raises(ConfigError, match="has infinite bounds.*RescaleAction"):
+        DSACAgent(DSACConfig(), ctx) if agent == "dsac" else AGACAgent(AGACConfig(), ctx)
