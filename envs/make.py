@@ -4,6 +4,7 @@ Backend choice (``backend="auto"``), measured on the 2-core CI machine (docs/ben
 - Atari ids -> ``ale``: ale-py's native vector env does preprocessing in C++ threads.
 - ids envpool supports (MuJoCo v5...), when envpool is installed -> ``envpool``: about 2x gymnasium's sync
   vector env on HalfCheetah-v5 x 8.
+- the Collect ids (envs/collect.py) -> ``batched``: the env's own numpy implementation steps all envs at once.
 - everything else -> ``sync``. ``async`` (one process per env) is slower than ``sync`` on 2 cores for cheap
   envs; pick it explicitly for slow Python envs on a machine with many cores.
 """
@@ -16,12 +17,13 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from envs.atari import AtariSettings, ale_native_backend, is_atari, make_gymnasium_atari
+from envs.collect import COLLECT_IDS, CollectBackend, collect_config, is_collect
 from envs.custom import EnvCheckError, EnvSpecLike, check_env, env_name, resolve_factory
 from envs.minigrid import is_minigrid
 from envs.minigrid import make_env as make_minigrid_env
 from envs.vector import EnvpoolBackend, GymnasiumBackend, VecEnv
 
-BACKENDS = ("auto", "sync", "async", "ale", "envpool")
+BACKENDS = ("auto", "sync", "async", "ale", "envpool", "batched")
 
 
 def make(
@@ -71,6 +73,11 @@ def make(
         backend_impl = ale_native_backend(env, num_envs, atari_settings)
     elif chosen == "envpool":
         backend_impl = EnvpoolBackend(env, num_envs, seed, max_episode_steps, **env_kwargs)
+    elif chosen == "batched":
+        try:
+            backend_impl = CollectBackend(num_envs, collect_config(env, **env_kwargs))
+        except TypeError as e:
+            raise ValueError(f"Env '{name}': bad env_kwargs {env_kwargs} ({e}); see envs/collect.py:CollectConfig") from e
     else:
         factory = _single_env_factory(env, atari_settings, max_episode_steps, env_kwargs)
         if check:
@@ -122,19 +129,24 @@ def _choose_backend(env: EnvSpecLike, backend: str, render_mode: str | None, env
     atari = is_atari(env)
     if backend == "ale" and not atari:
         raise ValueError(f"backend 'ale' runs Atari ids only (ALE/...-v5), not '{env_name(env)}'")
+    if backend == "batched" and not (is_collect(env) and max_episode_steps is None):
+        raise ValueError(f"backend 'batched' runs the Collect ids ({', '.join(COLLECT_IDS)}) without "
+                         f"max_episode_steps (set the limit with env_kwargs max_steps), not '{env_name(env)}'")
     if backend == "envpool" and not _envpool_supports(env):
         raise ValueError(
             f"backend 'envpool' does not support '{env_name(env)}' (or envpool is not installed: "
             "pip install -e '.[envpool]'). Use backend 'sync'."
         )
     if backend != "auto":
-        if render_mode is not None and backend in ("ale", "envpool"):
+        if render_mode is not None and backend in ("ale", "envpool", "batched"):
             raise ValueError(f"backend '{backend}' cannot render; use backend 'sync' for video")
         return backend
     if render_mode is not None:
         return "sync"
     if atari:
         return "ale"
+    if is_collect(env) and max_episode_steps is None:
+        return "batched"
     if not env_kwargs and _envpool_supports(env):
         return "envpool"
     return "sync"

@@ -8,6 +8,10 @@ The semantic every backend is normalized to (gymnasium's ``SAME_STEP``):
 - ``info["final_obs"]`` is a dense ``[N, ...]`` array holding the true last observation of every ended
   episode (and a copy of ``obs`` elsewhere); ``info["_final_obs"]`` is the ``[N]`` mask of ended envs. Bootstrap
   a truncated episode from ``final_obs``; never from ``obs``.
+- The envs' own info keys pass through: ``info[k]`` describes the returned ``obs`` (an env that just reset
+  reports its reset info); ``info["final_info"][k]`` is dense like ``final_obs``: the info of the step just
+  taken for every env (for an ended episode, the info of its last step). Use the first for per-observation
+  values (MiniGrid's ``agent_pos``), the second for per-transition values (Collect's ``option_steps``).
 - ``terminated`` and ``truncated`` are never merged: a time limit is truncation.
 - ``info["episode_return"]``, ``info["episode_length"]`` and the mask ``info["_episode"]`` report finished
   episodes, measured on the raw reward (before clipping) and per game, not per life.
@@ -91,6 +95,7 @@ class VecEnv(gym.vector.VectorEnv):
         self._episode_length += 1
         info: dict[str, Any] = {
             **getattr(self.backend, "extra_info", {}),  # the envs' own info keys (e.g. MiniGrid's agent_pos)
+            "final_info": getattr(self.backend, "final_info", {}),
             "final_obs": final_obs,
             "_final_obs": ended,
             "episode_return": np.where(ended, self._episode_return, 0.0),
@@ -141,6 +146,7 @@ class GymnasiumBackend:
         self.single_observation_space = vec.single_observation_space
         self.single_action_space = vec.single_action_space
         self.extra_info: dict[str, Any] = {}  # the envs' own info keys of the last reset/step
+        self.final_info: dict[str, Any] = {}  # ... of the last step, ended episodes' last step included
 
     @classmethod
     def from_env_fns(cls, env_fns: list, asynchronous: bool) -> "GymnasiumBackend":
@@ -161,6 +167,7 @@ class GymnasiumBackend:
         obs, reward, terminated, truncated, info = self.vec.step(actions)
         self.extra_info = _extra_info(info)
         ended = np.logical_or(terminated, truncated)
+        self.final_info = _dense_final_info(self.extra_info, info.get("final_info"), ended)
         final_obs = obs
         if ended.any():
             final_obs = obs.copy()
@@ -184,6 +191,23 @@ def _extra_info(info: dict) -> dict:
     """The envs' own info keys (and their ``_key`` masks), passed through to ``VecEnv.step``'s info. In SAME_STEP
     mode an env that just reset reports its reset info, so each value describes the returned obs."""
     return {k: v for k, v in info.items() if k not in _RESERVED_INFO} if info else {}
+
+
+def _dense_final_info(extra: dict, final: dict | None, ended: np.ndarray) -> dict:
+    """The step's info for every env: ``extra`` (reset info for ended envs) with the ended envs' rows replaced
+    by their last step's info from gymnasium's ``final_info``."""
+    if not ended.any() or not final:
+        return extra
+    dense = dict(extra)
+    for key, value in final.items():
+        if key.startswith("_") or key in _RESERVED_INFO:
+            continue
+        mask = np.asarray(final.get(f"_{key}", ended)) & ended
+        value = np.asarray(value)
+        base = np.asarray(extra[key]).copy() if key in extra else np.zeros_like(value)
+        base[mask] = value[mask]
+        dense[key] = base
+    return dense
 
 
 def _without_interrupts(env_fn):

@@ -161,6 +161,9 @@ def override(config: Any, values: dict[str, Any], prefix: str = "") -> Any:
             changes[head] = convert(value, hints[head], prefix + head)
     for head, sub in nested.items():
         inner = getattr(config, head)
+        if isinstance(inner, dict):  # --env_kwargs.size 7: one key of a mapping option (numbers parsed)
+            changes[head] = {**inner, **{k: _parse_scalar(v) if isinstance(v, str) else v for k, v in sub.items()}}
+            continue
         if not dataclasses.is_dataclass(inner):
             inner = hints[head]() if dataclasses.is_dataclass(hints[head]) else None
         if inner is None:

@@ -9,6 +9,7 @@ nothing else.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -46,7 +47,7 @@ class RunConfig:
     """Budget in environment steps (agent steps: one Atari step is frame_skip frames)."""
     num_envs: int = 8
     """Parallel training environments (one batched policy forward per step for all of them)."""
-    backend: Literal["auto", "sync", "async", "ale", "envpool"] = "auto"
+    backend: Literal["auto", "sync", "async", "ale", "envpool", "batched"] = "auto"
     """Vector-env backend; auto picks the fastest that supports the env (envs/make.py)."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'..."""
@@ -198,6 +199,19 @@ def _run_dir_name(run: RunConfig) -> str:
     return f"{run.agent}-{env}-s{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _new_run_dir(parent: Path, name: str) -> Path:
+    """A directory no other run has: runs started in the same second get a -2, -3... suffix (mkdir is atomic)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count(1):
+        run_dir = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -235,11 +249,13 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
 
     if resume_from is not None:
         run_dir = Path(resume_from)
-    else:
-        run_dir = Path(run.runs_dir) / (run.run_name or _run_dir_name(run))
+    elif run.run_name:
+        run_dir = Path(run.runs_dir) / run.run_name
         if (run_dir / "checkpoints").exists():
             raise FileExistsError(f"Run directory '{run_dir}' already has checkpoints; resume it with "
                                   f"--resume {run_dir}, or choose another --run_name")
+    else:
+        run_dir = _new_run_dir(Path(run.runs_dir), _run_dir_name(run))
     run_dir.mkdir(parents=True, exist_ok=True)
 
     checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=run.keep_checkpoints)

@@ -5,7 +5,8 @@
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
-file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration).
+file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
+vpn_collect, vpn_planning).
 """
 
 from __future__ import annotations
@@ -92,6 +93,33 @@ def exploration(path: Path) -> None:
               f"{finals.std():.2f} | {first} | {sps:,.0f} |")
 
 
+def vpn_collect(path: Path) -> None:
+    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        groups[(r["env"], r["method"], r["steps"], " ".join(r.get("overrides", [])))].append(r)
+    print("| env | method | budget | overrides | seeds | final eval return mean ± std | per seed | best eval (mean) | "
+          "training steps/s (median) | wall time per run |\n|---|---|---|---|---|---|---|---|---|---|")
+    for (env, method, steps, extra), runs in sorted(groups.items()):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        finals = np.array([r["final"] for r in runs])
+        per_seed = ", ".join(f"s{r['seed']}: {r['final']:.2f}" for r in runs)
+        print(f"| {env} | {method} | {steps:,} | {extra or '-'} | {len(runs)} | {finals.mean():.2f} ± {finals.std():.2f} | "
+              f"{per_seed} | {np.mean([r['best'] for r in runs]):.2f} | "
+              f"{np.median([r['steps_per_sec'] for r in runs]):,.0f} | {np.mean([r['seconds'] for r in runs]) / 60:.1f} min |")
+
+
+def vpn_planning(path: Path) -> None:
+    data = json.loads(path.read_text())
+    print(f"Machine: {data['machine']}, torch {data['torch']}; network {data['network']}  \nCommand: `{data['command']}`\n")
+    sizes = sorted({r["envs"] for r in data["rows"]})
+    print("| planner | " + " | ".join(f"{n} env{'s' if n > 1 else ''}: decisions/s (ms per batch)" for n in sizes)
+          + " |\n|---|" + "---|" * len(sizes))
+    for name in dict.fromkeys(r["planner"] for r in data["rows"]):
+        cells = [next(r for r in data["rows"] if r["planner"] == name and r["envs"] == n) for n in sizes]
+        print(f"| {name} | " + " | ".join(f"{c['decisions_per_sec']:,.0f} ({c['ms_per_call']:.1f})" for c in cells) + " |")
+
+
 def _capture(fn, *fn_args) -> str:
     import contextlib
     import io
@@ -114,6 +142,8 @@ def main() -> None:
     parser.add_argument("--dsac-learning", type=Path, help="scripts/bench/dsac_learning.py output (block dsac_learning)")
     parser.add_argument("--agac-exploration", type=Path,
                         help="scripts/bench/agac_exploration.py output (block agac_exploration)")
+    parser.add_argument("--vpn-collect", type=Path, help="scripts/bench/vpn_collect.py learning output (block vpn_collect)")
+    parser.add_argument("--vpn-planning", type=Path, help="scripts/bench/vpn_collect.py planning output (block vpn_planning)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -131,6 +161,10 @@ def main() -> None:
         blocks["dsac_learning"] = _capture(curves, args.dsac_learning, "algo")
     if args.agac_exploration:
         blocks["agac_exploration"] = _capture(exploration, args.agac_exploration)
+    if args.vpn_collect:
+        blocks["vpn_collect"] = _capture(vpn_collect, args.vpn_collect)
+    if args.vpn_planning:
+        blocks["vpn_planning"] = _capture(vpn_planning, args.vpn_planning)
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return

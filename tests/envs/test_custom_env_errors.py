@@ -206,9 +206,9 @@ def test_nan_in_reset_caught_even_without_check():
 
 
 def test_unknown_backend_lists_allowed():
-    with pytest.raises(ValueError, match=r"Unknown backend 'gpu'\. Allowed: auto, sync, async, ale, envpool"):
+    with pytest.raises(ValueError, match=r"Unknown backend 'gpu'\. Allowed: auto, sync, async, ale, envpool, batched"):
         envs.make("CartPole-v1", num_envs=1, backend="gpu")
-    assert envs.BACKENDS == ("auto", "sync", "async", "ale", "envpool")
+    assert envs.BACKENDS == ("auto", "sync", "async", "ale", "envpool", "batched")
 
 
 def test_ale_backend_rejects_non_atari():

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""VPN benchmarks on the Collect domain (envs/collect.py).
+
+Learning: VPN vs the model-free n-step Q baseline (same encoder, budget, seeds), deterministic and stochastic
+Collect at the paper's size (10x10, 8 goals, 20 steps):
+
+    python scripts/bench/vpn_collect.py learning --seeds 0 1 2 --steps 1000000 --jobs 2 \
+        --out docs/bench/vpn_collect.jsonl
+    python scripts/bench/plot_learning.py docs/bench/vpn_collect.jsonl docs/vpn_collect_curves.png --key method
+
+Both methods run agents/presets/vpn.toml (16 envs stepped together, rollouts of 10 options, Adam 1e-4 decaying
+0.9 per 1M steps, one step per env rollout, target sync 10k, epsilon 1 -> 0.05 over --eps-steps); VPN plans
+with --branch (default 4,4,4: VPN(3)). Evaluation every --eval-every steps: greedy, --eval-episodes episodes on
+separate envs; the return is the undiscounted sum of primitive rewards, the paper's "average reward". Extra
+overrides for both methods: --set name=value (e.g. --set filters=16,16,32 to shrink the network on a CPU).
+Each run appends one JSON line: its curve, final and best evaluation, and training steps/s.
+
+Planning cost: decisions/s of greedy planning (encoder + d-step plan + argmax) for d = 1, 3, 5, batched over N
+envs, against the model-free forward:
+
+    python scripts/bench/vpn_collect.py planning --envs-per-batch 1 16 64 --out docs/bench/vpn_planning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from benchlib import run_jobs  # noqa: E402
+
+ENVS = {"deterministic": "rlkit2/Collect-v0", "stochastic": "rlkit2/CollectStochastic-v0"}
+BRANCHES = {1: (4,), 3: (4, 4, 4), 5: (4, 4, 4, 1, 1)}  # the official VPN(1), VPN(3), VPN(5)
+
+
+def run_one(method: str, env_id: str, seed: int, args: argparse.Namespace) -> dict:
+    from rlkit2.logger import read_progress
+    from rlkit2.run import resolve_config, train
+
+    overrides = {"seed": seed, "total_steps": args.steps, "eval_every": args.eval_every, "progress": False,
+                 "eval_episodes": args.eval_episodes, "checkpoint_every": 0, "threads_update": 1,
+                 "method": method, "branch": args.branch, "eps_steps": args.eps_steps,
+                 "runs_dir": "/tmp/rlkit2_bench_runs", "run_name": f"{method}-{env_id.split('/')[-1]}-s{seed}-{time.time_ns()}"}
+    overrides.update(dict(item.split("=", 1) for item in args.set))
+    run, cfg = resolve_config("vpn", env_id, overrides)
+    start = time.perf_counter()
+    result = train(run, cfg)
+    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
+        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
+    rows = read_progress(result.run_dir)
+    curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
+    sps = [r["perf/steps_per_sec"] for r in rows if "perf/steps_per_sec" in r]
+    name = method if method == "nstep_q" else f"vpn({len(cfg.branch)})"
+    return {"method": name, "env": env_id, "seed": seed, "steps": args.steps, "curve": curve, "final": curve[-1][1],
+            "best": max(v for _, v in curve), "steps_per_sec": float(np.median(sps)),
+            "seconds": time.perf_counter() - start, "overrides": args.set, "branch": list(cfg.branch)}
+
+
+def learning(args: argparse.Namespace) -> None:
+    if args.single:
+        record = run_one(args.single[0], args.single[1], int(args.single[2]), args)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+        return
+    # seed-major: each seed's VPN/baseline pair on both variants finishes before the next seed starts
+    jobs = [(m, ENVS[v], s) for s, v, m in itertools.product(args.seeds, args.variants, args.methods)]
+    common = ["--steps", str(args.steps), "--eval-every", str(args.eval_every), "--eval-episodes",
+              str(args.eval_episodes), "--eps-steps", str(args.eps_steps), "--branch", args.branch,
+              "--out", str(args.out)] + [x for item in args.set for x in ("--set", item)]
+    run_jobs([[sys.executable, __file__, "learning", "--single", m, env, str(s)] + common for m, env, s in jobs],
+             args.jobs)
+
+
+def planning(args: argparse.Namespace) -> None:
+    import torch
+
+    import envs
+    from agents.vpn import VPNConfig, VPNNet, plan
+    from rlkit2.config import override
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    cfg = override(VPNConfig(), dict(item.split("=", 1) for item in args.set))
+    rows = []
+    for n in args.envs_per_batch:
+        env = envs.make("rlkit2/Collect-v0", n, seed=0)
+        obs, _ = env.reset(seed=0)
+        x = torch.as_tensor(obs, device=device)
+        net = VPNNet(env.single_observation_space, 4, cfg).to(device)
+        for name, fn in [("model-free Q", lambda: net.q_model_free(net.encode(x)))] + [
+                (f"VPN d={d} {BRANCHES[d]}", lambda d=d: plan(net.core_all, net.encode(x), BRANCHES[d], cfg.gamma))
+                for d in (1, 3, 5)]:
+            with torch.inference_mode():
+                fn()  # warm-up
+                calls, start = 0, time.perf_counter()
+                while calls < 3 or time.perf_counter() - start < args.seconds:
+                    fn().argmax(1).cpu()
+                    calls += 1
+                seconds = (time.perf_counter() - start) / calls
+            rows.append({"planner": name, "envs": n, "ms_per_call": 1000 * seconds, "decisions_per_sec": n / seconds})
+            print(json.dumps(rows[-1]), flush=True)
+    out = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), {device}",
+           "torch": torch.__version__, "network": {k: getattr(cfg, k) for k in ("filters", "kernels", "strides", "hidden")},
+           "command": "python " + " ".join(sys.argv), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("learning")
+    p.add_argument("--variants", nargs="+", default=["deterministic", "stochastic"], choices=list(ENVS))
+    p.add_argument("--methods", nargs="+", default=["vpn", "nstep_q"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--eval-every", type=int, default=100_000)
+    p.add_argument("--eval-episodes", type=int, default=200)
+    p.add_argument("--eps-steps", type=int, default=1_000_000)
+    p.add_argument("--branch", default="4,4,4")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "vpn_collect.jsonl")
+    p.add_argument("--single", nargs=3, metavar=("METHOD", "ENV", "SEED"), help=argparse.SUPPRESS)
+    p = sub.add_parser("planning")
+    p.add_argument("--envs-per-batch", nargs="+", type=int, default=[1, 16, 64])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "vpn_planning.json")
+    args = parser.parse_args()
+    learning(args) if args.command == "learning" else planning(args)
+
+
+if __name__ == "__main__":
+    main()
