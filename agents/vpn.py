@@ -21,22 +21,25 @@ Training (``train_iteration``: an n-step rollout of T options from each of N env
           option and tau_t its duration (the SMDP recursion);
     L = sum_t sum_{l=1..k} H(R_{t+1} - v^l_t) + H(r_t - r^l_t) + H(tau_t - tau^l_t),
         (r^l_t, tau^l_t, v^l_t): the core unrolled l steps from s_{t-l+1} with the executed options (v^l_t is
-        the predicted value of the state after option t); H = Huber; terms whose unroll would start in an
-        earlier episode are masked; k = prediction_steps (official: the plan depth);
-      + the reward and duration terms on T-step windows of a buffer of random-policy rollouts (official code;
-        not in the paper; ``random_buffer = 0`` turns it off);
+        the predicted value of the state after option t); H = Huber; k = prediction_steps (official: 3,
+        whatever the plan depth); the loss runs over one episode's piece of a rollout at a time;
+      + the reward and duration terms on windows of up to T options of a buffer of random-policy rollouts
+        (official code; not in the paper; ``random_buffer = 0`` turns it off);
     Adam, lr * lr_decay^(env steps / 1e6), global gradient-norm clip 40; target network copied every
     ``target_sync`` env steps. Env steps are options (the official global step).
-    nstep_q: Q(s, o) = f_value(f_trans(s, o)) and L = sum_t H(R_t - Q(s_t, o_t)), R_T = max_o Q_target(x_T, o).
+    nstep_q: Q(s, o) = FC 1(FC 64(f_trans(s, o))) (the official q model) and L = sum_t H(R_t - Q(s_t, o_t)),
+    R_T = max_o Q_target(x_T, o).
 
 Synchronous instead of the paper's 16 asynchronous workers: the N envs play one rollout of T options each with
-the same parameters; then, as each official worker does with its own rollout, one Adam step per rollout (the
-loss summed over time and unroll steps), one rollout after the other, each with one random-buffer window. So
-the number of Adam steps per option and the data of each step are the official ones; the difference is
-ordering: an official worker's rollout was played with parameters a few steps stale, ours with parameters up
-to N - 1 steps stale, and all N bootstrap values come from the same target network. (``rollouts_per_update
-0`` takes one Adam step on all N rollouts instead: N times fewer steps, which learned far slower in our
-tests at the same learning rate.)
+the same parameters. An official worker's rollout stops at a terminal, and the worker then takes one Adam step
+on it (the loss summed over time and unroll steps) with one random-buffer window. We cut each env's rollout at
+its episode ends into the same pieces and take one Adam step per piece, one after the other, each with one
+window. So the number of Adam steps per option and the data of each step are the official ones. What differs:
+an official worker played its rollout with parameters a few steps stale, ours are up to the number of pieces
+stale; all bootstrap values of an iteration come from the same target network; and the 16 workers had an Adam
+each (moment estimates updated every 16th step) where we have one. (``rollouts_per_update 0`` takes one Adam
+step on all pieces instead: many times fewer steps, which learned far slower in our tests at the same learning
+rate.)
 
 Other differences from the official code, all small: the remaining-time input is a plane of the observation
 (envs/collect.py), so it enters the first conv instead of being tiled onto the feature map; the official env
@@ -77,8 +80,8 @@ class VPNConfig:
     branch: tuple[int, ...] = (4, 4, 4)
     """Options expanded at each planning depth; the plan depth d is its length (official VPN(3): 4,4,4;
     VPN(5): 4,4,4,1,1)."""
-    prediction_steps: int = 0
-    """k, the unroll length of the training loss; 0 = the plan depth (official)."""
+    prediction_steps: int = 3
+    """k, the unroll length of the training loss (official: 3 for every plan depth; 0 = the plan depth)."""
     gamma: float = 0.98
     """Discount per primitive step."""
     lr: float = 1e-4
@@ -88,8 +91,8 @@ class VPNConfig:
     grad_clip: float = 40.0
     """Global gradient-norm clip (official: 40)."""
     rollouts_per_update: int = 1
-    """Env rollouts per Adam step: 1 = one step per rollout of T options, as each official worker takes
-    (N steps per iteration); 0 = all N rollouts in one step."""
+    """Rollout pieces (an env's rollout cut at episode ends) per Adam step: 1 = one step per piece, as each
+    official worker takes; 0 = all pieces of the iteration in one step."""
     num_steps: int = 10
     """T, options per env per rollout (official t_max: 10)."""
     target_sync: int = 10_000
@@ -138,6 +141,20 @@ class VPNConfig:
 
 
 # ------------------------------------------------------------------------------------------- the networks
+class SameConv2d(nn.Conv2d):
+    """A conv with TensorFlow's 'SAME' padding: output size ceil(input / stride), the extra pixel at the end."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int):
+        super().__init__(in_channels, out_channels, kernel, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):  # F.pad order: last dim first
+            total = max((math.ceil(size / self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
 class OptionConv(nn.Module):
     """A 3x3 conv with one filter bank per option: [B, C, H, W] -> [B, O, C, H, W] (all options), or the
     banks of the given options -> [B, C, H, W]."""
@@ -166,8 +183,7 @@ class VPNNet(nn.Module):
         self.register_buffer("obs_scale", torch.as_tensor(1.0 / high if finite else np.ones_like(high)))
         layers: list[nn.Module] = []
         for out, k, stride in zip(cfg.filters, cfg.kernels, cfg.strides):
-            layers += [nn.Conv2d(channels, out, k, stride, padding=(k - 1) // 2 if stride == 1 else (k - stride + 1) // 2),
-                       nn.ELU()]
+            layers += [SameConv2d(channels, out, k, stride), nn.ELU()]
             channels = out
         self.encoder = nn.Sequential(*layers)
         with torch.no_grad():
@@ -182,6 +198,11 @@ class VPNNet(nn.Module):
             return nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden), nn.ELU(), out)
 
         self.value = head()
+        # the model-free baseline's Q head (official q model: FC dim then FC 1, no activation between)
+        q_out = nn.Linear(cfg.hidden, 1)
+        nn.init.normal_(q_out.weight, std=0.01 / math.sqrt(cfg.hidden))
+        nn.init.zeros_(q_out.bias)
+        self.q_head = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden), q_out)
         self.out_conv = OptionConv(c, num_options)
         self.out_body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ELU())
         self.reward, self.duration = head(), head()
@@ -189,9 +210,15 @@ class VPNNet(nn.Module):
         self.trans_body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ELU())
         self.trans_gate = nn.Conv2d(c, c, 1)
         self.trans_out = nn.Conv2d(c, c, 3, padding=1)
-        for m in self.modules():  # the official initialisers: He for convs, Xavier for the heads' hidden layers
+        # the official initialisers: Glorot-uniform for the outcome module's convs, He for the other convs,
+        # Glorot for the heads' hidden layers (their last layers stay small, above)
+        outcome = {id(m) for m in [*self.out_conv.modules(), *self.out_body.modules()]}
+        for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if id(m) in outcome:
+                    nn.init.xavier_uniform_(m.weight)
+                else:
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear) and m.out_features > 1:
                 nn.init.xavier_uniform_(m.weight)
@@ -222,12 +249,12 @@ class VPNNet(nn.Module):
         return r.view(b, o), t.view(b, o), v.view(b, o), s_next.view(b, o, *s.shape[1:])
 
     def q_model_free(self, s: Tensor) -> Tensor:
-        """nstep_q baseline: Q(s, o) = f_value(f_trans(s, o)) for every option, [B, O]."""
+        """nstep_q baseline: Q(s, o) = q_head(f_trans(s, o)) for every option, [B, O]."""
         b, o = len(s), self.num_options
         s_rep = s.unsqueeze(1).expand(b, o, *s.shape[1:]).flatten(0, 1)
         g = self.trans_body(self.trans_conv(s).flatten(0, 1))
         s_next = F.elu(self.trans_out(g) * torch.sigmoid(self.trans_gate(g)) + s_rep)
-        return self.value(s_next).view(b, o)
+        return self.q_head(s_next).view(b, o)
 
 
 # --------------------------------------------------------------------------------- planning and the losses
@@ -264,6 +291,28 @@ def plan(core_all, s: Tensor, branch: tuple[int, ...], gamma: float) -> Tensor:
     return q_root.scatter(1, keep[0], q_plan.view(len(s), -1))
 
 
+def rollout_pieces(ended: np.ndarray) -> list[tuple[int, int, int]]:
+    """(env, t0, t1) for each stretch of a [T, N] rollout inside one episode: cut after every ended step."""
+    T, N = ended.shape
+    pieces = []
+    for n in range(N):
+        t0 = 0
+        for t in np.flatnonzero(ended[:, n]):
+            pieces.append((n, t0, int(t) + 1))
+            t0 = int(t) + 1
+        if t0 < T:
+            pieces.append((n, t0, T))
+    return pieces
+
+
+def _pad_time(x: Tensor, length: int) -> Tensor:
+    """Pad dim 0 to ``length`` by repeating the last row (masked out by the caller's step mask)."""
+    if x.shape[0] >= length:
+        return x
+    pad = x[-1:].expand(length - x.shape[0], *x.shape[1:])
+    return torch.cat([x, torch.zeros_like(pad) if x.dtype == torch.bool else pad])
+
+
 def huber(x: Tensor) -> Tensor:
     return F.huber_loss(x, torch.zeros_like(x), reduction="none", delta=1.0)
 
@@ -283,11 +332,12 @@ def smdp_returns(rewards: Tensor, discounts: Tensor, next_values: Tensor, contin
 
 def model_losses(net: VPNNet, obs: Tensor, options: Tensor, rewards: Tensor, durations: Tensor,
                  starts: Tensor, next_returns: Tensor | None, k: int,
-                 has_value: Tensor | None = None) -> dict[str, Tensor]:
+                 has_value: Tensor | None = None, step_mask: Tensor | None = None) -> dict[str, Tensor]:
     """The k-step losses of each trajectory ``[T, B]`` (obs ``[T, B, ...]``), summed over its time and unroll
     steps: a dict of ``[B]`` tensors. ``starts[t]``: obs t begins a new episode (an unroll from an earlier state
     into step t is masked). ``next_returns[t]`` = R_{t+1}, the target of the value after option t, for the
     trajectories in ``has_value`` ([B] bool, default all); None trains only the reward and duration terms.
+    ``step_mask [T, B]``: which steps exist (trajectories of different lengths padded to T); default all.
 
     Unroll step l (1..k) advances the states started at every j = 0..T-l together by option j+l-1 and
     predicts the outcome of step t = j+l-1: k batched core calls instead of one per time step."""
@@ -303,7 +353,7 @@ def model_losses(net: VPNNet, obs: Tensor, options: Tensor, rewards: Tensor, dur
         n = T - l + 1
         steps = slice(l - 1, l - 1 + n)  # the time step t predicted from each start j = t - l + 1
         valid = valid[:n] & ~starts[steps] if l > 1 else valid
-        mask = valid.float()
+        mask = (valid if step_mask is None else valid & step_mask[steps]).float()
         r, dur, v, s_next = net.core(states[:n].flatten(0, 1), options[steps].flatten())
         add("reward", r.view(n, B) - rewards[steps], mask)
         add("duration", dur.view(n, B) - durations[steps], mask)
@@ -315,8 +365,9 @@ def model_losses(net: VPNNet, obs: Tensor, options: Tensor, rewards: Tensor, dur
 
 # --------------------------------------------------------------------------------------------------- agent
 class RandomWindows:
-    """Random-policy rollouts ``[L, M]`` (M envs) from separate envs, for the reward/duration loss; sampled as
-    windows of T consecutive options."""
+    """Random-policy rollouts ``[L, M]`` (M envs) from separate envs, for the reward/duration loss. A window is
+    up to T consecutive options that stops at its episode's end and never starts on an episode's last option
+    (the official ``RolloutMemory.sample``)."""
 
     def __init__(self, env: envs.VecEnv, size: int, gamma: float, seed: int):
         m = env.num_envs
@@ -327,26 +378,34 @@ class RandomWindows:
         self.options = np.zeros((length, m), np.int64)
         self.rewards = np.zeros((length, m), np.float32)
         self.durations = np.zeros((length, m), np.float32)
-        self.starts = np.zeros((length, m), bool)  # obs t begins a new episode
-        new_episode = np.ones(m, bool)
+        self.ended = np.zeros((length, m), bool)  # the episode ended with option t
         n_options = env.single_action_space.n
         for t in range(length):
             options = rng.integers(0, n_options, m)
-            self.obs[t], self.options[t], self.starts[t] = obs, options, new_episode
+            self.obs[t], self.options[t] = obs, options
             obs, reward, terminated, truncated, info = env.step(options)
             self.rewards[t], self.durations[t] = option_outcome(reward, info, gamma)
-            new_episode = terminated | truncated
+            self.ended[t] = terminated | truncated
+        self.ended[-1] = True  # the stored stream stops here
         self.length, self.m = length, m
 
     def sample(self, count: int, T: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        T = min(T, self.length)
-        t0 = rng.integers(0, self.length - T + 1, count)
-        env = rng.integers(0, self.m, count)
-        rows = t0[None, :] + np.arange(T)[:, None]  # [T, count]
-        starts = self.starts[rows, env[None, :]].copy()
-        starts[0] = False  # the window's first state starts its own unrolls
-        return (self.obs[rows, env[None, :]], self.options[rows, env[None, :]], self.rewards[rows, env[None, :]],
-                self.durations[rows, env[None, :]], starts)
+        """(obs, options, rewards, durations, step mask), each ``[T', count, ...]`` with T' <= T the longest
+        window; shorter windows are padded and masked."""
+        t0, env = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        todo = np.arange(count)
+        while len(todo):  # rejection: not on an episode's last option
+            t0[todo], env[todo] = rng.integers(0, self.length, len(todo)), rng.integers(0, self.m, len(todo))
+            todo = todo[self.ended[t0[todo], env[todo]]]
+        rows = np.minimum(t0[None, :] + np.arange(T)[:, None], self.length - 1)  # [T, count]
+        ended = self.ended[rows, env[None, :]]
+        # a step exists while no earlier step of the window ended its episode
+        mask = np.concatenate([np.ones((1, count), bool), np.cumsum(ended, 0)[:-1] == 0])
+        mask &= t0[None, :] + np.arange(T)[:, None] < self.length
+        T_used = int(mask.sum(0).max())
+        rows, mask = rows[:T_used], mask[:T_used]
+        pick = lambda x: x[rows, env[None, :]]  # noqa: E731
+        return pick(self.obs), pick(self.options), pick(self.rewards), pick(self.durations), mask
 
 
 def option_outcome(reward: np.ndarray, info: dict, gamma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -487,30 +546,39 @@ class VPNAgent:
             returns = smdp_returns(r, cfg.gamma ** dur, next_values, self._tensor(~ended))
             # R_{t+1}: the return after option t (the next step's R, or the bootstrap where the rollout ends)
             next_returns = torch.where(self._tensor(~ended), torch.cat([returns[1:], next_values[-1:]]), next_values)
-        starts = np.zeros((T, N), bool)
-        starts[1:] = ended[:-1]
-        obs_t, options_t, starts_t = self._tensor(obs[:T]), self._tensor(options), self._tensor(starts)
+        obs_t, options_t = self._tensor(obs[:T]), self._tensor(options)
         lr = cfg.lr * cfg.lr_decay ** (self.env_steps / 1e6)
         for group in self.opt.param_groups:
             group["lr"] = lr
         sums: dict[str, Tensor] = {}
-        groups = torch.arange(N, device=self.device).split(cfg.rollouts_per_update or N)
-        for envs_ in groups:  # like the official workers: one Adam step per worker rollout (by default)
+        # Each env's rollout is cut at its episode ends, as an official worker's rollout stops at a terminal:
+        # one Adam step per piece (rollouts_per_update pieces per step), pieces padded to a common length.
+        pieces = rollout_pieces(ended)
+        groups = [pieces[i:i + (cfg.rollouts_per_update or len(pieces))]
+                  for i in range(0, len(pieces), cfg.rollouts_per_update or len(pieces))]
+        for group in groups:
+            b = len(group)
+            times, env_idx, mask = self._piece_index(group)  # [L, b], [b], [L, b]
+            take = lambda x: x[times, env_idx]  # noqa: E731
             if cfg.method == "nstep_q":
-                x, o = obs_t[:, envs_], options_t[:, envs_]
-                q = self.net.q_model_free(self.net.encode(x.flatten(0, 1))).gather(1, o.reshape(-1, 1))
-                parts = {"loss/q": huber(q.view(T, len(envs_)) - returns[:, envs_]).sum() / len(envs_)}
-            else:  # the rollouts and (as many) random-policy windows in one batch; no value loss on the windows
-                b = len(envs_)
-                batch = [obs_t[:, envs_], options_t[:, envs_], r[:, envs_], dur[:, envs_], starts_t[:, envs_],
-                         next_returns[:, envs_]]
+                L = times.shape[0]
+                q = self.net.q_model_free(self.net.encode(take(obs_t).flatten(0, 1))).gather(1, take(options_t).reshape(-1, 1))
+                parts = {"loss/q": (huber(q.view(L, b) - take(returns)) * mask).sum() / b}
+            else:  # the pieces and (as many) random-policy windows in one batch; no value loss on the windows
+                no_starts = torch.zeros_like(mask)
+                batch = [take(obs_t), take(options_t), take(r), take(dur), no_starts, take(next_returns), mask]
                 has_value = torch.ones(b, dtype=torch.bool, device=self.device)
                 if self.random_windows is not None:
                     window = [self._tensor(a) for a in self.random_windows.sample(b, T, self.rng)]
-                    window.append(torch.zeros_like(batch[-1]))
-                    batch = [torch.cat([x, w], 1) for x, w in zip(batch, window)]
+                    window = [_pad_time(w, batch[0].shape[0]) for w in window]  # obs, options, rewards, durations, mask
+                    batch = [_pad_time(x, window[0].shape[0]) for x in batch]
+                    w_obs, w_opt, w_rew, w_dur, w_mask = window
+                    extra = [w_obs, w_opt, w_rew, w_dur, torch.zeros_like(w_mask), torch.zeros_like(w_rew), w_mask]
+                    batch = [torch.cat([x, w], 1) for x, w in zip(batch, extra)]
                     has_value = torch.cat([has_value, torch.zeros_like(has_value)])
-                per_trajectory = model_losses(self.net, *batch, cfg.unroll, has_value)
+                obs_b, opt_b, rew_b, dur_b, starts_b, next_b, mask_b = batch
+                per_trajectory = model_losses(self.net, obs_b, opt_b, rew_b, dur_b, starts_b, next_b, cfg.unroll,
+                                              has_value, mask_b)
                 parts = {f"loss/{k}": v[:b].sum() / b for k, v in per_trajectory.items()}
                 if self.random_windows is not None:
                     parts.update({f"loss/random_{k}": per_trajectory[k][b:].sum() / b for k in ("reward", "duration")})
@@ -524,11 +592,24 @@ class VPNAgent:
                 sums[key] = sums.get(key, 0.0) + value.detach()
         keys = list(sums)
         values = (torch.stack([sums[k] for k in keys]) / len(groups)).tolist()  # one host read per iteration
+        stats_steps = len(groups)
         if not all(math.isfinite(v) for v in values):
             raise NonFiniteLossError(f"A VPN loss became NaN/inf in the updates up to {self.updates}.")
         stats = dict(zip(keys, values))
-        stats.update({"charts/return_target": float(returns.mean()), "charts/lr": lr})
+        stats.update({"charts/return_target": float(returns.mean()), "charts/lr": lr,
+                      "charts/adam_steps_per_iteration": float(stats_steps)})
         return stats
+
+    def _piece_index(self, pieces: list[tuple[int, int, int]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Time index [L, b] (padded by repeating the last step), env index [b] and step mask [L, b] of pieces
+        (env, t0, t1)."""
+        L = max(t1 - t0 for _, t0, t1 in pieces)
+        offsets = np.arange(L)[:, None]
+        t0 = np.array([p[1] for p in pieces])
+        length = np.array([p[2] - p[1] for p in pieces])
+        times = t0 + np.minimum(offsets, length - 1)
+        return (self._tensor(times), self._tensor(np.array([p[0] for p in pieces])),
+                self._tensor(offsets < length))
 
     # --- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

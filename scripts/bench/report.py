@@ -6,7 +6,7 @@
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
 file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
-vpn_collect, vpn_planning).
+vpn_collect, vpn_planning, pref_mujoco).
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ def main() -> None:
                         help="scripts/bench/agac_exploration.py output (block agac_exploration)")
     parser.add_argument("--vpn-collect", type=Path, help="scripts/bench/vpn_collect.py learning output (block vpn_collect)")
     parser.add_argument("--vpn-planning", type=Path, help="scripts/bench/vpn_collect.py planning output (block vpn_planning)")
+    parser.add_argument("--pref-mujoco", type=Path, help="scripts/bench/pref_mujoco.py output (block pref_mujoco)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -165,6 +166,8 @@ def main() -> None:
         blocks["vpn_collect"] = _capture(vpn_collect, args.vpn_collect)
     if args.vpn_planning:
         blocks["vpn_planning"] = _capture(vpn_planning, args.vpn_planning)
+    if args.pref_mujoco:
+        blocks["pref_mujoco"] = _capture(curves, args.pref_mujoco, "variant")
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return

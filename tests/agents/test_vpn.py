@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.vpn import VPNConfig, VPNNet, model_losses, plan, smdp_returns
+import agents.vpn as vpn_module
+from agents.vpn import (RandomWindows, SameConv2d, VPNConfig, VPNNet, model_losses, option_outcome, plan,
+                        rollout_pieces, smdp_returns)
 from conftest import subprocess_env
 from rlkit2.config import ConfigError
 from rlkit2.run import resolve_config, resume, train
@@ -186,7 +188,8 @@ def test_resume_continues_the_schedules_and_evaluates(tmp_path):
     from rlkit2 import checkpoint as ckpt
 
     state = ckpt.load(Path(first.run_dir) / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
-    assert state["env_steps"] == 640 and state["updates"] == 640 // 40 * 4 and state["syncs"] == 3
+    # one Adam step per episode piece of each env's 10-option rollout: at least one per rollout
+    assert state["env_steps"] == 640 and state["updates"] >= 640 // 10 and state["syncs"] == 3
 
 
 def test_nstep_q_baseline_trains_with_the_same_encoder():
@@ -202,7 +205,7 @@ def test_nstep_q_baseline_trains_with_the_same_encoder():
     assert [n for n, _ in vpn.net.encoder.named_parameters()] == [n for n, _ in baseline.net.encoder.named_parameters()]
     before = [p.clone() for p in baseline.net.parameters()]
     stats = baseline.train_iteration()
-    assert stats["loss/q"] > 0 and baseline.updates == 4 and baseline.env_steps == 40
+    assert stats["loss/q"] > 0 and baseline.updates >= 4 and baseline.env_steps == 40
     changed = [not torch.equal(a, b) for a, b in zip(before, baseline.net.parameters())]
     assert any(changed) and baseline.random_windows is None  # the model-free baseline has no reward model to train
 
@@ -227,3 +230,66 @@ def test_vpn_runs_on_atari_with_primitive_actions_as_options(tmp_path):
     run, cfg = resolve_config("vpn", "ALE/Pong-v5", overrides)
     result = train(run, cfg)
     assert result.status == "finished" and result.env_steps == 64
+
+
+def test_update_targets_bootstrap_from_the_target_network_and_stop_at_terminals(monkeypatch):
+    """T = 3, two envs, gamma 0.5: env 0 runs through (bootstrap from the target network's planned value 5),
+    env 1 terminates after option 1 (value 0 there) and starts a new episode, so its rollout is two pieces."""
+    import envs
+    from rlkit2.agent import BuildContext
+    from agents.vpn import VPNAgent
+
+    env = envs.make("rlkit2/Collect-v0", 2, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=100, seed=0, threads_collect=1, threads_update=1)
+    agent = VPNAgent(VPNConfig(filters=(4, 4, 4), random_buffer=0, gamma=0.5, num_steps=3), ctx)
+    monkeypatch.setattr(agent, "q_values", lambda net, obs: torch.full((len(obs), 4), 5.0 if net is agent.target
+                                                                       else float("nan")))
+    seen = []
+
+    def spy(net, obs, options, rewards, durations, starts, next_returns, k, has_value=None, step_mask=None):
+        seen.append((rewards[:, 0].tolist(), next_returns[:, 0].tolist(), step_mask[:, 0].tolist()))
+        return model_losses(net, obs, options, rewards, durations, starts, next_returns, k, has_value, step_mask)
+
+    monkeypatch.setattr(vpn_module, "model_losses", spy)
+    obs = np.zeros((4, 2, 4, 10, 10), np.uint8)
+    rewards = np.array([[1.0, 1.0], [2.0, 1.0], [3.0, 1.0]], np.float32)
+    durations = np.array([[1.0, 1.0], [2.0, 1.0], [1.0, 1.0]], np.float32)
+    terminated = np.array([[False, False], [False, True], [False, False]])
+    agent.update(obs, np.zeros((3, 2), np.int64), rewards, durations, terminated, np.zeros((3, 2), bool), [])
+    assert agent.updates == 3  # pieces: env 0 [0, 3); env 1 [0, 2) and [2, 3)
+    # env 0: R2 = 3 + .5 * 5 = 5.5, R1 = 2 + .25 * 5.5 = 3.375; the value after option t is R_{t+1}
+    assert seen[0] == ([1.0, 2.0, 3.0], [3.375, 5.5, 5.0], [True, True, True])
+    # env 1, first episode: R1 = 1 + .5 * 0 (terminal); padded to 2 steps of the 2-step piece
+    assert seen[1][1][:2] == [1.0, 0.0] and seen[1][2] == [True, True]
+    assert seen[2][1][:1] == [5.0] and seen[2][2][:1] == [True]  # the new episode bootstraps from the target
+
+
+def test_rollouts_are_cut_into_pieces_at_episode_ends():
+    ended = np.array([[False, True], [True, False], [False, False], [False, True]])
+    assert rollout_pieces(ended) == [(0, 0, 2), (0, 2, 4), (1, 0, 1), (1, 1, 4)]
+
+
+def test_random_windows_stop_at_episode_ends_and_never_start_on_a_last_option():
+    import envs
+
+    env = envs.make("rlkit2/Collect-v0", 4, seed=0, env_kwargs={"size": 6, "num_goals": 2, "max_steps": 8})
+    windows = RandomWindows(env, 2000, gamma=0.9, seed=0)
+    obs, options, rewards, durations, mask = windows.sample(300, 10, np.random.default_rng(0))
+    assert obs.shape[1] == 300 and mask[0].all() and mask.shape == options.shape
+    assert (np.diff(mask.astype(int), axis=0) <= 0).all()  # a window is a prefix: once masked, masked for good
+    assert (durations[mask] >= 1).all() and mask.sum(0).min() >= 1 and (mask.sum(0) < 10).any()
+
+
+def test_option_outcome_discounts_inside_the_option_and_defaults_to_primitive_steps():
+    info = {"final_info": {"option_rewards": np.array([[1.0, 2.0, 4.0, 0.0]], np.float32),
+                           "option_steps": np.array([3])}}
+    reward, duration = option_outcome(np.array([7.0]), info, gamma=0.5)
+    assert reward.tolist() == [1.0 + 0.5 * 2.0 + 0.25 * 4.0] and duration.tolist() == [3.0]
+    reward, duration = option_outcome(np.array([7.0, -1.0]), {"final_info": {}}, gamma=0.5)  # e.g. Atari
+    assert reward.tolist() == [7.0, -1.0] and duration.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("size,stride,expected", [(10, 2, 5), (7, 2, 4), (84, 4, 21), (9, 1, 9)])
+def test_same_padding_gives_ceil_of_size_over_stride(size, stride, expected):
+    conv = SameConv2d(1, 1, 4 if stride > 1 else 3, stride)
+    assert conv(torch.zeros(1, 1, size, size + 1)).shape[-2:] == (expected, -(-(size + 1) // stride))

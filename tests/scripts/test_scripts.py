@@ -103,7 +103,7 @@ def test_sigint_saves_and_resume_continues(tmp_path, backend):
     (["--agent", "ppo", "--env", "CartPole-v1", "--lr_rate", "3"], "Unknown option '--lr_rate' for agent 'ppo'"),
     (["--agent", "ppo", "--env", "CartPole-v1", "--batch_mode", "foo"], "allowed values: shuffle_transitions"),
     (["--agent", "ppo", "--env", "CartPole-v1", "--gamma", "2"], "'gamma' must be in (0, 1]"),
-    (["--agent", "dqn", "--env", "CartPole-v1"], "Unknown agent 'dqn'. Available agents: a2c, agac, dsac, ppo, vpn"),
+    (["--agent", "dqn", "--env", "CartPole-v1"], "Unknown agent 'dqn'. Available agents: a2c, agac, dsac, ppo, pref, vpn"),
     (["--agent", "ppo", "--env", "CartPol-v1"], "Did you mean: CartPole-v1"),
     (["--agent", "ppo", "--env", "toy_envs:NoSuchEnv"], "module 'toy_envs' has no attribute 'NoSuchEnv'"),
     (["--agent", "ppo", "--env", "CartPole-v1", "--backend", "ale"], "backend 'ale' runs Atari ids only"),

@@ -1,0 +1,339 @@
+"""Deep RL from human preferences (Christiano et al., NeurIPS 2017, arXiv 1706.03741): an RL agent (PPO by
+default) trains on a reward model fitted to comparisons of trajectory segments; the comparisons come from a
+synthetic oracle that knows the true reward. The learning pieces are in rlkit2/preference.py.
+
+Algorithm (``train_iteration``):
+    first call: play the initial policy for ``warmup_steps`` env steps into the segment pool; ask for
+        ``initial_share`` of the labels on pairs from it; fit the reward model for ``pretrain_epochs``
+    1. one iteration of the RL agent, which sees r_hat(o, a) (the ensemble's normalised mean) instead of the
+       env reward; every step also goes into the pool of recent steps (obs, action, true reward, episode)
+    2. labels due by now (``labels_due``: the rest of the labels at a rate ~ tau / (t + tau)): draw
+       ``candidates_per_label`` x as many random segment pairs (``segment_length`` steps, within one episode)
+       from the pool, keep those the ensemble disagrees on most, label them
+    3. ``reward_epochs`` passes of the reward model over all comparisons (bootstrap per member, adaptive L2),
+       then refit each member's output normalisation on the pool
+The RL agent never sees the true reward; its episode statistics (and every evaluation) report the true return.
+
+Choices where the paper leaves room, and what we follow:
+- The RL agent is PPO with its own preset for the env family (``--rl.OPTION value`` overrides it); the paper
+  used TRPO on MuJoCo and A2C on Atari. Its entropy bonus (the one value the paper tuned, 0.01, because the
+  reward moves) is not forced: set ``--rl.entropy_coef``.
+- MuJoCo episodes keep their early termination (the paper replaced it with a penalty, so that episode length
+  leaks no reward); the reward model sees (o, a) only.
+- Labels are asked for between RL iterations; the RL agent never waits for them (a synthetic oracle answers at
+  once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
+from rlkit2.config import ConfigError
+from rlkit2.preference import EnsembleTrainer, RewardEnsemble, SyntheticOracle, labels_due, select_pairs
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+@dataclass
+class PrefConfig:
+    rl_agent: str = "ppo"
+    """The agent trained on the learned reward (any on-policy agent: ppo, a2c)."""
+    rl: dict = field(default_factory=dict)
+    """Options of that agent on top of its preset, e.g. --rl.entropy_coef 0.01."""
+    labels: int = 1400
+    """Comparisons asked for over the whole run (paper MuJoCo: 350, 700, 1400 synthetic; 700 human)."""
+    initial_share: float = 0.25
+    """Share of the labels asked for before RL starts, on the initial policy's segments (paper: 25%)."""
+    label_tau: float = 2e6
+    """The rest come at a rate ~ tau / (t + tau) (paper MuJoCo: 2e6 steps)."""
+    warmup_steps: int = 10_000
+    """Env steps of the initial policy for the first segments (counted in the run's budget)."""
+    segment_length: int = 25
+    """Steps per segment (paper MuJoCo: 1.5 s, 15-60 steps; Atari 25)."""
+    candidates_per_label: int = 10
+    """Candidate pairs drawn per label asked for (paper: about 10)."""
+    selection: Literal["disagreement", "random"] = "disagreement"
+    """Which candidates get labelled: highest ensemble variance of P[s1 > s2], or random."""
+    oracle_temperature: float = 0.0
+    """Synthetic oracle: 0 prefers the higher true return (ties 0.5); > 0 answers Boltzmann-rationally."""
+    members: int = 3
+    """Reward-model ensemble size (paper: 3)."""
+    reward_hidden: tuple[int, ...] = (64, 64)
+    """Hidden widths of each member's MLP (paper MuJoCo: 2x64, leaky ReLU); images use the paper's conv stack."""
+    reward_lr: float = 1e-3
+    """Adam learning rate of the reward model."""
+    reward_batch: int = 32
+    """Comparisons per reward-model minibatch."""
+    reward_epochs: int = 1
+    """Passes over all comparisons after each RL iteration."""
+    pretrain_epochs: int = 50
+    """Passes over the initial comparisons before RL starts."""
+    noise: float = 0.1
+    """Probability that the rater answers at random (P' = (1 - noise) P + noise / 2; paper: 0.1)."""
+    l2_init: float = 1e-4
+    """Initial L2 weight of each member (then adapted to keep validation/training loss in 1.1-1.5)."""
+    reward_scale: float = 1.0
+    """Std of the reward the RL agent sees (paper: 1 on MuJoCo, 0.05 on Atari)."""
+    pool_steps: int = 50_000
+    """Recent env steps (all envs together) kept for drawing segments."""
+    max_comparisons: int = 0
+    """Keep only the newest comparisons for training (paper Atari: 3000); 0 = keep all."""
+
+    def validate(self) -> None:
+        for name in ("labels", "segment_length", "candidates_per_label", "members", "reward_lr", "reward_batch",
+                     "pool_steps", "label_tau"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"Option '{name}' must be > 0, got {getattr(self, name)}")
+        for name in ("initial_share", "noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"Option '{name}' must be in [0, 1], got {getattr(self, name)}")
+        for name in ("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons", "oracle_temperature"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
+
+
+# ------------------------------------------------------------------------------------- the env the RL agent sees
+class SegmentPool:
+    """The last ``capacity // N`` steps of each of N envs, time-major: obs, actions (one-hot if discrete), true
+    rewards and an episode id per step; segments never cross an episode boundary."""
+
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype, action_dim: int):
+        self.length = max(2, capacity // num_envs)
+        self.n = num_envs
+        self.obs = np.zeros((self.length, num_envs, *obs_shape), obs_dtype)
+        self.actions = np.zeros((self.length, num_envs, action_dim), np.float32)
+        self.rewards = np.zeros((self.length, num_envs), np.float32)
+        self.episode = np.full((self.length, num_envs), -1, np.int64)
+        self.written = 0  # rows written in total; row r lives at r % length
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, episode: np.ndarray) -> None:
+        row = self.written % self.length
+        self.obs[row], self.actions[row], self.rewards[row], self.episode[row] = obs, actions, rewards, episode
+        self.written += 1
+
+    def sample_segments(self, count: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """(time rows [count, k], env [count]) of segments inside one episode, or None if there are too few."""
+        filled = min(self.written, self.length)
+        if filled < k:
+            return None
+        first_row = self.written - filled
+        rows, envs_ = [], []
+        for _ in range(100):  # rejection: a segment must not straddle an episode end
+            starts = first_row + rng.integers(0, filled - k + 1, 4 * count)
+            env = rng.integers(0, self.n, 4 * count)
+            r = (starts[:, None] + np.arange(k)) % self.length
+            same = (self.episode[r, env[:, None]] == self.episode[r[:, :1], env[:, None]]).all(1)
+            rows.append(r[same])
+            envs_.append(env[same])
+            if sum(len(x) for x in rows) >= count:
+                break
+        rows_all, env_all = np.concatenate(rows)[:count], np.concatenate(envs_)[:count]
+        return (rows_all, env_all) if len(rows_all) == count else None
+
+    def recent(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        filled = min(self.written, self.length)
+        rows = (self.written - 1 - np.arange(min(filled, max(1, limit // self.n)))) % self.length
+        return self.obs[rows].reshape(-1, *self.obs.shape[2:]), self.actions[rows].reshape(-1, self.actions.shape[-1])
+
+
+class LearnedRewardEnv:
+    """A VecEnv whose reward is the reward model's; everything else (observations, episode statistics on the
+    true reward, final observations) passes through. Every step goes into the segment pool."""
+
+    def __init__(self, env, model: RewardEnsemble, pool: SegmentPool, device: torch.device):
+        self.env, self.model, self.pool, self.device = env, model, pool, device
+        self.discrete = isinstance(env.single_action_space, gym.spaces.Discrete)
+        self._obs: np.ndarray | None = None
+        self._episode = np.arange(env.num_envs, dtype=np.int64)
+        self._next_episode = env.num_envs
+        self.use_model = True
+
+    def __getattr__(self, name: str) -> Any:  # name, num_envs, spaces, settings, close...
+        return getattr(self.env, name)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._obs, info = self.env.reset(seed=seed, options=options)
+        n = self.env.num_envs  # every env starts a new episode
+        self._episode = self._next_episode + np.arange(n)
+        self._next_episode += n
+        return self._obs, info
+
+    def model_input(self, actions: np.ndarray) -> np.ndarray:
+        if self.discrete:
+            return np.eye(self.env.single_action_space.n, dtype=np.float32)[np.asarray(actions, np.int64)]
+        return np.asarray(actions, np.float32).reshape(len(actions), -1)
+
+    def step(self, actions: np.ndarray):
+        obs_before, action_in = self._obs, self.model_input(actions)
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.pool.add(obs_before, action_in, reward, self._episode)
+        ended = terminated | truncated
+        if ended.any():  # the next rows of these envs belong to new episodes
+            self._episode[ended] = self._next_episode + np.arange(ended.sum())
+            self._next_episode += int(ended.sum())
+        self._obs = obs
+        info = {**info, "true_reward": reward}
+        if self.use_model:
+            with torch.no_grad():
+                reward = self.model.reward(torch.as_tensor(obs_before, device=self.device),
+                                           torch.as_tensor(action_in, device=self.device)).cpu().numpy()
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+
+# ---------------------------------------------------------------------------------------------------- agent
+class PrefAgent:
+    def __init__(self, cfg: PrefConfig, ctx: BuildContext):
+        cfg.validate()
+        self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
+        env = ctx.env
+        obs_space, action_space = env.single_observation_space, env.single_action_space
+        action_dim = action_space.n if isinstance(action_space, gym.spaces.Discrete) else int(np.prod(action_space.shape))
+        self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
+                                    scale=cfg.reward_scale).to(self.device)
+        self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
+        self.pool = SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim)
+        self.env = LearnedRewardEnv(env, self.model, self.pool, self.device)
+        self.rl = _build_rl_agent(cfg, dataclasses.replace(ctx, env=self.env))
+        self.oracle = SyntheticOracle(cfg.oracle_temperature, seed=ctx.seed)
+        self.rng = np.random.default_rng(ctx.seed + 1)
+        # the comparisons: segment obs/actions [P, K, ...] of both sides, label mu [P], true returns [P, 2]
+        self.comparisons: dict[str, Tensor] = {}
+        self.extra_steps = 0  # warm-up steps of the initial policy
+        self.started = False
+
+    @property
+    def env_steps(self) -> int:
+        return self.rl.env_steps + self.extra_steps
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        return self.rl.act(obs, deterministic)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.comparisons["mu"]) if self.comparisons else 0
+
+    # --- one iteration ---------------------------------------------------------------------------------------
+    def train_iteration(self) -> dict[str, float]:
+        cfg = self.cfg
+        stats: dict[str, float] = {}
+        if not self.started:
+            self.started = True
+            self._warm_up()
+            self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau))
+            stats.update(self._fit(cfg.pretrain_epochs))
+        stats.update(self.rl.train_iteration())
+        start = time.perf_counter()
+        due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau)
+        self._ask(due - self.num_labels)
+        stats.update(self._fit(cfg.reward_epochs))
+        stats["time/reward_model"] = time.perf_counter() - start
+        return stats
+
+    def _warm_up(self) -> None:
+        """Fill the pool with the initial policy's steps (its rewards are not used)."""
+        env, n = self.env, self.env.num_envs
+        env.use_model = False
+        obs = env._obs
+        for _ in range(max(1, self.cfg.warmup_steps // n)):
+            actions = self.rl.act(torch.as_tensor(obs, device=self.device), deterministic=False).cpu().numpy()
+            obs, *_ = env.step(actions)
+            self.extra_steps += n
+        env.use_model = True
+        self.rl.collector.reset(seed=None)  # the RL agent starts from fresh episodes
+
+    def _ask(self, count: int) -> None:
+        """Label ``count`` new pairs, chosen among candidates_per_label x as many."""
+        cfg = self.cfg
+        if count <= 0:
+            return
+        sampled = self.pool.sample_segments(2 * count * cfg.candidates_per_label, cfg.segment_length, self.rng)
+        if sampled is None:
+            return
+        rows, envs_ = sampled
+        obs = torch.as_tensor(self.pool.obs[rows, envs_[:, None]], device=self.device)  # [2C, K, ...]
+        actions = torch.as_tensor(self.pool.actions[rows, envs_[:, None]], device=self.device)
+        true_returns = self.pool.rewards[rows, envs_[:, None]].sum(1)
+        c = len(rows) // 2
+        if cfg.selection == "disagreement" and self.num_labels > 0:
+            with torch.no_grad():
+                r = self.trainer.segment_returns(obs, actions)  # [E, 2C]
+            chosen = select_pairs(r[:, :c], r[:, c:], count).cpu().numpy()
+        else:
+            chosen = self.rng.permutation(c)[:count]
+        first, second = chosen, chosen + c
+        new = {"obs_1": obs[first], "act_1": actions[first], "obs_2": obs[second], "act_2": actions[second],
+               "mu": torch.as_tensor(self.oracle(true_returns[first], true_returns[second]), device=self.device),
+               "true_returns": torch.as_tensor(np.stack([true_returns[first], true_returns[second]], 1))}
+        for key, value in new.items():
+            self.comparisons[key] = torch.cat([self.comparisons[key], value]) if key in self.comparisons else value
+            if cfg.max_comparisons:
+                self.comparisons[key] = self.comparisons[key][-cfg.max_comparisons:]
+
+    def _fit(self, epochs: int) -> dict[str, float]:
+        if self.num_labels == 0 or epochs == 0:
+            return {"pref/labels": float(self.num_labels)}
+        c = self.comparisons
+        report = self.trainer.fit(c["obs_1"], c["act_1"], c["obs_2"], c["act_2"], c["mu"], epochs)
+        obs, actions = self.pool.recent(self.cfg.pool_steps)
+        obs_t, act_t = torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
+        self.model.fit_normalization(obs_t, act_t)
+        stats = {"pref/labels": float(self.num_labels), "pref/heldout_accuracy": report.accuracy,
+                 "pref/train_loss": float(np.mean(report.train_loss)), "pref/val_loss": float(np.nanmean(report.val_loss)),
+                 "pref/l2": float(np.mean(report.l2))}
+        # how well r_hat tracks the true reward on the recent steps (a diagnostic the RL agent never sees)
+        filled = min(self.pool.written, self.pool.length)
+        rows = (self.pool.written - 1 - np.arange(filled)) % self.pool.length
+        true = self.pool.rewards[rows].reshape(-1)
+        predicted = self.model.reward(obs_t, act_t).cpu().numpy()[:len(true)]
+        if len(true) > 2 and true.std() > 0 and predicted.std() > 0:
+            stats["pref/reward_correlation"] = float(np.corrcoef(predicted, true[:len(predicted)])[0, 1])
+        return stats
+
+    # --- checkpoints -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"rl": self.rl.state_dict(), "reward_model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
+                "comparisons": {k: v.cpu() for k, v in self.comparisons.items()}, "extra_steps": self.extra_steps,
+                "started": self.started}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rl.load_state_dict(state["rl"])
+        self.model.load_state_dict(state["reward_model"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.comparisons = {k: v.to(self.device) for k, v in state["comparisons"].items()}
+        self.extra_steps, self.started = int(state["extra_steps"]), bool(state["started"])
+
+
+def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):
+    from rlkit2.run import resolve_config  # the inner agent's preset for this env family, then --rl.* options
+
+    if cfg.rl_agent == "pref":
+        raise ConfigError("Option 'rl_agent' cannot be 'pref' itself; use ppo or a2c")
+    spec = get_agent_spec(cfg.rl_agent)
+    fields = set(spec.config_cls.__dataclass_fields__)
+    unknown = sorted(k for k in cfg.rl if k.replace("-", "_").split(".")[0] not in fields)
+    if unknown:
+        raise ConfigError(f"Options {', '.join('--rl.' + k for k in unknown)} are not options of agent "
+                          f"'{cfg.rl_agent}'. See: python scripts/train.py --agent {cfg.rl_agent} --help")
+    _, rl_cfg = resolve_config(cfg.rl_agent, ctx.env.name, dict(cfg.rl))
+    agent = spec.build(rl_cfg, ctx)
+    if not hasattr(agent, "collector"):
+        raise ConfigError(f"Agent '{cfg.rl_agent}' cannot train on the learned reward here; use ppo or a2c")
+    return agent
+
+
+def build(cfg: PrefConfig, ctx: BuildContext) -> PrefAgent:
+    return PrefAgent(cfg, ctx)
+
+
+register(AgentSpec("pref", PrefConfig, build, PRESETS / "pref.toml",
+                   "an RL agent (PPO) on a reward model learned from segment comparisons (synthetic labels)"))

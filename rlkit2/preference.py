@@ -1,0 +1,254 @@
+"""Learning a reward from preferences between trajectory segments (Christiano et al. 2017, "Deep RL from Human
+Preferences", arXiv 1706.03741; cross-checked with ``imitation``'s preference_comparisons and rl-teacher).
+
+The pieces, each usable on its own (agents/pref.py puts them together around an RL agent):
+- ``bradley_terry_loss``: P'[s1 > s2] = (1 - noise) sigmoid(R^1 - R^2) + noise / 2 with R^i = sum_t r(o^i_t, a^i_t)
+  (no discount inside a segment; noise = 0.1: the rater answers at random 10% of the time), cross-entropy
+  against the label mu = P[s1 preferred] in {1, 0, 0.5 (tie)}; "can't tell" answers never reach it.
+- ``RewardEnsemble``: E members (default 3) r_e(o, a): MLP 2x64 leaky-ReLU for vector observations, the paper's
+  16-filter conv stack for image observations. Each member trains on its own bootstrap resample of the
+  comparisons and validates on the pairs its resample left out (about 1/e of them); its L2 weight adapts so
+  that validation loss stays between 1.1x and 1.5x training loss. The reward given to the RL agent is the mean
+  over members of each member's output normalised to zero mean and unit std (statistics over recent
+  (o, a)), times ``scale``.
+- ``disagreement`` / ``select_pairs``: among ~10x more candidate pairs than labels wanted, the pairs whose
+  predicted preference varies most across the members.
+- ``SyntheticOracle``: prefers the segment with the higher true return; equal returns are a tie; optional
+  Boltzmann noise (temperature > 0: P[s1 > s2] = sigmoid((R^1 - R^2) / temperature)).
+- ``labels_due``: the label schedule, a share up front (from the initial, random policy) and then a rate
+  proportional to tau / (t + tau), scaled so that ``total`` labels are asked for by ``total_steps``.
+
+Shapes: P pairs, K steps per segment, E members, B rows of (o, a).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlkit2.networks import EnsembleMLP
+
+
+# --------------------------------------------------------------------------------------------- the losses
+def log_preference(returns_1: Tensor, returns_2: Tensor, noise: float) -> tuple[Tensor, Tensor]:
+    """(log P'[s1 > s2], log P'[s2 > s1]) with P' = (1 - noise) sigmoid(R^1 - R^2) + noise / 2, computed stably."""
+    diff = returns_1 - returns_2
+    if noise <= 0.0:
+        return F.logsigmoid(diff), F.logsigmoid(-diff)
+    keep, floor = math.log1p(-noise), math.log(noise / 2)
+    floor_t = torch.full_like(diff, floor)
+    return (torch.logaddexp(keep + F.logsigmoid(diff), floor_t),
+            torch.logaddexp(keep + F.logsigmoid(-diff), floor_t))
+
+
+def bradley_terry_loss(returns_1: Tensor, returns_2: Tensor, mu: Tensor, noise: float = 0.1) -> Tensor:
+    """Mean over pairs of -(mu log P'[s1 > s2] + (1 - mu) log P'[s2 > s1]); returns ``[..., P]``, mu ``[P]``."""
+    log_1, log_2 = log_preference(returns_1, returns_2, noise)
+    return -(mu * log_1 + (1.0 - mu) * log_2).mean(-1)
+
+
+def disagreement(returns_1: Tensor, returns_2: Tensor) -> Tensor:
+    """Variance across members ([E, P] inputs) of the predicted P[s1 > s2]: ``[P]``."""
+    return torch.sigmoid(returns_1 - returns_2).var(0, unbiased=False)
+
+
+def select_pairs(returns_1: Tensor, returns_2: Tensor, count: int) -> Tensor:
+    """Indices of the ``count`` candidate pairs the ensemble disagrees on most, highest first."""
+    return disagreement(returns_1, returns_2).argsort(descending=True)[:count]
+
+
+class SyntheticOracle:
+    """Labels a pair from the segments' true returns: mu = P[s1 preferred]."""
+
+    def __init__(self, temperature: float = 0.0, seed: int = 0):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.temperature = temperature
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, true_returns_1: np.ndarray, true_returns_2: np.ndarray) -> np.ndarray:
+        r1, r2 = np.asarray(true_returns_1, np.float64), np.asarray(true_returns_2, np.float64)
+        if self.temperature == 0.0:
+            return np.where(r1 > r2, 1.0, np.where(r1 < r2, 0.0, 0.5)).astype(np.float32)
+        p = 1.0 / (1.0 + np.exp(-np.clip((r1 - r2) / self.temperature, -50, 50)))
+        return (self.rng.random(len(p)) < p).astype(np.float32)
+
+
+def labels_due(step: int, total: int, total_steps: int, initial_share: float = 0.25, tau: float = 2e6) -> int:
+    """Labels that should exist by env step ``step``: ``initial_share`` of ``total`` at step 0, the rest at a rate
+    proportional to tau / (t + tau) (the paper's MuJoCo schedule), all ``total`` by ``total_steps``."""
+    initial = round(initial_share * total)
+    if step >= total_steps:
+        return total
+    grown = math.log1p(max(step, 0) / tau) / math.log1p(total_steps / tau)
+    return min(total, initial + int((total - initial) * grown))
+
+
+# ----------------------------------------------------------------------------------------- the reward model
+class ConvRewardMember(nn.Module):
+    """The paper's Atari predictor: 4 convs of 16 filters (7x7/3, 5x5/2, 3x3/1, 3x3/1), leaky ReLU, FC 64, then a
+    scalar; the action enters as a one-hot next to the conv features. Dropout on the convs (paper: 0.5)."""
+
+    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = obs_shape[0]
+        for k, stride in [(7, 3), (5, 2), (3, 1), (3, 1)]:
+            layers += [nn.Conv2d(channels, 16, k, stride), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
+            channels = 16
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
+        self.head = nn.Sequential(nn.Linear(flat + action_dim, 64), nn.LeakyReLU(0.01), nn.Linear(64, 1))
+
+    def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
+        return self.head(torch.cat([self.convs(obs), actions], -1)).squeeze(-1)
+
+
+class RewardEnsemble(nn.Module):
+    """r_e(o, a) for e = 1..E. ``forward(obs [B, ...], actions [B, A]) -> [E, B]`` raw member outputs;
+    ``reward`` -> [B], the normalised ensemble mean the RL agent sees. Image observations (uint8) are scaled by
+    1/255; discrete actions are given one-hot."""
+
+    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64),
+                 dropout: float = 0.0, scale: float = 1.0):
+        super().__init__()
+        self.image = len(obs_shape) == 3
+        self.members, self.scale = members, scale
+        if self.image:
+            self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout) for _ in range(members))
+        else:
+            self.mlp = EnsembleMLP(members, int(np.prod(obs_shape)) + action_dim, hidden, 1, act="leaky_relu")
+        self.register_buffer("out_mean", torch.zeros(members))
+        self.register_buffer("out_std", torch.ones(members))
+
+    def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
+        actions = actions.float()
+        if self.image:
+            x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+            return torch.stack([net(x, actions) for net in self.nets])
+        return self.mlp(torch.cat([obs.flatten(1).float(), actions], -1)).squeeze(-1)
+
+    @torch.no_grad()
+    def fit_normalization(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> None:
+        """Each member's output mean and std over these (o, a) rows (e.g. the recent rollouts)."""
+        outs = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
+        self.out_mean.copy_(outs.mean(1))
+        self.out_std.copy_(outs.std(1).clamp(min=1e-6))
+
+    @torch.no_grad()
+    def reward(self, obs: Tensor, actions: Tensor) -> Tensor:
+        normalised = (self(obs, actions) - self.out_mean[:, None]) / self.out_std[:, None]
+        return self.scale * normalised.mean(0)
+
+
+@dataclass
+class FitReport:
+    train_loss: list[float]  # per member, last epoch
+    val_loss: list[float]
+    l2: list[float]
+    accuracy: float  # of the ensemble on its members' held-out pairs (ties count half)
+
+
+class EnsembleTrainer:
+    """Fits a ``RewardEnsemble`` to comparisons (segments ``[P, K, ...]`` obs and ``[P, K, A]`` actions, labels
+    ``[P]``): bootstrap resample per member (drawn again whenever the data grew), out-of-bag validation, adaptive
+    L2 per member, Adam."""
+
+    def __init__(self, model: RewardEnsemble, lr: float = 1e-3, batch_size: int = 32, noise: float = 0.1,
+                 l2_init: float = 1e-4, seed: int = 0):
+        self.model, self.batch_size, self.noise = model, batch_size, noise
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+        self.l2 = [l2_init] * model.members
+        self.rng = np.random.default_rng(seed)
+        self._bootstrap: list[np.ndarray] = []
+        self._oob: list[np.ndarray] = []
+        self._size = 0
+
+    def segment_returns(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Summed predicted reward of each segment ``[P, K, ...]``, per member: ``[E, P]``."""
+        P, K = actions.shape[:2]
+        return self.model(obs.flatten(0, 1), actions.flatten(0, 1)).view(-1, P, K).sum(-1)
+
+    def member_returns(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Member e's summed reward of its own segments: obs ``[E, P, K, ...]``, actions ``[E, P, K, A]`` -> ``[E, P]``."""
+        E, P, K = actions.shape[:3]
+        if self.model.image:
+            x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+            out = torch.stack([net(x[e].flatten(0, 1), actions[e].flatten(0, 1).float())
+                               for e, net in enumerate(self.model.nets)])
+        else:
+            out = self.model.mlp(torch.cat([obs.flatten(3).float(), actions.float()], -1).flatten(1, 2)).squeeze(-1)
+        return out.view(E, P, K).sum(-1)
+
+    def _resample(self, size: int) -> None:
+        if size == self._size:
+            return
+        self._bootstrap = [self.rng.integers(0, size, size) for _ in range(self.model.members)]
+        self._oob = [np.setdiff1d(np.arange(size), b) for b in self._bootstrap]
+        self._size = size
+
+    def fit(self, obs_1: Tensor, act_1: Tensor, obs_2: Tensor, act_2: Tensor, mu: Tensor, epochs: int = 1) -> FitReport:
+        size = len(mu)
+        self._resample(size)
+        E = self.model.members
+        self.model.train()
+        train_losses = [0.0] * E
+        for _ in range(epochs):
+            order = [self.rng.permutation(b) for b in self._bootstrap]
+            sums, counts = torch.zeros(E), 0
+            for start in range(0, size, self.batch_size):
+                idx = torch.as_tensor(np.stack([o[start:start + self.batch_size] for o in order]))  # [E, b]
+                r1 = self.member_returns(obs_1[idx], act_1[idx])  # each member on its own resample
+                r2 = self.member_returns(obs_2[idx], act_2[idx])
+                member_losses = bradley_terry_loss(r1, r2, mu[idx], self.noise)  # [E]
+                l2 = torch.stack([self.l2[e] * self._member_sq_norm(e) for e in range(E)])
+                self.opt.zero_grad(set_to_none=True)
+                (member_losses + l2).sum().backward()  # the members share no weights
+                self.opt.step()
+                sums += member_losses.detach() * idx.shape[1]
+                counts += idx.shape[1]
+            train_losses = (sums / max(counts, 1)).tolist()
+        self.model.eval()
+        val_losses, correct, total = self._validate(obs_1, act_1, obs_2, act_2, mu)
+        for e in range(E):  # keep validation loss at 1.1-1.5x training loss
+            if not math.isnan(val_losses[e]) and train_losses[e] > 0:
+                ratio = val_losses[e] / train_losses[e]
+                if ratio > 1.5:
+                    self.l2[e] *= 2.0
+                elif ratio < 1.1:
+                    self.l2[e] /= 2.0
+        return FitReport(train_losses, val_losses, list(self.l2), correct / max(total, 1))
+
+    @torch.no_grad()
+    def _validate(self, obs_1, act_1, obs_2, act_2, mu) -> tuple[list[float], float, int]:
+        losses, correct, total = [], 0.0, 0
+        for e, oob in enumerate(self._oob):
+            if len(oob) == 0:
+                losses.append(float("nan"))
+                continue
+            i = torch.as_tensor(oob)
+            r1, r2 = self.segment_returns(obs_1[i], act_1[i])[e], self.segment_returns(obs_2[i], act_2[i])[e]
+            losses.append(float(bradley_terry_loss(r1, r2, mu[i], self.noise)))
+            predicted = (r1 > r2).float() + 0.5 * (r1 == r2).float()
+            correct += float((1.0 - (predicted - mu[i]).abs()).sum())
+            total += len(i)
+        return losses, correct, total
+
+    def _member_sq_norm(self, e: int) -> Tensor:
+        if self.model.image:
+            return sum(p.square().sum() for n, p in self.model.nets[e].named_parameters() if n.endswith("weight"))
+        return sum(w[e].square().sum() for w in self.model.mlp.weights)
+
+    def state_dict(self) -> dict:
+        return {"opt": self.opt.state_dict(), "l2": list(self.l2)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.l2 = list(state["l2"])
+        self._size = 0  # resample on the next fit

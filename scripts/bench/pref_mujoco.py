@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Learning from synthetic preferences on MuJoCo: PPO on a reward model fitted to 700 and 1400 synthetic labels
+vs PPO on the true reward, same PPO settings, budget and seeds; true-return curves.
+
+    python scripts/bench/pref_mujoco.py --envs HalfCheetah-v5 Hopper-v5 --seeds 0 1 2 --steps 500000 --jobs 2 \
+        --out docs/bench/pref_mujoco.jsonl
+    python scripts/bench/plot_learning.py docs/bench/pref_mujoco.jsonl docs/pref_mujoco_curves.png --key variant
+
+Variants: "true reward" is ``--agent ppo`` (its MuJoCo preset); "N labels" is ``--agent pref --labels N`` whose
+RL agent is the same PPO preset (agents/presets/pref.toml: 3 members, 30-step segments, 25% of the labels from
+the initial policy, then a rate ~ 2e6 / (t + 2e6), 10 candidates per query chosen by ensemble disagreement,
+10% random-answer term; the synthetic oracle prefers the higher true return). Evaluation every --eval-every
+steps: 10 deterministic episodes on the true reward, separate envs. Each run appends one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from benchlib import run_jobs  # noqa: E402
+
+
+def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -> dict:
+    from rlkit2.logger import read_progress
+    from rlkit2.run import resolve_config, train
+
+    overrides = {"seed": seed, "total_steps": steps, "eval_every": eval_every, "progress": False, "checkpoint_every": 0,
+                 "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs",
+                 "run_name": f"pref-{variant}-{env_id}-s{seed}-{time.time_ns()}"}
+    agent = "ppo" if variant == "true" else "pref"
+    if agent == "pref":
+        overrides["labels"] = int(variant)
+    run, cfg = resolve_config(agent, env_id, overrides)
+    start = time.perf_counter()
+    result = train(run, cfg)
+    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
+        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
+    rows = read_progress(result.run_dir)
+    curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
+    corr = [r["pref/reward_correlation"] for r in rows if "pref/reward_correlation" in r]
+    name = "true reward" if variant == "true" else f"{variant} labels"
+    return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "curve": curve, "final": curve[-1][1],
+            "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
+            "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["true", "1400", "700"],
+                        help="'true' (PPO on the env reward) or a number of synthetic labels")
+    parser.add_argument("--steps", type=int, default=500_000)
+    parser.add_argument("--eval-every", type=int, default=50_000)
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "pref_mujoco.jsonl")
+    parser.add_argument("--single", nargs=3, metavar=("VARIANT", "ENV", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.single:
+        record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+        return
+    jobs = [(v, e, s) for s, e, v in itertools.product(args.seeds, args.envs, args.variants)]
+    run_jobs([[sys.executable, __file__, "--single", v, e, str(s), "--steps", str(args.steps), "--eval-every",
+               str(args.eval_every), "--out", str(args.out)] for v, e, s in jobs], args.jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Learning from preferences (rlkit2/preference.py): the Bradley-Terry loss with the 10% random-answer term and
+ties against hand-computed values, disagreement-based selection, the synthetic oracle, the label schedule,
+and the reward ensemble learning HalfCheetah's forward velocity from synthetic labels on recorded segments."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, SyntheticOracle, bradley_terry_loss, disagreement,
+                               labels_due, select_pairs)
+
+SIGMOID_2 = 1.0 / (1.0 + math.exp(-2.0))  # 0.88079707797788
+
+
+def test_bradley_terry_loss_with_noise_and_ties_matches_hand_computed_values():
+    r1, r2 = torch.tensor([2.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, 3.0])
+    mu = torch.tensor([1.0, 0.5, 0.0])  # left preferred, tie, right preferred
+    p_right_answer = 0.9 * SIGMOID_2 + 0.05  # 0.84271737: the 10% random answers cap the confidence
+    expected = (-math.log(p_right_answer) + -math.log(0.5) + -math.log(p_right_answer)) / 3
+    assert bradley_terry_loss(r1, r2, mu, noise=0.1).item() == pytest.approx(expected, rel=1e-6)
+    expected_no_noise = (-math.log(SIGMOID_2) + math.log(2.0) + -math.log(SIGMOID_2)) / 3
+    assert bradley_terry_loss(r1, r2, mu, noise=0.0).item() == pytest.approx(expected_no_noise, rel=1e-6)
+
+
+def test_noise_bounds_the_loss_of_a_confident_wrong_prediction():
+    loss = bradley_terry_loss(torch.tensor([100.0]), torch.tensor([0.0]), torch.tensor([0.0]), noise=0.1)
+    assert loss.item() == pytest.approx(-math.log(0.05), rel=1e-5)  # not 100: the rater may have answered at random
+    grad_r = torch.tensor([0.3], requires_grad=True)
+    bradley_terry_loss(grad_r, torch.tensor([0.0]), torch.tensor([0.5]), noise=0.1).backward()
+    # d/dR [-(.5 log P' + .5 log(1 - P'))] = -.9 s(1-s) (.5 / P' - .5 / (1 - P')), s = sigmoid(.3)
+    s = 1 / (1 + math.exp(-0.3))
+    p = 0.9 * s + 0.05
+    assert grad_r.grad.item() == pytest.approx(-0.9 * s * (1 - s) * (0.5 / p - 0.5 / (1 - p)), rel=1e-5)
+
+
+def test_selection_picks_the_pairs_the_ensemble_disagrees_on():
+    r1 = torch.tensor([[1.0, 0.0, 5.0, 2.0], [1.1, 0.0, -5.0, 2.0], [0.9, 0.0, 5.0, -1.0]])  # [E=3, P=4]
+    r2 = torch.zeros(3, 4)
+    # pair 2: members predict sigmoid(5), sigmoid(-5), sigmoid(5) -> most spread; pair 3 next; pair 1 none
+    assert select_pairs(r1, r2, 2).tolist() == [2, 3]
+    d = disagreement(r1, r2)
+    s5 = 1 / (1 + math.exp(-5))
+    expected = np.var([s5, 1 - s5, s5])
+    assert d[2].item() == pytest.approx(expected, rel=1e-5) and d[1].item() == 0.0
+
+
+def test_synthetic_oracle_prefers_the_higher_true_return_and_ties_equal_ones():
+    oracle = SyntheticOracle()
+    np.testing.assert_array_equal(oracle(np.array([3.0, 1.0, 2.0]), np.array([1.0, 3.0, 2.0])), [1.0, 0.0, 0.5])
+    noisy = SyntheticOracle(temperature=1.0, seed=0)
+    labels = noisy(np.full(20000, 1.0), np.zeros(20000))
+    assert labels.mean() == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.01)  # Boltzmann-rational rater
+
+
+def test_label_schedule_front_loads_a_quarter_then_decays():
+    assert labels_due(0, 1400, 500_000) == 350
+    assert labels_due(500_000, 1400, 500_000) == 1400 and labels_due(900_000, 1400, 500_000) == 1400
+    due = [labels_due(t, 1400, 500_000, tau=100_000) for t in range(0, 500_001, 50_000)]
+    assert due == sorted(due)
+    increments = np.diff(due)
+    assert increments[0] > increments[-1]  # a decaying rate ~ tau / (t + tau)
+
+
+def _halfcheetah_segments(count: int, length: int, seed: int):
+    """Random-action segments of HalfCheetah-v5 and the known reward to learn: the forward velocity in the
+    observation (obs[8], the torso's x velocity), a function of what the reward model sees."""
+    env = envs.make("HalfCheetah-v5", 8, seed=seed, backend="sync")
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    rows_obs, rows_act, rows_vel = [], [], []
+    for _ in range(count * length // 8 + length):
+        action = rng.uniform(-1, 1, (8, 6)).astype(np.float32)
+        next_obs, _, _, _, _ = env.step(action)
+        rows_obs.append(obs)
+        rows_act.append(action)
+        rows_vel.append(obs[:, 8])
+        obs = next_obs
+    o, a, v = (np.stack(x, 1) for x in (rows_obs, rows_act, rows_vel))  # [8, steps, ...]
+    starts = rng.integers(0, o.shape[1] - length, count)
+    which = rng.integers(0, 8, count)
+    seg = lambda x: torch.as_tensor(np.stack([x[w, s:s + length] for w, s in zip(which, starts)]))
+    return seg(o), seg(a), seg(v)
+
+
+def test_reward_ensemble_learns_forward_velocity_from_synthetic_labels():
+    torch.manual_seed(0)
+    obs, act, vel = _halfcheetah_segments(1200, 25, seed=0)
+    pairs = 500
+    first, second = np.arange(pairs), np.arange(pairs, 2 * pairs)
+    mu = torch.as_tensor(SyntheticOracle()(vel[first].sum(1).numpy(), vel[second].sum(1).numpy()))
+    model = RewardEnsemble((17,), 6, members=3)
+    trainer = EnsembleTrainer(model, lr=1e-3, batch_size=32)
+    for _ in range(30):
+        report = trainer.fit(obs[first], act[first], obs[second], act[second], mu, epochs=1)
+    assert report.accuracy > 0.8 and len(report.l2) == 3
+    held_obs, held_act, held_vel = obs[2 * pairs:].flatten(0, 1), act[2 * pairs:].flatten(0, 1), vel[2 * pairs:].flatten()
+    model.fit_normalization(held_obs, held_act)
+    predicted = model.reward(held_obs, held_act)
+    assert predicted.mean().abs() < 0.05 and predicted.std().item() == pytest.approx(1.0, abs=0.2)  # normalised
+    ranks = lambda x: torch.as_tensor(np.argsort(np.argsort(x.numpy()))).float()
+    spearman = np.corrcoef(ranks(predicted), ranks(held_vel))[0, 1]
+    assert spearman > 0.8, spearman
