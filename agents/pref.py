@@ -18,8 +18,12 @@ Choices where the paper leaves room, and what we follow:
 - The RL agent is PPO with its own preset for the env family (``--rl.OPTION value`` overrides it); the paper
   used TRPO on MuJoCo and A2C on Atari. Its entropy bonus (the one value the paper tuned, 0.01, because the
   reward moves) is not forced: set ``--rl.entropy_coef``.
-- MuJoCo episodes keep their early termination (the paper replaced it with a penalty, so that episode length
-  leaks no reward); the reward model sees (o, a) only.
+- MuJoCo episodes keep their early termination; the paper replaced it with a penalty, so that episode length
+  leaks no reward. That hurts here on Hopper-like envs: the learned reward has mean 0, so surviving earns
+  nothing on average, and episodes shorter than a segment are never compared, so "falling is bad" is hard to
+  learn. Envs whose per-step reward is constant (CartPole, MountainCar, Acrobot) give only ties: nothing to
+  learn; Pendulum works.
+- The RL agent's learning-rate schedule counts its own steps, not the warm-up's.
 - Labels are asked for between RL iterations; the RL agent never waits for them (a synthetic oracle answers at
   once).
 """
@@ -83,7 +87,7 @@ class PrefConfig:
     l2_init: float = 1e-4
     """Initial L2 weight of each member (then adapted to keep validation/training loss in 1.1-1.5)."""
     reward_scale: float = 1.0
-    """Std of the reward the RL agent sees (paper: 1 on MuJoCo, 0.05 on Atari)."""
+    """Std of the reward the RL agent sees on recent steps (paper: 1 on MuJoCo, 0.05 on Atari)."""
     pool_steps: int = 50_000
     """Recent env steps (all envs together) kept for drawing segments."""
     max_comparisons: int = 0
@@ -94,7 +98,9 @@ class PrefConfig:
                      "pool_steps", "label_tau"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"Option '{name}' must be > 0, got {getattr(self, name)}")
-        for name in ("initial_share", "noise"):
+        if not 0.0 <= self.noise < 1.0:
+            raise ConfigError(f"Option 'noise' must be in [0, 1) (1 would make every answer random), got {self.noise}")
+        for name in ("initial_share",):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"Option '{name}' must be in [0, 1], got {getattr(self, name)}")
         for name in ("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons", "oracle_temperature"):
@@ -210,6 +216,8 @@ class PrefAgent:
         self.comparisons: dict[str, Tensor] = {}
         self.extra_steps = 0  # warm-up steps of the initial policy
         self.started = False
+        self.labels_asked = 0  # all labels so far (the FIFO of comparisons may keep fewer)
+        self.starved = 0  # iterations whose labels waited for the pool to hold a segment
 
     @property
     def env_steps(self) -> int:
@@ -220,6 +228,7 @@ class PrefAgent:
 
     @property
     def num_labels(self) -> int:
+        """Comparisons held for training (all of them unless max_comparisons keeps only the newest)."""
         return len(self.comparisons["mu"]) if self.comparisons else 0
 
     # --- one iteration ---------------------------------------------------------------------------------------
@@ -234,7 +243,7 @@ class PrefAgent:
         stats.update(self.rl.train_iteration())
         start = time.perf_counter()
         due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau)
-        self._ask(due - self.num_labels)
+        self._ask(due - self.labels_asked)
         stats.update(self._fit(cfg.reward_epochs))
         stats["time/reward_model"] = time.perf_counter() - start
         return stats
@@ -258,36 +267,46 @@ class PrefAgent:
             return
         sampled = self.pool.sample_segments(2 * count * cfg.candidates_per_label, cfg.segment_length, self.rng)
         if sampled is None:
+            self.starved += 1  # too few steps in the pool for a segment yet; asked again next iteration
             return
         rows, envs_ = sampled
-        obs = torch.as_tensor(self.pool.obs[rows, envs_[:, None]], device=self.device)  # [2C, K, ...]
-        actions = torch.as_tensor(self.pool.actions[rows, envs_[:, None]], device=self.device)
-        true_returns = self.pool.rewards[rows, envs_[:, None]].sum(1)
         c = len(rows) // 2
         if cfg.selection == "disagreement" and self.num_labels > 0:
-            with torch.no_grad():
-                r = self.trainer.segment_returns(obs, actions)  # [E, 2C]
+            with torch.no_grad():  # score the candidates in chunks; gather observations only for the chosen
+                r = torch.cat([self.trainer.segment_returns(*self._segments(rows[i:i + 256], envs_[i:i + 256]))
+                               for i in range(0, len(rows), 256)], 1)  # [E, 2C]
             chosen = select_pairs(r[:, :c], r[:, c:], count).cpu().numpy()
         else:
             chosen = self.rng.permutation(c)[:count]
         first, second = chosen, chosen + c
-        new = {"obs_1": obs[first], "act_1": actions[first], "obs_2": obs[second], "act_2": actions[second],
-               "mu": torch.as_tensor(self.oracle(true_returns[first], true_returns[second]), device=self.device),
-               "true_returns": torch.as_tensor(np.stack([true_returns[first], true_returns[second]], 1))}
+        obs_1, act_1 = self._segments(rows[first], envs_[first])
+        obs_2, act_2 = self._segments(rows[second], envs_[second])
+        true_1 = self.pool.rewards[rows[first], envs_[first, None]].sum(1)
+        true_2 = self.pool.rewards[rows[second], envs_[second, None]].sum(1)
+        ids = torch.arange(self.labels_asked, self.labels_asked + len(chosen))
+        self.labels_asked += len(chosen)
+        new = {"obs_1": obs_1, "act_1": act_1, "obs_2": obs_2, "act_2": act_2,
+               "mu": torch.as_tensor(self.oracle(true_1, true_2), device=self.device),
+               "true_returns": torch.as_tensor(np.stack([true_1, true_2], 1)), "ids": ids}
         for key, value in new.items():
             self.comparisons[key] = torch.cat([self.comparisons[key], value]) if key in self.comparisons else value
-            if cfg.max_comparisons:
+            if cfg.max_comparisons:  # a FIFO of the newest comparisons
                 self.comparisons[key] = self.comparisons[key][-cfg.max_comparisons:]
+
+    def _segments(self, rows: np.ndarray, envs_: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Observations [S, K, ...] and model actions [S, K, A] of segments (pool rows [S, K], envs [S])."""
+        return (torch.as_tensor(self.pool.obs[rows, envs_[:, None]], device=self.device),
+                torch.as_tensor(self.pool.actions[rows, envs_[:, None]], device=self.device))
 
     def _fit(self, epochs: int) -> dict[str, float]:
         if self.num_labels == 0 or epochs == 0:
-            return {"pref/labels": float(self.num_labels)}
+            return {"pref/labels": float(self.labels_asked)}
         c = self.comparisons
-        report = self.trainer.fit(c["obs_1"], c["act_1"], c["obs_2"], c["act_2"], c["mu"], epochs)
+        report = self.trainer.fit(c["obs_1"], c["act_1"], c["obs_2"], c["act_2"], c["mu"], c["ids"].numpy(), epochs)
         obs, actions = self.pool.recent(self.cfg.pool_steps)
         obs_t, act_t = torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
         self.model.fit_normalization(obs_t, act_t)
-        stats = {"pref/labels": float(self.num_labels), "pref/heldout_accuracy": report.accuracy,
+        stats = {"pref/labels": float(self.labels_asked), "pref/heldout_accuracy": report.accuracy,
                  "pref/train_loss": float(np.mean(report.train_loss)), "pref/val_loss": float(np.nanmean(report.val_loss)),
                  "pref/l2": float(np.mean(report.l2))}
         # how well r_hat tracks the true reward on the recent steps (a diagnostic the RL agent never sees)
@@ -303,7 +322,7 @@ class PrefAgent:
     def state_dict(self) -> dict[str, Any]:
         return {"rl": self.rl.state_dict(), "reward_model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
                 "comparisons": {k: v.cpu() for k, v in self.comparisons.items()}, "extra_steps": self.extra_steps,
-                "started": self.started}
+                "started": self.started, "labels_asked": self.labels_asked}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rl.load_state_dict(state["rl"])
@@ -311,6 +330,28 @@ class PrefAgent:
         self.trainer.load_state_dict(state["trainer"])
         self.comparisons = {k: v.to(self.device) for k, v in state["comparisons"].items()}
         self.extra_steps, self.started = int(state["extra_steps"]), bool(state["started"])
+        self.labels_asked = int(state["labels_asked"])
+
+    def resume_state(self) -> dict[str, Any]:
+        """What only resuming needs (kept out of 'best' checkpoints): the pool of recent steps (the candidates and
+        the normalisation statistics come from it) and the random generators."""
+        pool = self.pool
+        arrays = {k: torch.from_numpy(getattr(pool, k).copy()) for k in ("obs", "actions", "rewards", "episode")}
+        return {"pool": arrays | {"written": pool.written},
+                "next_episode": self.env._next_episode, "rng": self.rng.bit_generator.state,
+                "oracle_rng": self.oracle.rng.bit_generator.state}
+
+    def load_resume_state(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        for key, value in state["pool"].items():
+            setattr(self.pool, key, value.numpy() if torch.is_tensor(value) else value)
+        # the envs were reset: their next steps belong to new episodes
+        n = self.env.num_envs
+        self.env._next_episode = int(state["next_episode"]) + n
+        self.env._episode = int(state["next_episode"]) + np.arange(n)
+        self.rng.bit_generator.state = state["rng"]
+        self.oracle.rng.bit_generator.state = state["oracle_rng"]
 
 
 def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):

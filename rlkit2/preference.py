@@ -7,10 +7,10 @@ The pieces, each usable on its own (agents/pref.py puts them together around an 
   against the label mu = P[s1 preferred] in {1, 0, 0.5 (tie)}; "can't tell" answers never reach it.
 - ``RewardEnsemble``: E members (default 3) r_e(o, a): MLP 2x64 leaky-ReLU for vector observations, the paper's
   16-filter conv stack for image observations. Each member trains on its own bootstrap resample of the
-  comparisons and validates on the pairs its resample left out (about 1/e of them); its L2 weight adapts so
-  that validation loss stays between 1.1x and 1.5x training loss. The reward given to the RL agent is the mean
+  comparisons (Poisson(1) counts drawn once per pair) and validates on the pairs its resample left out (about
+  1/e of them); its L2 weight adapts so that validation loss stays between 1.1x and 1.5x training loss. The reward given to the RL agent is the mean
   over members of each member's output normalised to zero mean and unit std (statistics over recent
-  (o, a)), times ``scale``.
+  (o, a)), rescaled to std ``scale``.
 - ``disagreement`` / ``select_pairs``: among ~10x more candidate pairs than labels wanted, the pairs whose
   predicted preference varies most across the members.
 - ``SyntheticOracle``: prefers the segment with the higher true return; equal returns are a tie; optional
@@ -126,6 +126,7 @@ class RewardEnsemble(nn.Module):
             self.mlp = EnsembleMLP(members, int(np.prod(obs_shape)) + action_dim, hidden, 1, act="leaky_relu")
         self.register_buffer("out_mean", torch.zeros(members))
         self.register_buffer("out_std", torch.ones(members))
+        self.register_buffer("mean_std", torch.ones(()))  # std of the mean of the normalised members
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
         actions = actions.float()
@@ -136,15 +137,20 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def fit_normalization(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> None:
-        """Each member's output mean and std over these (o, a) rows (e.g. the recent rollouts)."""
+        """Each member's output mean and std over these (o, a) rows (e.g. the recent rollouts), then the std of the
+        members' normalised mean, so that ``reward`` has mean 0 and std ``scale`` on these rows."""
         outs = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
         self.out_mean.copy_(outs.mean(1))
         self.out_std.copy_(outs.std(1).clamp(min=1e-6))
+        mean = ((outs - self.out_mean[:, None]) / self.out_std[:, None]).mean(0)
+        self.mean_std.copy_(mean.std().clamp(min=1e-6))
 
     @torch.no_grad()
-    def reward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        normalised = (self(obs, actions) - self.out_mean[:, None]) / self.out_std[:, None]
-        return self.scale * normalised.mean(0)
+    def reward(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> Tensor:
+        """The reward the RL agent sees: the mean of the normalised members, scaled to std ``scale``."""
+        out = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
+        normalised = (out - self.out_mean[:, None]) / self.out_std[:, None]
+        return self.scale * normalised.mean(0) / self.mean_std
 
 
 @dataclass
@@ -152,28 +158,36 @@ class FitReport:
     train_loss: list[float]  # per member, last epoch
     val_loss: list[float]
     l2: list[float]
-    accuracy: float  # of the ensemble on its members' held-out pairs (ties count half)
+    accuracy: float  # of each member on its own held-out pairs, pooled (ties count half)
 
 
 class EnsembleTrainer:
     """Fits a ``RewardEnsemble`` to comparisons (segments ``[P, K, ...]`` obs and ``[P, K, A]`` actions, labels
-    ``[P]``): bootstrap resample per member (drawn again whenever the data grew), out-of-bag validation, adaptive
-    L2 per member, Adam."""
+    ``[P]``, permanent pair ids ``[P]``). Each member's bootstrap is a Poisson(1) count per pair, drawn once when
+    the pair arrives (so a pair stays in or out of a member's sample as the data grows or old pairs are dropped);
+    the pairs with count 0 are that member's validation set (about 1/e of them). After each fit the member's L2
+    weight moves by ``l2_step`` towards keeping validation loss at 1.1-1.5x its training loss, within
+    ``l2_bounds``. Adam."""
 
     def __init__(self, model: RewardEnsemble, lr: float = 1e-3, batch_size: int = 32, noise: float = 0.1,
-                 l2_init: float = 1e-4, seed: int = 0):
+                 l2_init: float = 1e-4, seed: int = 0, l2_bounds: tuple[float, float] = (1e-6, 1e-1),
+                 l2_step: float = 1.2):
         self.model, self.batch_size, self.noise = model, batch_size, noise
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
         self.l2 = [l2_init] * model.members
+        self.l2_bounds, self.l2_step = l2_bounds, l2_step
         self.rng = np.random.default_rng(seed)
-        self._bootstrap: list[np.ndarray] = []
-        self._oob: list[np.ndarray] = []
-        self._size = 0
+        self.ids = np.zeros(0, np.int64)  # the pairs the counts belong to
+        self.counts = np.zeros((model.members, 0), np.int64)
 
-    def segment_returns(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """Summed predicted reward of each segment ``[P, K, ...]``, per member: ``[E, P]``."""
-        P, K = actions.shape[:2]
-        return self.model(obs.flatten(0, 1), actions.flatten(0, 1)).view(-1, P, K).sum(-1)
+    def segment_returns(self, obs: Tensor, actions: Tensor, chunk: int = 512) -> Tensor:
+        """Summed predicted reward of each segment ``[P, K, ...]``, per member: ``[E, P]`` (in chunks of pairs)."""
+        out = []
+        for i in range(0, len(actions), chunk):
+            o, a = obs[i:i + chunk], actions[i:i + chunk]
+            P, K = a.shape[:2]
+            out.append(self.model(o.flatten(0, 1), a.flatten(0, 1)).view(-1, P, K).sum(-1))
+        return torch.cat(out, 1)
 
     def member_returns(self, obs: Tensor, actions: Tensor) -> Tensor:
         """Member e's summed reward of its own segments: obs ``[E, P, K, ...]``, actions ``[E, P, K, A]`` -> ``[E, P]``."""
@@ -186,23 +200,25 @@ class EnsembleTrainer:
             out = self.model.mlp(torch.cat([obs.flatten(3).float(), actions.float()], -1).flatten(1, 2)).squeeze(-1)
         return out.view(E, P, K).sum(-1)
 
-    def _resample(self, size: int) -> None:
-        if size == self._size:
-            return
-        self._bootstrap = [self.rng.integers(0, size, size) for _ in range(self.model.members)]
-        self._oob = [np.setdiff1d(np.arange(size), b) for b in self._bootstrap]
-        self._size = size
+    def _sync_counts(self, ids: np.ndarray) -> None:
+        """Keep the counts of pairs still present, draw counts for new ones (aligned with ``ids``)."""
+        known = dict(zip(self.ids.tolist(), range(len(self.ids))))
+        counts = np.zeros((self.model.members, len(ids)), np.int64)
+        for j, pair in enumerate(ids.tolist()):
+            i = known.get(pair)
+            counts[:, j] = self.counts[:, i] if i is not None else self.rng.poisson(1.0, self.model.members)
+        self.ids, self.counts = ids.copy(), counts
 
-    def fit(self, obs_1: Tensor, act_1: Tensor, obs_2: Tensor, act_2: Tensor, mu: Tensor, epochs: int = 1) -> FitReport:
-        size = len(mu)
-        self._resample(size)
+    def fit(self, obs_1: Tensor, act_1: Tensor, obs_2: Tensor, act_2: Tensor, mu: Tensor, ids: np.ndarray,
+            epochs: int = 1) -> FitReport:
+        self._sync_counts(np.asarray(ids))
         E = self.model.members
+        in_bag = [np.repeat(np.arange(len(ids)), self.counts[e]) for e in range(E)]
+        n = min(len(b) for b in in_bag)
         self.model.train()
-        train_losses = [0.0] * E
-        for _ in range(epochs):
-            order = [self.rng.permutation(b) for b in self._bootstrap]
-            sums, counts = torch.zeros(E), 0
-            for start in range(0, size, self.batch_size):
+        for _ in range(epochs if n > 0 else 0):
+            order = [self.rng.permutation(b)[:n] for b in in_bag]  # equal-size batches for every member
+            for start in range(0, n, self.batch_size):
                 idx = torch.as_tensor(np.stack([o[start:start + self.batch_size] for o in order]))  # [E, b]
                 r1 = self.member_returns(obs_1[idx], act_1[idx])  # each member on its own resample
                 r2 = self.member_returns(obs_2[idx], act_2[idx])
@@ -211,28 +227,29 @@ class EnsembleTrainer:
                 self.opt.zero_grad(set_to_none=True)
                 (member_losses + l2).sum().backward()  # the members share no weights
                 self.opt.step()
-                sums += member_losses.detach() * idx.shape[1]
-                counts += idx.shape[1]
-            train_losses = (sums / max(counts, 1)).tolist()
         self.model.eval()
-        val_losses, correct, total = self._validate(obs_1, act_1, obs_2, act_2, mu)
+        train_losses, _, _ = self._losses(obs_1, act_1, obs_2, act_2, mu, [np.unique(b) for b in in_bag])
+        val_losses, correct, total = self._losses(obs_1, act_1, obs_2, act_2, mu,
+                                                  [np.flatnonzero(self.counts[e] == 0) for e in range(E)])
+        low, high = self.l2_bounds
         for e in range(E):  # keep validation loss at 1.1-1.5x training loss
             if not math.isnan(val_losses[e]) and train_losses[e] > 0:
                 ratio = val_losses[e] / train_losses[e]
                 if ratio > 1.5:
-                    self.l2[e] *= 2.0
+                    self.l2[e] = min(high, self.l2[e] * self.l2_step)
                 elif ratio < 1.1:
-                    self.l2[e] /= 2.0
+                    self.l2[e] = max(low, self.l2[e] / self.l2_step)
         return FitReport(train_losses, val_losses, list(self.l2), correct / max(total, 1))
 
     @torch.no_grad()
-    def _validate(self, obs_1, act_1, obs_2, act_2, mu) -> tuple[list[float], float, int]:
+    def _losses(self, obs_1, act_1, obs_2, act_2, mu, pairs: list[np.ndarray]) -> tuple[list[float], float, int]:
+        """Each member's loss on its own set of pairs (in eval mode), and the ensemble's accuracy on them."""
         losses, correct, total = [], 0.0, 0
-        for e, oob in enumerate(self._oob):
-            if len(oob) == 0:
+        for e, chosen in enumerate(pairs):
+            if len(chosen) == 0:
                 losses.append(float("nan"))
                 continue
-            i = torch.as_tensor(oob)
+            i = torch.as_tensor(chosen)
             r1, r2 = self.segment_returns(obs_1[i], act_1[i])[e], self.segment_returns(obs_2[i], act_2[i])[e]
             losses.append(float(bradley_terry_loss(r1, r2, mu[i], self.noise)))
             predicted = (r1 > r2).float() + 0.5 * (r1 == r2).float()
@@ -246,9 +263,11 @@ class EnsembleTrainer:
         return sum(w[e].square().sum() for w in self.model.mlp.weights)
 
     def state_dict(self) -> dict:
-        return {"opt": self.opt.state_dict(), "l2": list(self.l2)}
+        return {"opt": self.opt.state_dict(), "l2": list(self.l2), "ids": torch.from_numpy(self.ids.copy()),
+                "counts": torch.from_numpy(self.counts.copy()), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.opt.load_state_dict(state["opt"])
         self.l2 = list(state["l2"])
-        self._size = 0  # resample on the next fit
+        self.ids, self.counts = state["ids"].numpy(), state["counts"].numpy()
+        self.rng.bit_generator.state = state["rng"]

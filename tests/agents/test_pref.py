@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_pref_learns_pendulum_from_synthetic_labels_through_the_scripts(tmp_path):
     """PPO never sees Pendulum's reward, only a 3-member ensemble fitted to 400 synthetic comparisons. A random
-    policy scores about -1250; in three runs (60k-80k steps, 300-400 labels) we saw -120, -470 and -480 (PPO on
-    the true reward reaches -300 or better, test_on_policy), so the bar is set at clearly learned, -700."""
+    policy scores about -1250 and PPO on the true reward reaches -300 or better in this budget (test_on_policy);
+    this run scored -140 when written (training returns about -160 from 50k steps on), so the bar is -500."""
     quiet = ["--progress", "false", "--tensorboard", "false"]
     args = ["--agent", "pref", "--env", "Pendulum-v1", "--total_steps", "80000", "--labels", "400",
             "--eval_every", "0", "--runs_dir", str(tmp_path)]
@@ -39,7 +39,7 @@ def test_pref_learns_pendulum_from_synthetic_labels_through_the_scripts(tmp_path
                          "--json"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout)
-    assert result["return_mean"] >= -700, result  # evaluated on the true reward
+    assert result["return_mean"] >= -500, result  # evaluated on the true reward
 
 
 def test_the_rl_agent_sees_only_the_learned_reward():
@@ -100,3 +100,16 @@ def test_bad_options_get_a_clear_error(tmp_path, option, value, message):
         run, cfg = resolve_config("pref", "Pendulum-v1", {option: value, "runs_dir": str(tmp_path), "progress": False,
                                                           "total_steps": 1000})
         train(run, cfg)
+
+
+def test_a_fifo_of_comparisons_still_asks_for_exactly_the_scheduled_labels(tmp_path):
+    overrides = {"total_steps": 3072, "labels": 60, "max_comparisons": 25, "warmup_steps": 512, "pretrain_epochs": 1,
+                 "eval_every": 0, "eval_episodes": 2, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
+                 "num_envs": 4, "rl.num_steps": 64}
+    run, cfg = resolve_config("pref", "Pendulum-v1", overrides)
+    result = train(run, cfg)
+    from rlkit2 import checkpoint as ckpt
+
+    state = ckpt.load(Path(result.run_dir) / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
+    assert state["labels_asked"] == 60 and len(state["comparisons"]["mu"]) == 25
+    assert state["comparisons"]["ids"].tolist() == list(range(35, 60))  # the newest 25
