@@ -614,13 +614,16 @@ class VPNAgent:
     # --- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "target": self.target.state_dict(), "opt": self.opt.state_dict(),
-                "env_steps": self.env_steps, "updates": self.updates, "syncs": self.syncs}
+                "env_steps": self.env_steps, "updates": self.updates, "syncs": self.syncs,
+                "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.target.load_state_dict(state["target"])
         self.opt.load_state_dict(state["opt"])
         self.env_steps, self.updates, self.syncs = int(state["env_steps"]), int(state["updates"]), int(state["syncs"])
+        if "rng" in state:  # exploration draws continue where they stopped
+            self.rng.bit_generator.state = state["rng"]
 
 
 def _atari_settings(env: envs.VecEnv):
