@@ -1,0 +1,106 @@
+"""The SQLite label store (rlkit2/labels.py): round trip, leases, the bad submissions a web page must reject
+without changing anything, concurrent raters losing nothing, and a reopened store keeping every answer."""
+
+import threading
+
+import pytest
+
+from rlkit2.labels import LabelError, LabelStore
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def store_with_pairs(tmp_path, count=3, **kwargs):
+    store = LabelStore(tmp_path / "labels.sqlite", **kwargs)
+    store.add_pairs([(i, f"clips/{i}a.mp4", f"clips/{i}b.mp4", float(i)) for i in range(count)])
+    return store
+
+
+def test_round_trip_and_answers_become_labels(tmp_path):
+    store = store_with_pairs(tmp_path)
+    answers = ["left", "equal", "cant_tell"]
+    for answer in answers:
+        lease = store.lease("ana")
+        store.submit(lease.pair_id, lease.token, answer, "ana", shown=1.0)
+    labels = store.labels_since(0)
+    assert [l.pair_id for l in labels] == [2, 1, 0]  # the highest priority first
+    assert [l.mu for l in labels] == [1.0, 0.5, None]  # can't tell is kept but is not a label
+    assert store.progress() == {"pairs": 3, "answered": 3, "labels": 2, "waiting": 0}
+    assert store.labels_since(labels[1].seq) == labels[2:]  # the trainer reads only what is new
+    assert store.lease("ana") is None
+
+
+def test_two_raters_never_hold_the_same_pair_and_expired_leases_return(tmp_path):
+    clock = Clock()
+    store = store_with_pairs(tmp_path, count=2, lease_seconds=120, clock=clock)
+    a, b = store.lease("ana"), store.lease("ben")
+    assert a.pair_id != b.pair_id and store.lease("cleo") is None
+    clock.now += 121  # ana walked away
+    c = store.lease("cleo")
+    assert c.pair_id in (a.pair_id, b.pair_id)
+    with pytest.raises(LabelError) as late:
+        store.submit(a.pair_id, a.token, "left", "ana")
+    assert late.value.status == 409 and store.progress()["answered"] == 0
+
+
+@pytest.mark.parametrize("change,status", [
+    ({"answer": "up"}, 400), ({"pair_id": "1; DROP TABLE labels"}, 400), ({"pair_id": 99}, 404),
+    ({"token": "forged"}, 409), ({"rater": "mallory"}, 409),
+])
+def test_bad_submissions_get_the_right_status_and_change_nothing(tmp_path, change, status):
+    store = store_with_pairs(tmp_path)
+    lease = store.lease("ana")
+    args = {"pair_id": lease.pair_id, "token": lease.token, "answer": "left", "rater": "ana", **change}
+    with pytest.raises(LabelError) as err:
+        store.submit(**args)
+    assert err.value.status == status
+    assert store.progress()["answered"] == 0
+    store.submit(lease.pair_id, lease.token, "left", "ana")  # the genuine answer still goes through
+
+
+def test_a_replayed_submission_is_rejected(tmp_path):
+    store = store_with_pairs(tmp_path)
+    lease = store.lease("ana")
+    store.submit(lease.pair_id, lease.token, "right", "ana")
+    with pytest.raises(LabelError) as err:
+        store.submit(lease.pair_id, lease.token, "left", "ana")
+    assert err.value.status == 409
+    assert [l.answer for l in store.labels_since(0)] == ["right"]
+
+
+def test_concurrent_raters_lose_nothing(tmp_path):
+    store = store_with_pairs(tmp_path, count=200)
+    errors = []
+
+    def rater(name):
+        try:
+            while (lease := store.lease(name)) is not None:
+                store.submit(lease.pair_id, lease.token, "left", name)
+        except Exception as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=rater, args=(f"rater{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    labels = store.labels_since(0)
+    assert sorted(l.pair_id for l in labels) == list(range(200))  # every pair answered exactly once
+    assert len({l.rater for l in labels}) > 1
+
+
+def test_a_reopened_store_keeps_every_answer(tmp_path):
+    store = store_with_pairs(tmp_path)
+    lease = store.lease("ana")
+    store.submit(lease.pair_id, lease.token, "equal", "ana")
+    again = LabelStore(tmp_path / "labels.sqlite")
+    assert [(l.pair_id, l.mu) for l in again.labels_since(0)] == [(lease.pair_id, 0.5)]
+    again.add_pairs([(10, "a", "b", 0.0)])
+    assert again.progress()["pairs"] == 4
