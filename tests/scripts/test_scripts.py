@@ -144,3 +144,23 @@ def test_help_and_list():
     assert "--atari.frame_stack INT" in out.stdout
     out = run(TRAIN + ["--list"])
     assert "ppo" in out.stdout and "a2c" in out.stdout
+
+
+def test_label_script_serves_a_run_and_rejects_a_missing_one(tmp_path):
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "label.py"), str(tmp_path / "nope")],
+                         capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    assert bad.returncode == 2 and "is not a run directory" in bad.stderr
+    (tmp_path / "run").mkdir()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "label.py"), str(tmp_path / "run"), "--port", "0"],
+                            stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("labeling") and "http://127.0.0.1:" in line
+        import urllib.request
+
+        url = line.split(" at ")[1].split()[0]
+        assert urllib.request.urlopen(url + "/api/next?rater=ana", timeout=10).status == 204  # nothing to label yet
+        assert (tmp_path / "run" / "labels.sqlite").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
