@@ -42,7 +42,9 @@ import torch
 from torch import Tensor
 
 from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
+from rlkit2.clips import mujoco_state
 from rlkit2.config import ConfigError
+from rlkit2.labels import LabelStore
 from rlkit2.preference import EnsembleTrainer, RewardEnsemble, SyntheticOracle, labels_due, select_pairs
 
 PRESETS = Path(__file__).parent / "presets"
@@ -68,6 +70,9 @@ class PrefConfig:
     """Candidate pairs drawn per label asked for (paper: about 10)."""
     selection: Literal["disagreement", "random"] = "disagreement"
     """Which candidates get labelled: highest ensemble variance of P[s1 > s2], or random."""
+    oracle: Literal["synthetic", "human"] = "synthetic"
+    """Who labels: the synthetic oracle, or people on the labeling page (python scripts/label.py RUN_DIR; MuJoCo
+    envs with --backend sync: clips are rendered from stored simulator states)."""
     oracle_temperature: float = 0.0
     """Synthetic oracle: 0 prefers the higher true return (ties 0.5); > 0 answers Boltzmann-rationally."""
     members: int = 3
@@ -113,18 +118,23 @@ class SegmentPool:
     """The last ``capacity // N`` steps of each of N envs, time-major: obs, actions (one-hot if discrete), true
     rewards and an episode id per step; segments never cross an episode boundary."""
 
-    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype, action_dim: int):
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype, action_dim: int,
+                 state_dim: int = 0):
         self.length = max(2, capacity // num_envs)
         self.n = num_envs
         self.obs = np.zeros((self.length, num_envs, *obs_shape), obs_dtype)
         self.actions = np.zeros((self.length, num_envs, action_dim), np.float32)
         self.rewards = np.zeros((self.length, num_envs), np.float32)
         self.episode = np.full((self.length, num_envs), -1, np.int64)
+        self.states = np.zeros((self.length, num_envs, state_dim))  # simulator states, to render clips from
         self.written = 0  # rows written in total; row r lives at r % length
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, episode: np.ndarray) -> None:
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, episode: np.ndarray,
+            states: np.ndarray | None = None) -> None:
         row = self.written % self.length
         self.obs[row], self.actions[row], self.rewards[row], self.episode[row] = obs, actions, rewards, episode
+        if states is not None:
+            self.states[row] = states
         self.written += 1
 
     def sample_segments(self, count: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
@@ -163,6 +173,11 @@ class LearnedRewardEnv:
         self._episode = np.arange(env.num_envs, dtype=np.int64)
         self._next_episode = env.num_envs
         self.use_model = True
+        self.record_states = False  # keep MuJoCo simulator states in the pool (for clips people label)
+
+    def sim_states(self) -> np.ndarray:
+        """[N, nq + nv] simulator states of the envs (sync gymnasium backend, MuJoCo envs)."""
+        return np.stack([mujoco_state(e) for e in self.env.backend.vec.envs])
 
     def __getattr__(self, name: str) -> Any:  # name, num_envs, spaces, settings, close...
         return getattr(self.env, name)
@@ -181,8 +196,9 @@ class LearnedRewardEnv:
 
     def step(self, actions: np.ndarray):
         obs_before, action_in = self._obs, self.model_input(actions)
+        states = self.sim_states() if self.record_states else None  # the states the actions are taken in
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        self.pool.add(obs_before, action_in, reward, self._episode)
+        self.pool.add(obs_before, action_in, reward, self._episode, states)
         ended = terminated | truncated
         if ended.any():  # the next rows of these envs belong to new episodes
             self._episode[ended] = self._next_episode + np.arange(ended.sum())
@@ -207,8 +223,14 @@ class PrefAgent:
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
-        self.pool = SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim)
+        self.human = cfg.oracle == "human"
+        state_dim = _check_human_labels(env, ctx) if self.human else 0
+        self.pool = SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim, state_dim)
         self.env = LearnedRewardEnv(env, self.model, self.pool, self.device)
+        self.env.record_states = self.human
+        self.store = LabelStore(ctx.run_dir / "labels.sqlite") if self.human and ctx.run_dir is not None else None
+        self.pending: dict[int, dict[str, Tensor]] = {}  # pairs shown to people, waiting for an answer
+        self.label_seq = 0  # the last answer read from the store
         self.rl = _build_rl_agent(cfg, dataclasses.replace(ctx, env=self.env))
         self.oracle = SyntheticOracle(cfg.oracle_temperature, seed=ctx.seed)
         self.rng = np.random.default_rng(ctx.seed + 1)
@@ -239,11 +261,16 @@ class PrefAgent:
             self.started = True
             self._warm_up()
             self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau))
+            if self.human:
+                self._read_answers()
             stats.update(self._fit(cfg.pretrain_epochs))
         stats.update(self.rl.train_iteration())
         start = time.perf_counter()
         due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau)
         self._ask(due - self.labels_asked)
+        if self.human:
+            self._read_answers()
+            stats["pref/waiting_for_people"] = float(len(self.pending))
         stats.update(self._fit(cfg.reward_epochs))
         stats["time/reward_model"] = time.perf_counter() - start
         return stats
@@ -271,6 +298,7 @@ class PrefAgent:
             return
         rows, envs_ = sampled
         c = len(rows) // 2
+        r = None
         if cfg.selection == "disagreement" and self.num_labels > 0:
             with torch.no_grad():  # score the candidates in chunks; gather observations only for the chosen
                 r = torch.cat([self.trainer.segment_returns(*self._segments(rows[i:i + 256], envs_[i:i + 256]))
@@ -286,12 +314,56 @@ class PrefAgent:
         ids = torch.arange(self.labels_asked, self.labels_asked + len(chosen))
         self.labels_asked += len(chosen)
         new = {"obs_1": obs_1, "act_1": act_1, "obs_2": obs_2, "act_2": act_2,
-               "mu": torch.as_tensor(self.oracle(true_1, true_2), device=self.device),
                "true_returns": torch.as_tensor(np.stack([true_1, true_2], 1)), "ids": ids}
+        if self.human:  # to people: the pair waits for an answer; training goes on meanwhile
+            states_1 = self.pool.states[rows[first], envs_[first, None]]
+            states_2 = self.pool.states[rows[second], envs_[second, None]]
+            self._show(new, states_1, states_2, None if r is None else r[:, :c][:, chosen] - r[:, c:][:, chosen])
+            return
+        new["mu"] = torch.as_tensor(self.oracle(true_1, true_2), device=self.device)
+        self._add_comparisons(new)
+
+    def _add_comparisons(self, new: dict[str, Tensor]) -> None:
+        cfg = self.cfg
         for key, value in new.items():
             self.comparisons[key] = torch.cat([self.comparisons[key], value]) if key in self.comparisons else value
             if cfg.max_comparisons:  # a FIFO of the newest comparisons
                 self.comparisons[key] = self.comparisons[key][-cfg.max_comparisons:]
+
+    def _show(self, new: dict[str, Tensor], states_1: np.ndarray, states_2: np.ndarray,
+              return_gaps: Tensor | None) -> None:
+        """Queue pairs for people: their states go to RUN_DIR/segments (clips are rendered from them when first
+        requested), the pairs to the label store, with the ensemble's disagreement as priority."""
+        folder = self.ctx.run_dir / "segments"
+        folder.mkdir(parents=True, exist_ok=True)
+        priority = (torch.sigmoid(return_gaps).var(0).cpu().numpy() if return_gaps is not None
+                    else np.zeros(len(new["ids"])))
+        rows = []
+        for j, pair in enumerate(new["ids"].tolist()):
+            for side, states in ((0, states_1[j]), (1, states_2[j])):
+                tmp = folder / f"seg{2 * pair + side}.part.npy"
+                np.save(tmp, states)
+                tmp.replace(folder / f"seg{2 * pair + side}.npy")
+            self.pending[pair] = {k: v[j] for k, v in new.items() if k != "ids"}
+            rows.append((pair, f"seg{2 * pair}.mp4", f"seg{2 * pair + 1}.mp4", float(priority[j])))
+        self.store.add_pairs(rows)
+
+    def _read_answers(self) -> None:
+        """Move the pairs people answered since the last read into the comparisons (can't-tell answers drop the
+        pair)."""
+        answered = self.store.labels_since(self.label_seq)
+        new: dict[str, list[Tensor]] = {}
+        for label in answered:
+            self.label_seq = label.seq
+            pair = self.pending.pop(label.pair_id, None)
+            if pair is None or label.mu is None:
+                continue
+            for key, value in pair.items():
+                new.setdefault(key, []).append(value)
+            new.setdefault("mu", []).append(torch.tensor(label.mu, device=self.device))
+            new.setdefault("ids", []).append(torch.tensor(label.pair_id))
+        if new:
+            self._add_comparisons({k: torch.stack(v) for k, v in new.items()})
 
     def _segments(self, rows: np.ndarray, envs_: np.ndarray) -> tuple[Tensor, Tensor]:
         """Observations [S, K, ...] and model actions [S, K, A] of segments (pool rows [S, K], envs [S])."""
@@ -322,7 +394,8 @@ class PrefAgent:
     def state_dict(self) -> dict[str, Any]:
         return {"rl": self.rl.state_dict(), "reward_model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
                 "comparisons": {k: v.cpu() for k, v in self.comparisons.items()}, "extra_steps": self.extra_steps,
-                "started": self.started, "labels_asked": self.labels_asked}
+                "started": self.started, "labels_asked": self.labels_asked, "label_seq": self.label_seq,
+                "pending": {str(k): {n: t.cpu() for n, t in v.items()} for k, v in self.pending.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rl.load_state_dict(state["rl"])
@@ -331,6 +404,8 @@ class PrefAgent:
         self.comparisons = {k: v.to(self.device) for k, v in state["comparisons"].items()}
         self.extra_steps, self.started = int(state["extra_steps"]), bool(state["started"])
         self.labels_asked = int(state["labels_asked"])
+        self.label_seq = int(state.get("label_seq", 0))
+        self.pending = {int(k): {n: t.to(self.device) for n, t in v.items()} for k, v in state.get("pending", {}).items()}
 
     def resume_state(self) -> dict[str, Any]:
         """What only resuming needs (kept out of 'best' checkpoints): the pool of recent steps (the candidates and
@@ -352,6 +427,21 @@ class PrefAgent:
         self.env._episode = int(state["next_episode"]) + np.arange(n)
         self.rng.bit_generator.state = state["rng"]
         self.oracle.rng.bit_generator.state = state["oracle_rng"]
+
+
+def _check_human_labels(env, ctx: BuildContext) -> int:
+    """Labels from people need clips: MuJoCo simulator states, read from a sync gymnasium backend. Returns the
+    state size."""
+    inner = getattr(getattr(env, "backend", None), "vec", None)
+    envs_ = getattr(inner, "envs", None)
+    if not envs_ or not hasattr(envs_[0].unwrapped, "set_state"):
+        raise ConfigError(f"Env '{env.name}': --oracle human renders clips from MuJoCo simulator states, which "
+                          "needs a MuJoCo env on the sync backend. Fix: --backend sync with a MuJoCo env, or "
+                          "--oracle synthetic.")
+    if ctx.training and ctx.run_dir is None:
+        raise ConfigError("--oracle human keeps its label store in the run directory; train through "
+                          "scripts/train.py or rlkit2.run.train")
+    return len(mujoco_state(envs_[0]))
 
 
 def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):

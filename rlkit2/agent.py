@@ -53,6 +53,7 @@ class BuildContext:
     threads_collect: int
     threads_update: int
     training: bool = True  # False when only acting (evaluate script): skip training-only checks
+    run_dir: Path | None = None  # the run directory (agents that keep files there, e.g. labels from people)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -202,6 +203,33 @@ class Handler(BaseHTTPRequestHandler):
         except LabelError as e:
             return self._json(e.status, {"error": str(e)})
         self._json(200, {"ok": True, "progress": self.server.store.progress()})
+
+
+def segment_renderer(run_dir: str | Path) -> Callable[[str, Path], None] | None:
+    """For a run whose pairs are stored as MuJoCo simulator states (RUN_DIR/segments/segN.npy, written by
+    ``--agent pref --oracle human``): render segN.mp4 from segN.npy on request. All rendering happens on one
+    worker thread, which owns the GL context; None if the run has no config."""
+    import numpy as np
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.exists():
+        return None
+    run = json.loads(config_file.read_text())["run"]
+    executor = ThreadPoolExecutor(max_workers=1)
+    holder: dict = {}
+
+    def render(name: str, path: Path) -> None:
+        states = run_dir / "segments" / f"{name[:-len('.mp4')]}.npy"
+        if not states.exists():
+            raise KeyError(name)
+        if "renderer" not in holder:
+            from rlkit2.clips import MujocoClipRenderer
+
+            holder["renderer"] = MujocoClipRenderer(run["env"], env_kwargs=run.get("env_kwargs") or {})
+        holder["renderer"].render(np.load(states), path)
+
+    return lambda name, path: executor.submit(render, name, path).result()
 
 
 def _escape(text: str) -> str:

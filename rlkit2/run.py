@@ -228,12 +228,12 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
 
 
 def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
-                training: bool = True, env_seed: int | None = None) -> Agent:
+                training: bool = True, env_seed: int | None = None, run_dir: Path | None = None) -> Agent:
     device = resolve_device(run.device)
     seed = run.seed if env_seed is None else env_seed
     context = BuildContext(env=env, device=device, total_steps=run.total_steps, seed=seed,
                            threads_collect=run.threads_collect, threads_update=run.threads_update,
-                           training=training)
+                           training=training, run_dir=run_dir)
     return spec.build(agent_config, context)
 
 
@@ -275,7 +275,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     # A resumed session seeds its training envs differently, so it does not replay the first session's
     # initial states (iteration 0 = a fresh run: the plain seed).
     try:
-        agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"])
+        agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"], run_dir=run_dir)
     except BaseException:
         env.close()
         eval_env.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlkit2.label_server import LabelServer  # noqa: E402
+from rlkit2.label_server import LabelServer, segment_renderer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.run_dir.is_dir():
         print(f"error: '{args.run_dir}' is not a run directory", file=sys.stderr)
         return 2
-    server = LabelServer(args.run_dir, args.host, args.port)
+    server = LabelServer(args.run_dir, args.host, args.port, renderer=segment_renderer(args.run_dir))
     print(f"labeling {args.run_dir} at {server.url}  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -113,3 +113,48 @@ def test_a_fifo_of_comparisons_still_asks_for_exactly_the_scheduled_labels(tmp_p
     state = ckpt.load(Path(result.run_dir) / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
     assert state["labels_asked"] == 60 and len(state["comparisons"]["mu"]) == 25
     assert state["comparisons"]["ids"].tolist() == list(range(35, 60))  # the newest 25
+
+
+def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
+    """--oracle human: pairs go to the run's label store with their MuJoCo states on disk; the page renders a
+    clip from them; answers (here a script acting as the rater) reach the comparisons when training goes on."""
+    import http.client
+    import threading
+
+    from rlkit2.label_server import LabelServer, segment_renderer
+    from rlkit2.labels import LabelStore
+
+    overrides = {"total_steps": 1536, "labels": 12, "warmup_steps": 256, "pretrain_epochs": 1, "oracle": "human",
+                 "backend": "sync", "segment_length": 8, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+                 "runs_dir": str(tmp_path), "progress": False, "tensorboard": False, "num_envs": 2,
+                 "rl.num_steps": 128, "rl.minibatch_size": 64, "run_name": "human"}
+    run, cfg = resolve_config("pref", "HalfCheetah-v5", overrides)
+    first = train(run, cfg)
+    run_dir = Path(first.run_dir)
+    store = LabelStore(run_dir / "labels.sqlite")
+    assert store.progress()["pairs"] == 12 and store.progress()["answered"] == 0  # nobody answered: training went on
+    assert (run_dir / "segments" / "seg0.npy").exists() and np.load(run_dir / "segments" / "seg0.npy").shape == (8, 18)
+
+    server = LabelServer(run_dir, port=0, renderer=segment_renderer(run_dir))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+        conn.request("GET", "/clips/seg0.mp4")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read()[4:8] == b"ftyp"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    answers = ["left", "right", "equal", "cant_tell"] * 3
+    for answer in answers:
+        lease = store.lease("script")
+        store.submit(lease.pair_id, lease.token, answer, "script")
+    second = resume(run_dir, {"total_steps": 2048, "labels": 12})
+    assert second.status == "finished"
+    from rlkit2 import checkpoint as ckpt
+
+    state = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
+    assert sorted(state["comparisons"]["mu"].tolist()) == sorted([1.0, 0.0, 0.5] * 3)  # can't tell: dropped
+    assert state["pending"] == {} and state["label_seq"] == 12
