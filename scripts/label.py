@@ -10,6 +10,7 @@ from RUN_DIR/clips only. Per-task instructions: RUN_DIR/instructions.txt. See rl
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     server = LabelServer(args.run_dir, args.host, args.port, renderer=segment_renderer(args.run_dir))
     print(f"labeling {args.run_dir} at {server.url}  (Ctrl-C to stop)", flush=True)
+
+    def stop(signum, frame):  # also when started with SIGINT ignored (e.g. from a background job)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

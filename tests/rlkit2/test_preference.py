@@ -87,14 +87,14 @@ def _halfcheetah_segments(count: int, length: int, seed: int):
 
 def test_reward_ensemble_learns_forward_velocity_from_synthetic_labels():
     torch.manual_seed(0)
-    obs, act, vel = _halfcheetah_segments(1200, 25, seed=0)
-    pairs = 500
+    obs, act, vel = _halfcheetah_segments(2000, 25, seed=0)
+    pairs = 800  # with 40 fits: Spearman 0.88-0.92 over torch seeds 0-2 when written
     first, second = np.arange(pairs), np.arange(pairs, 2 * pairs)
     mu = torch.as_tensor(SyntheticOracle()(vel[first].sum(1).numpy(), vel[second].sum(1).numpy()))
     model = RewardEnsemble((17,), 6, members=3)
     trainer = EnsembleTrainer(model, lr=1e-3, batch_size=32)
     ids = np.arange(pairs)
-    for _ in range(30):
+    for _ in range(40):
         report = trainer.fit(obs[first], act[first], obs[second], act[second], mu, ids, epochs=1)
     assert report.accuracy > 0.8 and len(report.l2) == 3
     held_obs, held_act, held_vel = obs[2 * pairs:].flatten(0, 1), act[2 * pairs:].flatten(0, 1), vel[2 * pairs:].flatten()
