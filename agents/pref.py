@@ -156,10 +156,12 @@ class SegmentPool:
         rows_all, env_all = np.concatenate(rows)[:count], np.concatenate(envs_)[:count]
         return (rows_all, env_all) if len(rows_all) == count else None
 
-    def recent(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    def recent(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Obs, actions and true rewards of the newest ``limit`` steps (all envs), newest first."""
         filled = min(self.written, self.length)
         rows = (self.written - 1 - np.arange(min(filled, max(1, limit // self.n)))) % self.length
-        return self.obs[rows].reshape(-1, *self.obs.shape[2:]), self.actions[rows].reshape(-1, self.actions.shape[-1])
+        return (self.obs[rows].reshape(-1, *self.obs.shape[2:]), self.actions[rows].reshape(-1, self.actions.shape[-1]),
+                self.rewards[rows].reshape(-1))
 
 
 class LearnedRewardEnv:
@@ -375,19 +377,15 @@ class PrefAgent:
             return {"pref/labels": float(self.labels_asked)}
         c = self.comparisons
         report = self.trainer.fit(c["obs_1"], c["act_1"], c["obs_2"], c["act_2"], c["mu"], c["ids"].numpy(), epochs)
-        obs, actions = self.pool.recent(self.cfg.pool_steps)
+        obs, actions, true = self.pool.recent(self.cfg.pool_steps)
         obs_t, act_t = torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
-        self.model.fit_normalization(obs_t, act_t)
+        predicted = self.model.fit_normalization(obs_t, act_t).cpu().numpy()
         stats = {"pref/labels": float(self.labels_asked), "pref/heldout_accuracy": report.accuracy,
                  "pref/train_loss": float(np.mean(report.train_loss)), "pref/val_loss": float(np.nanmean(report.val_loss)),
                  "pref/l2": float(np.mean(report.l2))}
         # how well r_hat tracks the true reward on the recent steps (a diagnostic the RL agent never sees)
-        filled = min(self.pool.written, self.pool.length)
-        rows = (self.pool.written - 1 - np.arange(filled)) % self.pool.length
-        true = self.pool.rewards[rows].reshape(-1)
-        predicted = self.model.reward(obs_t, act_t).cpu().numpy()[:len(true)]
         if len(true) > 2 and true.std() > 0 and predicted.std() > 0:
-            stats["pref/reward_correlation"] = float(np.corrcoef(predicted, true[:len(predicted)])[0, 1])
+            stats["pref/reward_correlation"] = float(np.corrcoef(predicted, true)[0, 1])
         return stats
 
     # --- checkpoints -----------------------------------------------------------------------------------------

@@ -136,14 +136,16 @@ class RewardEnsemble(nn.Module):
         return self.mlp(torch.cat([obs.flatten(1).float(), actions], -1)).squeeze(-1)
 
     @torch.no_grad()
-    def fit_normalization(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> None:
+    def fit_normalization(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> Tensor:
         """Each member's output mean and std over these (o, a) rows (e.g. the recent rollouts), then the std of the
-        members' normalised mean, so that ``reward`` has mean 0 and std ``scale`` on these rows."""
+        members' normalised mean, so that ``reward`` has mean 0 and std ``scale`` on these rows. Returns
+        ``reward`` of these rows (computed from the same forward pass)."""
         outs = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
         self.out_mean.copy_(outs.mean(1))
         self.out_std.copy_(outs.std(1).clamp(min=1e-6))
         mean = ((outs - self.out_mean[:, None]) / self.out_std[:, None]).mean(0)
         self.mean_std.copy_(mean.std().clamp(min=1e-6))
+        return self.scale * mean / self.mean_std
 
     @torch.no_grad()
     def reward(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> Tensor:

@@ -98,8 +98,9 @@ def test_reward_ensemble_learns_forward_velocity_from_synthetic_labels():
         report = trainer.fit(obs[first], act[first], obs[second], act[second], mu, ids, epochs=1)
     assert report.accuracy > 0.8 and len(report.l2) == 3
     held_obs, held_act, held_vel = obs[2 * pairs:].flatten(0, 1), act[2 * pairs:].flatten(0, 1), vel[2 * pairs:].flatten()
-    model.fit_normalization(held_obs, held_act)
+    fitted_rows = model.fit_normalization(held_obs, held_act)
     predicted = model.reward(held_obs, held_act)
+    torch.testing.assert_close(fitted_rows, predicted)  # the fit returns the rows' reward from its own pass
     assert predicted.mean().abs() < 1e-4 and predicted.std().item() == pytest.approx(1.0, rel=1e-3)  # normalised
     ranks = lambda x: torch.as_tensor(np.argsort(np.argsort(x.numpy()))).float()
     spearman = np.corrcoef(ranks(predicted), ranks(held_vel))[0, 1]
