@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
 from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
-from rlkit2.config import ConfigError
+from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
 from rlkit2.distributions import Categorical, DiagGaussian
 from rlkit2.networks import image_torso, mlp
@@ -114,16 +114,11 @@ class AGACConfig:
     """Bootstrap truncated episodes from V(final obs) (correct) or treat truncation as terminal."""
 
     def validate(self) -> None:
-        for name in ("clip_eps", "lr", "adam_eps", "num_steps", "epochs", "minibatch_size", "adversary_lr_scale",
-                     "adversary_hidden"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"Option '{name}' must be > 0, got {getattr(self, name)}")
-        for name in ("agac_c", "adversary_coef", "count_bonus", "entropy_coef", "value_coef", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"Option '{name}' must be in [0, 1], got {getattr(self, name)}")
+        check_ranges(self, positive=("clip_eps", "lr", "adam_eps", "num_steps", "epochs", "minibatch_size",
+                                     "adversary_lr_scale", "adversary_hidden"),
+                     non_negative=("agac_c", "adversary_coef", "count_bonus", "entropy_coef", "value_coef",
+                                   "max_grad_norm"),
+                     unit_interval=("gamma", "gae_lambda"))
 
 
 # ------------------------------------------------------------------------------------- the AGAC quantities

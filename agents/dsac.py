@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
 from rlkit2.collector import EpisodeStats
-from rlkit2.config import ConfigError
+from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
 from rlkit2.distributions import TanhGaussian
 from rlkit2.networks import EnsembleMLP, mlp
@@ -148,17 +148,10 @@ class DSACConfig:
     continues from the same data. Off: a resumed run refills the buffer with a new warm-up."""
 
     def validate(self) -> None:
-        positive = ("critic_lr", "policy_lr", "alpha_lr", "batch_size", "buffer_size", "delay",
-                    "replay_ratio", "steps_per_iteration", "sample_clip", "td_bound", "td_bound_sigmas",
-                    "epsilon", "huber_delta", "reward_scale")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"Option '{name}' must be > 0, got {getattr(self, name)}")
-        for name in ("gamma", "tau", "tau_b"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"Option '{name}' must be in [0, 1], got {getattr(self, name)}")
-        if self.learning_starts < 0:
-            raise ConfigError(f"Option 'learning_starts' must be >= 0, got {self.learning_starts}")
+        check_ranges(self, positive=("critic_lr", "policy_lr", "alpha_lr", "batch_size", "buffer_size", "delay",
+                                     "replay_ratio", "steps_per_iteration", "sample_clip", "td_bound",
+                                     "td_bound_sigmas", "epsilon", "huber_delta", "reward_scale"),
+                     unit_interval=("gamma", "tau", "tau_b"), non_negative=("learning_starts",))
         if self.log_std_min >= self.log_std_max:
             raise ConfigError(f"Options 'log_std_min' ({self.log_std_min}) must be below 'log_std_max' "
                               f"({self.log_std_max})")

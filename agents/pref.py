@@ -43,7 +43,7 @@ from torch import Tensor
 
 from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
 from rlkit2.clips import mujoco_state
-from rlkit2.config import ConfigError
+from rlkit2.config import ConfigError, check_ranges
 from rlkit2.labels import LabelStore
 from rlkit2.preference import EnsembleTrainer, RewardEnsemble, SyntheticOracle, labels_due, select_pairs
 
@@ -99,18 +99,13 @@ class PrefConfig:
     """Keep only the newest comparisons for training (paper Atari: 3000); 0 = keep all."""
 
     def validate(self) -> None:
-        for name in ("labels", "segment_length", "candidates_per_label", "members", "reward_lr", "reward_batch",
-                     "pool_steps", "label_tau"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"Option '{name}' must be > 0, got {getattr(self, name)}")
+        check_ranges(self, positive=("labels", "segment_length", "candidates_per_label", "members", "reward_lr",
+                                     "reward_batch", "pool_steps", "label_tau"))
         if not 0.0 <= self.noise < 1.0:
             raise ConfigError(f"Option 'noise' must be in [0, 1) (1 would make every answer random), got {self.noise}")
-        for name in ("initial_share",):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"Option '{name}' must be in [0, 1], got {getattr(self, name)}")
-        for name in ("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons", "oracle_temperature"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
+        check_ranges(self, unit_interval=("initial_share",),
+                     non_negative=("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons",
+                                   "oracle_temperature"))
 
 
 # ------------------------------------------------------------------------------------- the env the RL agent sees

@@ -66,7 +66,7 @@ from torch import Tensor, nn
 import envs
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, register
 from rlkit2.collector import EpisodeStats
-from rlkit2.config import ConfigError
+from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
 
 PRESETS = Path(__file__).parent / "presets"
@@ -115,19 +115,13 @@ class VPNConfig:
     """Width of the value, reward and duration heads (official dim: 64)."""
 
     def validate(self) -> None:
-        if self.rollouts_per_update < 0:
-            raise ConfigError(f"Option 'rollouts_per_update' must be >= 0, got {self.rollouts_per_update}")
-        for name in ("lr", "grad_clip", "num_steps", "target_sync", "eps_steps"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"Option '{name}' must be > 0, got {getattr(self, name)}")
-        for name in ("gamma", "lr_decay", "eps_final", "eval_epsilon"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"Option '{name}' must be in [0, 1], got {getattr(self, name)}")
+        check_ranges(self, non_negative=("rollouts_per_update",),
+                     positive=("lr", "grad_clip", "num_steps", "target_sync", "eps_steps"),
+                     unit_interval=("gamma", "lr_decay", "eps_final", "eval_epsilon"))
         if not self.branch or min(self.branch) < 1:
             raise ConfigError(f"Option 'branch' must list positive widths, one per planning depth, e.g. "
                               f"--branch 4,4,4; got {self.branch}")
-        if self.prediction_steps < 0:
-            raise ConfigError(f"Option 'prediction_steps' must be >= 0, got {self.prediction_steps}")
+        check_ranges(self, non_negative=("prediction_steps",))
         if self.random_buffer != 0 and self.random_buffer < self.num_steps:
             raise ConfigError(f"Option 'random_buffer' must be 0 (off) or at least num_steps ({self.num_steps}) "
                               f"options, got {self.random_buffer}")

@@ -24,6 +24,24 @@ class ConfigError(ValueError):
     """A config option is unknown or has a bad value."""
 
 
+RANGES = {  # name -> (test the value must pass, how the error states the range)
+    "positive": (lambda v: v > 0, "must be > 0"),
+    "non_negative": (lambda v: not v < 0, "must be >= 0"),
+    "unit_interval": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+}
+
+
+def check_ranges(config: Any, **groups: tuple[str, ...]) -> None:
+    """Raise ConfigError for the first option outside its range; ``groups`` map a RANGES kind to option names and
+    are checked in the order given, e.g. ``check_ranges(cfg, positive=("lr",), unit_interval=("gamma",))``."""
+    for kind, names in groups.items():
+        test, statement = RANGES[kind]
+        for name in names:
+            value = getattr(config, name)
+            if not test(value):
+                raise ConfigError(f"Option '{name}' {statement}, got {value}")
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """{field: docstring} from the string literals that follow each annotated field in ``cls``'s source."""
     docs: dict[str, str] = {}

@@ -125,3 +125,24 @@ def test_latest_orders_by_steps_not_file_times(tmp_path):
     assert d.latest().name == "step_000000000300.pt"
     d.save_named(ckpt.make_payload("ppo", {}, {"env_steps": 300}, {}), "final")
     assert d.latest().name == "final.pt"
+
+
+def test_check_ranges_names_the_first_bad_option_and_its_range():
+    from dataclasses import dataclass
+
+    from rlkit2.config import ConfigError, check_ranges
+
+    @dataclass
+    class Options:
+        lr: float = 1e-3
+        gamma: float = 0.99
+        warmup: int = 0
+
+    check_ranges(Options(), positive=("lr",), unit_interval=("gamma",), non_negative=("warmup",))
+    for bad, message in [({"lr": 0.0}, "Option 'lr' must be > 0, got 0.0"),
+                         ({"lr": float("nan")}, "Option 'lr' must be > 0, got nan"),
+                         ({"gamma": 1.5}, r"Option 'gamma' must be in \[0, 1\], got 1.5"),
+                         ({"warmup": -1}, "Option 'warmup' must be >= 0, got -1"),
+                         ({"gamma": -1.0, "warmup": -1}, "Option 'gamma'")]:  # groups checked in the order given
+        with pytest.raises(ConfigError, match=message):
+            check_ranges(Options(**bad), positive=("lr",), unit_interval=("gamma",), non_negative=("warmup",))
