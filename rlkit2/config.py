@@ -156,6 +156,17 @@ def _parse_scalar(text: str) -> Any:
     return text
 
 
+def _parse_mapping_value(text: str) -> Any:
+    """One value of a mapping option from the command line (--env_kwargs.KEY VALUE): numbers, true/false and
+    none become Python values, so that 'false' does not reach a constructor as a (truthy) string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    return _parse_scalar(text)
+
+
 def override(config: Any, values: dict[str, Any], prefix: str = "") -> Any:
     """Return a copy of dataclass ``config`` with ``values`` applied; keys may be dotted (``atari.noop_max``)
     and may use dashes for underscores."""
@@ -179,8 +190,9 @@ def override(config: Any, values: dict[str, Any], prefix: str = "") -> Any:
             changes[head] = convert(value, hints[head], prefix + head)
     for head, sub in nested.items():
         inner = getattr(config, head)
-        if isinstance(inner, dict):  # --env_kwargs.size 7: one key of a mapping option (numbers parsed)
-            changes[head] = {**inner, **{k: _parse_scalar(v) if isinstance(v, str) else v for k, v in sub.items()}}
+        if isinstance(inner, dict):  # --env_kwargs.size 7: one key of a mapping option (values parsed)
+            changes[head] = {**inner, **{k: _parse_mapping_value(v) if isinstance(v, str) else v
+                                         for k, v in sub.items()}}
             continue
         if not dataclasses.is_dataclass(inner):
             inner = hints[head]() if dataclasses.is_dataclass(hints[head]) else None

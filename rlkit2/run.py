@@ -55,6 +55,10 @@ class RunConfig:
     """Override the env's registered time limit (truncation)."""
     env_kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the env constructor (from Python or a preset)."""
+    train_env_kwargs: dict = field(default_factory=dict)
+    """Extra constructor arguments for the training envs only, over env_kwargs; evaluation keeps the unmodified
+    task. E.g. terminate_when_unhealthy=false trains Hopper on fixed-length episodes (the preference agent's
+    MuJoCo preset) while every evaluation scores the standard Hopper."""
     atari: AtariSettings = field(default_factory=AtariSettings)
     """Atari preprocessing (used for ALE/ ids only)."""
     eval_every: int = 50_000
@@ -221,10 +225,12 @@ def seed_everything(seed: int) -> None:
 
 
 def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None = None,
-             render_mode: str | None = None) -> envs.VecEnv:
+             render_mode: str | None = None, training: bool = False) -> envs.VecEnv:
+    """Training envs (``training``) add ``run.train_env_kwargs``; evaluation envs get ``run.env_kwargs`` only."""
     backend = "sync" if render_mode is not None else run.backend
+    kwargs = {**run.env_kwargs, **run.train_env_kwargs} if training else run.env_kwargs
     return envs.make(env_fn or run.env, num_envs, seed=seed, backend=backend, atari=run.atari,
-                     max_episode_steps=run.max_episode_steps, env_kwargs=run.env_kwargs, render_mode=render_mode)
+                     max_episode_steps=run.max_episode_steps, env_kwargs=kwargs, render_mode=render_mode)
 
 
 def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
@@ -270,7 +276,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         payload_in = ckpt.load(path, map_location="cpu")
         counters.update(payload_in["run"])
 
-    env = make_env(run, run.num_envs, run.seed, env_fn)
+    env = make_env(run, run.num_envs, run.seed, env_fn, training=True)
     eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
     # A resumed session seeds its training envs differently, so it does not replay the first session's
     # initial states (iteration 0 = a fresh run: the plain seed).

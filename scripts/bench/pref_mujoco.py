@@ -50,7 +50,8 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -
     curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
     corr = [r["pref/reward_correlation"] for r in rows if "pref/reward_correlation" in r]
     name = "true reward" if variant == "true" else f"{variant} labels"
-    return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "curve": curve, "final": curve[-1][1],
+    return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
+            "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
             "seconds": time.perf_counter() - start}
 

@@ -6,7 +6,7 @@
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
 file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
-vpn_collect, vpn_planning, pref_mujoco).
+vpn_collect, vpn_planning, collect_env, pref_mujoco).
 """
 
 from __future__ import annotations
@@ -120,6 +120,14 @@ def vpn_planning(path: Path) -> None:
         print(f"| {name} | " + " | ".join(f"{c['decisions_per_sec']:,.0f} ({c['ms_per_call']:.1f})" for c in cells) + " |")
 
 
+def collect_env(path: Path) -> None:
+    data = json.loads(path.read_text())
+    print(f"Machine: {data['machine']}  \nCommand: `{data['command']}`\n")
+    print("| env | envs | batched: option-steps/s | sync vector of single envs | batched / sync |\n|---|---|---|---|---|")
+    for r in data["rows"]:
+        print(f"| {r['env']} | {r['envs']} | {r['batched']:,.0f} | {r['sync']:,.0f} | {r['speedup']:.1f}x |")
+
+
 def _capture(fn, *fn_args) -> str:
     import contextlib
     import io
@@ -144,6 +152,7 @@ def main() -> None:
                         help="scripts/bench/agac_exploration.py output (block agac_exploration)")
     parser.add_argument("--vpn-collect", type=Path, help="scripts/bench/vpn_collect.py learning output (block vpn_collect)")
     parser.add_argument("--vpn-planning", type=Path, help="scripts/bench/vpn_collect.py planning output (block vpn_planning)")
+    parser.add_argument("--collect-env", type=Path, help="scripts/bench/collect_env.py output (block collect_env)")
     parser.add_argument("--pref-mujoco", type=Path, help="scripts/bench/pref_mujoco.py output (block pref_mujoco)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
@@ -166,6 +175,8 @@ def main() -> None:
         blocks["vpn_collect"] = _capture(vpn_collect, args.vpn_collect)
     if args.vpn_planning:
         blocks["vpn_planning"] = _capture(vpn_planning, args.vpn_planning)
+    if args.collect_env:
+        blocks["collect_env"] = _capture(collect_env, args.collect_env)
     if args.pref_mujoco:
         blocks["pref_mujoco"] = _capture(curves, args.pref_mujoco, "variant")
     if not args.write_into:

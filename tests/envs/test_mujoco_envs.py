@@ -182,3 +182,29 @@ def test_reset_with_seed_reseeds(backend):
     venv.step(np.ones((2, 3)))
     second, _ = venv.reset(seed=3)
     np.testing.assert_array_equal(first, second)
+
+
+def test_train_env_kwargs_change_the_training_envs_only():
+    """The preference preset trains Hopper without its fall termination (fixed-length episodes) and evaluates
+    on the standard Hopper: same actions, the training env keeps going where the evaluation env terminates."""
+    from rlkit2.run import make_env, resolve_config
+
+    run, _ = resolve_config("pref", "Hopper-v5", {"backend": "sync"})
+    assert run.train_env_kwargs == {"terminate_when_unhealthy": False} and run.env_kwargs == {}
+    train_env = make_env(run, 1, seed=0, training=True)
+    eval_env = make_env(run, 1, seed=0)
+    assert train_env.settings["env_kwargs"] == {"terminate_when_unhealthy": False}
+    assert "env_kwargs" not in eval_env.settings
+    action = np.full((1, 3), 1.0, np.float32)  # full torque on every joint: Hopper falls within ~100 steps
+    eval_end = train_end = None
+    for step in range(1, 301):
+        _, _, terminated, truncated, _ = eval_env.step(action)
+        if eval_end is None and terminated[0]:
+            eval_end = step
+        _, reward, terminated, truncated, _ = train_env.step(action)
+        if terminated[0]:
+            train_end = step
+    assert eval_end is not None and eval_end < 300 and train_end is None
+    assert abs(reward[0]) < 0.5  # fallen: no healthy reward (v5 pays it only while healthy), little motion
+    train_env.close()
+    eval_env.close()

@@ -21,6 +21,11 @@ def test_cli_parsing_and_type_conversion():
     assert cfg.lr == 1e-3 and cfg.policy_hidden == (32, 32) and cfg.normalize_obs is False
     run = override(RunConfig(), {"atari.noop_max": "0", "total_steps": "2e5", "max_episode_steps": "none"})
     assert run.atari.noop_max == 0 and run.total_steps == 200_000 and run.max_episode_steps is None
+    # one key of a mapping option: numbers, booleans and none are parsed ('false' must not arrive as a string)
+    run = override(RunConfig(), {"env_kwargs.terminate_when_unhealthy": "false", "env_kwargs.size": "7",
+                                 "env_kwargs.scale": "0.5", "env_kwargs.goal": "none", "env_kwargs.name": "maze"})
+    assert run.env_kwargs == {"terminate_when_unhealthy": False, "size": 7, "scale": 0.5, "goal": None,
+                              "name": "maze"}
 
 
 def test_unknown_option_suggests_close_names():

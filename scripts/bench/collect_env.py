@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Collect env stepping speed: the batched numpy backend vs gymnasium's sync vector of single envs.
+
+    python scripts/bench/collect_env.py [--envs-per-batch 1 16 64] [--seconds 3] [--out docs/bench/collect_env.json]
+
+Random options (pre-sampled, so sampling is not timed) through envs.make for both Collect ids (the paper's
+10x10 maze, 8 goals, 20 steps) on both backends; option-steps/s (one option = one agent decision; it may take
+several primitive moves). Episodes reset automatically inside the timed loop, as in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+
+import envs  # noqa: E402
+
+IDS = ("rlkit2/Collect-v0", "rlkit2/CollectStochastic-v0")
+
+
+def option_steps_per_sec(env_id: str, backend: str, num_envs: int, seconds: float) -> float:
+    venv = envs.make(env_id, num_envs, seed=0, backend=backend)
+    venv.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, venv.single_action_space.n, (512, num_envs))
+    for i in range(20):  # warm-up
+        venv.step(actions[i])
+    steps, start = 0, time.perf_counter()
+    while steps < 50 or time.perf_counter() - start < seconds:
+        venv.step(actions[steps % 512])
+        steps += 1
+    rate = steps * num_envs / (time.perf_counter() - start)
+    venv.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--envs-per-batch", nargs="+", type=int, default=[1, 16, 64])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "bench" / "collect_env.json")
+    args = parser.parse_args()
+    rows = []
+    for env_id in IDS:
+        for n in args.envs_per_batch:
+            row = {"env": env_id, "envs": n}
+            for backend in ("batched", "sync"):
+                row[backend] = option_steps_per_sec(env_id, backend, n, args.seconds)
+            row["speedup"] = row["batched"] / row["sync"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
+           "command": "python " + " ".join(sys.argv), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
