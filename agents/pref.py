@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from envs.atari import is_atari
 from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
 from rlkit2.clips import mujoco_state
 from rlkit2.config import ConfigError, check_ranges
@@ -75,8 +76,9 @@ class PrefConfig:
     selection: Literal["disagreement", "random"] = "disagreement"
     """Which candidates get labelled: highest ensemble variance of P[s1 > s2], or random."""
     oracle: Literal["synthetic", "human"] = "synthetic"
-    """Who labels: the synthetic oracle, or people on the labeling page (python scripts/label.py RUN_DIR; MuJoCo
-    envs with --backend sync: clips are rendered from stored simulator states)."""
+    """Who labels: the synthetic oracle, or people on the labeling page (python scripts/label.py RUN_DIR). Clips
+    are rendered from stored simulator states (MuJoCo envs with --backend sync) or from the frames the agent saw
+    (Atari)."""
     oracle_temperature: float = 0.0
     """Synthetic oracle: 0 prefers the higher true return (ties 0.5); > 0 answers Boltzmann-rationally."""
     members: int = 3
@@ -225,10 +227,11 @@ class PrefAgent:
                                     scale=cfg.reward_scale).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
         self.human = cfg.oracle == "human"
-        state_dim = _check_human_labels(env, ctx) if self.human else 0
+        # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)
+        self.clip_source, state_dim = _check_human_labels(env, ctx) if self.human else (None, 0)
         self.pool = SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim, state_dim)
         self.env = LearnedRewardEnv(env, self.model, self.pool, self.device)
-        self.env.record_states = self.human
+        self.env.record_states = self.clip_source == "states"
         self.store = LabelStore(ctx.run_dir / "labels.sqlite") if self.human and ctx.run_dir is not None else None
         self.pending: dict[int, dict[str, Tensor]] = {}  # pairs shown to people, waiting for an answer
         self.label_seq = 0  # the last answer read from the store
@@ -317,9 +320,8 @@ class PrefAgent:
         new = {"obs_1": obs_1, "act_1": act_1, "obs_2": obs_2, "act_2": act_2,
                "true_returns": torch.as_tensor(np.stack([true_1, true_2], 1)), "ids": ids}
         if self.human:  # to people: the pair waits for an answer; training goes on meanwhile
-            states_1 = self.pool.states[rows[first], envs_[first, None]]
-            states_2 = self.pool.states[rows[second], envs_[second, None]]
-            self._show(new, states_1, states_2, None if r is None else r[:, :c][:, chosen] - r[:, c:][:, chosen])
+            clips_1, clips_2 = (self._clip_data(rows[idx], envs_[idx]) for idx in (first, second))
+            self._show(new, clips_1, clips_2, None if r is None else r[:, :c][:, chosen] - r[:, c:][:, chosen])
             return
         new["mu"] = torch.as_tensor(self.oracle(true_1, true_2), device=self.device)
         self._add_comparisons(new)
@@ -331,19 +333,26 @@ class PrefAgent:
             if cfg.max_comparisons:  # a FIFO of the newest comparisons
                 self.comparisons[key] = self.comparisons[key][-cfg.max_comparisons:]
 
-    def _show(self, new: dict[str, Tensor], states_1: np.ndarray, states_2: np.ndarray,
+    def _clip_data(self, rows: np.ndarray, envs_: np.ndarray) -> np.ndarray:
+        """What the clips of segments (pool rows [S, K], envs [S]) are rendered from: simulator states
+        [S, K, nq + nv], or the newest frame of each observation stack [S, K, H, W(, 3)] (uint8)."""
+        if self.clip_source == "states":
+            return self.pool.states[rows, envs_[:, None]]
+        return self.pool.obs[rows, envs_[:, None], -1]
+
+    def _show(self, new: dict[str, Tensor], clips_1: np.ndarray, clips_2: np.ndarray,
               return_gaps: Tensor | None) -> None:
-        """Queue pairs for people: their states go to RUN_DIR/segments (clips are rendered from them when first
-        requested), the pairs to the label store, with the ensemble's disagreement as priority."""
+        """Queue pairs for people: what their clips are rendered from goes to RUN_DIR/segments (clips are made
+        when first requested), the pairs to the label store, with the ensemble's disagreement as priority."""
         folder = self.ctx.run_dir / "segments"
         folder.mkdir(parents=True, exist_ok=True)
         priority = (torch.sigmoid(return_gaps).var(0).cpu().numpy() if return_gaps is not None
                     else np.zeros(len(new["ids"])))
         rows = []
         for j, pair in enumerate(new["ids"].tolist()):
-            for side, states in ((0, states_1[j]), (1, states_2[j])):
+            for side, data in ((0, clips_1[j]), (1, clips_2[j])):
                 tmp = folder / f"seg{2 * pair + side}.part.npy"
-                np.save(tmp, states)
+                np.save(tmp, data)
                 tmp.replace(folder / f"seg{2 * pair + side}.npy")
             self.pending[pair] = {k: v[j] for k, v in new.items() if k != "ids"}
             rows.append((pair, f"seg{2 * pair}.mp4", f"seg{2 * pair + 1}.mp4", float(priority[j])))
@@ -426,19 +435,26 @@ class PrefAgent:
         self.oracle.rng.bit_generator.state = state["oracle_rng"]
 
 
-def _check_human_labels(env, ctx: BuildContext) -> int:
-    """Labels from people need clips: MuJoCo simulator states, read from a sync gymnasium backend. Returns the
-    state size."""
-    inner = getattr(getattr(env, "backend", None), "vec", None)
-    envs_ = getattr(inner, "envs", None)
-    if not envs_ or not hasattr(envs_[0].unwrapped, "set_state"):
-        raise ConfigError(f"Env '{env.name}': --oracle human renders clips from MuJoCo simulator states, which "
-                          "needs a MuJoCo env on the sync backend. Fix: --backend sync with a MuJoCo env, or "
-                          "--oracle synthetic.")
+def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:
+    """Labels from people need clips: Atari frames (the newest of each observation stack, kept in the pool
+    anyway), or MuJoCo simulator states read from a sync gymnasium backend. Returns ("frames", 0) or
+    ("states", state size)."""
     if ctx.training and ctx.run_dir is None:
         raise ConfigError("--oracle human keeps its label store in the run directory; train through "
                           "scripts/train.py or rlkit2.run.train")
-    return len(mujoco_state(envs_[0]))
+    space = env.single_observation_space
+    if is_atari(env.name):
+        if space.dtype != np.uint8 or len(space.shape) not in (3, 4):
+            raise ConfigError(f"Env '{env.name}': --oracle human shows Atari clips from stacked uint8 frames, got "
+                              f"observations {space.dtype} {space.shape}")
+        return "frames", 0
+    inner = getattr(getattr(env, "backend", None), "vec", None)
+    envs_ = getattr(inner, "envs", None)
+    if not envs_ or not hasattr(envs_[0].unwrapped, "set_state"):
+        raise ConfigError(f"Env '{env.name}': --oracle human needs clips, rendered from Atari frames or from "
+                          "MuJoCo simulator states (which needs a MuJoCo env on the sync backend). Fix: an Atari "
+                          "env, --backend sync with a MuJoCo env, or --oracle synthetic.")
+    return "states", len(mujoco_state(envs_[0]))
 
 
 def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):

@@ -206,9 +206,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def segment_renderer(run_dir: str | Path) -> Callable[[str, Path], None] | None:
-    """For a run whose pairs are stored as MuJoCo simulator states (RUN_DIR/segments/segN.npy, written by
-    ``--agent pref --oracle human``): render segN.mp4 from segN.npy on request. All rendering happens on one
-    worker thread, which owns the GL context; None if the run has no config."""
+    """For a run whose pairs are stored on disk by ``--agent pref --oracle human`` (RUN_DIR/segments/segN.npy:
+    MuJoCo simulator states, float [steps, nq + nv], or Atari frames, uint8 [steps, H, W]): render segN.mp4 from
+    segN.npy on request. All rendering happens on one worker thread, which owns the GL context; None if the run
+    has no config."""
     import numpy as np
 
     run_dir = Path(run_dir)
@@ -220,14 +221,19 @@ def segment_renderer(run_dir: str | Path) -> Callable[[str, Path], None] | None:
     holder: dict = {}
 
     def render(name: str, path: Path) -> None:
-        states = run_dir / "segments" / f"{name[:-len('.mp4')]}.npy"
-        if not states.exists():
+        stored = run_dir / "segments" / f"{name[:-len('.mp4')]}.npy"
+        if not stored.exists():
             raise KeyError(name)
-        if "renderer" not in holder:
-            from rlkit2.clips import MujocoClipRenderer
+        data = np.load(stored)
+        kind = "frames" if data.dtype == np.uint8 else "states"
+        if kind not in holder:
+            from rlkit2.clips import FrameClipRenderer, MujocoClipRenderer
 
-            holder["renderer"] = MujocoClipRenderer(run["env"], env_kwargs=run.get("env_kwargs") or {})
-        holder["renderer"].render(np.load(states), path)
+            if kind == "frames":  # Atari: 60 emulator frames per second, one stored frame per agent step
+                holder[kind] = FrameClipRenderer(fps=60 / (run.get("atari") or {}).get("frame_skip", 4))
+            else:
+                holder[kind] = MujocoClipRenderer(run["env"], env_kwargs=run.get("env_kwargs") or {})
+        holder[kind].render(data, path)
 
     return lambda name, path: executor.submit(render, name, path).result()
 

@@ -94,6 +94,7 @@ def test_labels_and_reward_model_survive_a_resume(tmp_path):
     ("rl.no_such_option", "1", r"--rl.no_such_option are not options of agent 'ppo'"),
     ("rl_agent", "dsac", "cannot train on the learned reward"),
     ("noise", "1.5", "'noise' must be in"),
+    ("oracle", "human", "needs clips, rendered from Atari frames or from MuJoCo simulator states"),
 ])
 def test_bad_options_get_a_clear_error(tmp_path, option, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -158,3 +159,45 @@ def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
     state = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
     assert sorted(state["comparisons"]["mu"].tolist()) == sorted([1.0, 0.0, 0.5] * 3)  # can't tell: dropped
     assert state["pending"] == {} and state["label_seq"] == 12
+
+
+def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
+    """--oracle human on Atari: each segment is stored as the newest frame of each observation stack (uint8
+    [K, 84, 84]) and the page serves it as an mp4, scaled up 4x, at Atari's 15 agent steps per second."""
+    import http.client
+    import threading
+
+    import imageio.v3 as iio
+
+    from rlkit2 import checkpoint as ckpt
+    from rlkit2.label_server import LabelServer, segment_renderer
+
+    overrides = {"total_steps": 384, "labels": 4, "warmup_steps": 128, "pretrain_epochs": 1, "oracle": "human",
+                 "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+                 "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False,
+                 "tensorboard": False, "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64,
+                 "run_name": "atari"}
+    run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
+    result = train(run, cfg)
+    run_dir = Path(result.run_dir)
+    stored = np.load(run_dir / "segments" / "seg0.npy")
+    assert stored.dtype == np.uint8 and stored.shape == (8, 84, 84)
+    pending = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]["pending"]
+    np.testing.assert_array_equal(stored, pending["0"]["obs_1"][:, -1].cpu().numpy())  # the newest frame of each stack
+
+    server = LabelServer(run_dir, port=0, renderer=segment_renderer(run_dir))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+        conn.request("GET", "/clips/seg0.mp4")
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200 and body[4:8] == b"ftyp"
+    finally:
+        server.shutdown()
+        server.server_close()
+    frames = np.stack(list(iio.imiter(run_dir / "clips" / "seg0.mp4")))
+    assert frames.shape == (8 + 8, 336, 336, 3)  # 8 steps, then the last held for 0.5 s at 15 fps
+    expected = stored[0].repeat(4, 0).repeat(4, 1).astype(int)
+    assert np.abs(frames[0, :, :, 0].astype(int) - expected).mean() < 6  # lossy, but the same picture
