@@ -185,25 +185,29 @@ def test_reset_with_seed_reseeds(backend):
 
 
 def test_train_env_kwargs_change_the_training_envs_only():
-    """The preference preset trains Hopper without its fall termination (fixed-length episodes) and evaluates
-    on the standard Hopper: same actions, the training env keeps going where the evaluation env terminates."""
+    """The preference preset trains Hopper without its fall termination (fixed-length episodes, a fall penalised
+    by a larger healthy reward) and evaluates on the standard Hopper: same actions, the training env keeps going
+    where the evaluation env terminates."""
     from rlkit2.run import make_env, resolve_config
 
     run, _ = resolve_config("pref", "Hopper-v5", {"backend": "sync"})
-    assert run.train_env_kwargs == {"terminate_when_unhealthy": False} and run.env_kwargs == {}
+    assert run.train_env_kwargs == {"terminate_when_unhealthy": False, "healthy_reward": 5.0}
+    assert run.env_kwargs == {}
     train_env = make_env(run, 1, seed=0, training=True)
     eval_env = make_env(run, 1, seed=0)
-    assert train_env.settings["env_kwargs"] == {"terminate_when_unhealthy": False}
+    assert train_env.settings["env_kwargs"] == run.train_env_kwargs
     assert "env_kwargs" not in eval_env.settings
     action = np.full((1, 3), 1.0, np.float32)  # full torque on every joint: Hopper falls within ~100 steps
     eval_end = train_end = None
     for step in range(1, 301):
-        _, _, terminated, truncated, _ = eval_env.step(action)
+        _, eval_reward, terminated, truncated, _ = eval_env.step(action)
         if eval_end is None and terminated[0]:
             eval_end = step
         _, reward, terminated, truncated, _ = train_env.step(action)
         if terminated[0]:
             train_end = step
+        if step == 1:
+            assert reward[0] - eval_reward[0] == pytest.approx(4.0)  # healthy: 5 instead of 1, the rest alike
     assert eval_end is not None and eval_end < 300 and train_end is None
     assert abs(reward[0]) < 0.5  # fallen: no healthy reward (v5 pays it only while healthy), little motion
     train_env.close()
