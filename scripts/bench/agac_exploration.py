@@ -31,13 +31,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchlib import run_jobs  # noqa: E402
 
 
-def run_one(agent: str, env_id: str, seed: int, steps: int, eval_every: int) -> dict:
+def run_one(agent: str, env_id: str, seed: int, steps: int, eval_every: int, options: list[str] | None = None,
+            label: str | None = None) -> dict:
     from rlkit2.logger import read_progress
     from rlkit2.run import resolve_config, train
 
+    options = options or []
     run, cfg = resolve_config(agent, env_id, {
         "seed": seed, "total_steps": steps, "eval_every": eval_every, "progress": False, "checkpoint_every": 0,
-        "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs", "run_name": f"{agent}-{env_id}-s{seed}-{time.time_ns()}"})
+        "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs", "run_name": f"{agent}-{env_id}-s{seed}-{time.time_ns()}",
+        **dict(item.split("=", 1) for item in options)})
     start = time.perf_counter()
     result = train(run, cfg)
     if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
@@ -46,7 +49,7 @@ def run_one(agent: str, env_id: str, seed: int, steps: int, eval_every: int) -> 
     rows = read_progress(result.run_dir)
     curve = [(int(r["step"]), r["eval/return_mean"], r["eval/success_rate"]) for r in rows if "eval/return_mean" in r]
     sps = [r["perf/steps_per_sec"] for r in rows if "perf/steps_per_sec" in r]
-    return {"lib": agent, "env": env_id, "seed": seed, "steps": steps, "curve": [(s, r) for s, r, _ in curve],
+    return {"lib": label or agent, "env": env_id, "seed": seed, "steps": steps, "overrides": options, "curve": [(s, r) for s, r, _ in curve],
             "success_curve": [(s, v) for s, _, v in curve], "final": curve[-1][1], "final_success": curve[-1][2],
             "steps_per_sec": float(np.median(sps)), "seconds": seconds}
 
@@ -60,19 +63,25 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100_000)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "agac_exploration.jsonl")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="an option for every run (ablations, e.g. count_bonus=0), with --label")
+    parser.add_argument("--label", help="the name of the runs in the record and tables (default: the agent)")
     parser.add_argument("--single", nargs=3, metavar=("AGENT", "ENV", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.single:
-        record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every)
+        record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every,
+                         args.set, args.label)
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps({k: v for k, v in record.items() if not k.endswith("curve")}), flush=True)
         return
     # seed-major: each seed's AGAC/PPO pair finishes before the next seed starts
     jobs = [(agent, env, seed) for seed, env, agent in itertools.product(args.seeds, args.envs, args.agents)]
+    extra = [x for item in args.set for x in ("--set", item)] + (["--label", args.label] if args.label else [])
     run_jobs([[sys.executable, __file__, "--single", agent, env, str(seed), "--steps", str(args.steps),
-               "--eval-every", str(args.eval_every), "--out", str(args.out)] for agent, env, seed in jobs], args.jobs)
+               "--eval-every", str(args.eval_every), "--out", str(args.out)] + extra for agent, env, seed in jobs],
+             args.jobs)
 
 
 if __name__ == "__main__":
