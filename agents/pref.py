@@ -51,7 +51,8 @@ from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
 from rlkit2.clips import mujoco_state
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.labels import LabelStore
-from rlkit2.preference import EnsembleTrainer, RewardEnsemble, SyntheticOracle, labels_due, select_pairs
+from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, StackedSegments, SyntheticOracle, labels_due,
+                               select_pairs)
 
 PRESETS = Path(__file__).parent / "presets"
 
@@ -233,13 +234,16 @@ class PrefAgent:
         self.pool = SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim, state_dim)
         self.env = LearnedRewardEnv(env, self.model, self.pool, self.device)
         self.env.record_states = self.clip_source == "states"
+        # Atari observations stack S frames: comparisons keep each segment's K + S - 1 distinct frames only
+        self.stack = obs_space.shape[0] if is_atari(env.name) and len(obs_space.shape) >= 3 else 0
         self.store = LabelStore(ctx.run_dir / "labels.sqlite") if self.human and ctx.run_dir is not None else None
         self.pending: dict[int, dict[str, Tensor]] = {}  # pairs shown to people, waiting for an answer
         self.label_seq = 0  # the last answer read from the store
         self.rl = _build_rl_agent(cfg, dataclasses.replace(ctx, env=self.env))
         self.oracle = SyntheticOracle(cfg.oracle_temperature, seed=ctx.seed)
         self.rng = np.random.default_rng(ctx.seed + 1)
-        # the comparisons: segment obs/actions [P, K, ...] of both sides, label mu [P], true returns [P, 2]
+        # the comparisons: segment obs [P, K, ...] (Atari: their K + S - 1 frames) and actions [P, K, A] of both
+        # sides, label mu [P], true returns [P, 2]
         self.comparisons: dict[str, Tensor] = {}
         self.extra_steps = 0  # warm-up steps of the initial policy
         self.started = False
@@ -318,6 +322,8 @@ class PrefAgent:
         true_2 = self.pool.rewards[rows[second], envs_[second, None]].sum(1)
         ids = torch.arange(self.labels_asked, self.labels_asked + len(chosen))
         self.labels_asked += len(chosen)
+        if self.stack:
+            obs_1, obs_2 = StackedSegments.compact(obs_1), StackedSegments.compact(obs_2)
         new = {"obs_1": obs_1, "act_1": act_1, "obs_2": obs_2, "act_2": act_2,
                "true_returns": torch.as_tensor(np.stack([true_1, true_2], 1)), "ids": ids}
         if self.human:  # to people: the pair waits for an answer; training goes on meanwhile
@@ -385,7 +391,8 @@ class PrefAgent:
         if self.num_labels == 0 or epochs == 0:
             return {"pref/labels": float(self.labels_asked)}
         c = self.comparisons
-        report = self.trainer.fit(c["obs_1"], c["act_1"], c["obs_2"], c["act_2"], c["mu"], c["ids"].numpy(), epochs)
+        obs_1, obs_2 = ((StackedSegments(c[k], self.stack) if self.stack else c[k]) for k in ("obs_1", "obs_2"))
+        report = self.trainer.fit(obs_1, c["act_1"], obs_2, c["act_2"], c["mu"], c["ids"].numpy(), epochs)
         obs, actions, true = self.pool.recent(self.cfg.pool_steps)
         obs_t, act_t = torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
         predicted = self.model.fit_normalization(obs_t, act_t).cpu().numpy()

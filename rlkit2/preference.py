@@ -90,6 +90,34 @@ def labels_due(step: int, total: int, total_steps: int, initial_share: float = 0
 
 
 # ----------------------------------------------------------------------------------------- the reward model
+class StackedSegments:
+    """Segments of frame-stacked observations (Atari: S frames per observation, newest last) kept as their
+    distinct frames. Consecutive stacks share S - 1 frames, so a K-step segment is its K + S - 1 frames: 28
+    instead of 100 for Atari's K = 25, S = 4, which matters for thousands of comparisons. Indexing gives the
+    full stacks back: ``view[idx]`` is ``[*idx.shape, K, S, ...]``, as the reward model expects."""
+
+    def __init__(self, frames: Tensor, stack: int):
+        self.frames, self.stack = frames, stack  # frames [P, K + S - 1, ...]
+        k = frames.shape[1] - stack + 1
+        self.window = (torch.arange(k)[:, None] + torch.arange(stack)[None, :]).flatten().to(frames.device)
+
+    @staticmethod
+    def compact(obs: Tensor) -> Tensor:
+        """[P, K, S, ...] stacks of segments inside one episode -> their [P, K + S - 1, ...] frames."""
+        if not torch.equal(obs[:, 1:, :-1], obs[:, :-1, 1:]):
+            raise ValueError("consecutive observations of a segment do not share their stacked frames: not a frame "
+                             "stack with the newest frame last, or the segment crosses an episode start")
+        return torch.cat([obs[:, 0], obs[:, 1:, -1]], dim=1)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, idx) -> Tensor:
+        chosen = self.frames[idx]
+        d = chosen.dim() - self.frames.dim() + 1  # the time dimension after indexing
+        return chosen.index_select(d, self.window).unflatten(d, (-1, self.stack))
+
+
 class ConvRewardMember(nn.Module):
     """The paper's Atari predictor: 4 convs of 16 filters (7x7/3, 5x5/2, 3x3/1, 3x3/1), leaky ReLU, FC 64, then a
     scalar; the action enters as a one-hot next to the conv features. Dropout on the convs (paper: 0.5)."""

@@ -183,7 +183,8 @@ def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
     stored = np.load(run_dir / "segments" / "seg0.npy")
     assert stored.dtype == np.uint8 and stored.shape == (8, 84, 84)
     pending = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]["pending"]
-    np.testing.assert_array_equal(stored, pending["0"]["obs_1"][:, -1].cpu().numpy())  # the newest frame of each stack
+    assert pending["0"]["obs_1"].shape == (8 + 3, 84, 84)  # the segment's distinct frames (StackedSegments)
+    np.testing.assert_array_equal(stored, pending["0"]["obs_1"][3:].numpy())  # the newest frame of each stack
 
     server = LabelServer(run_dir, port=0, renderer=segment_renderer(run_dir))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -201,3 +202,22 @@ def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
     assert frames.shape == (8 + 8, 336, 336, 3)  # 8 steps, then the last held for 0.5 s at 15 fps
     expected = stored[0].repeat(4, 0).repeat(4, 1).astype(int)
     assert np.abs(frames[0, :, :, 0].astype(int) - expected).mean() < 6  # lossy, but the same picture
+
+
+def test_atari_comparisons_keep_distinct_frames_and_the_reward_model_trains_on_them(tmp_path):
+    """Synthetic labels on Pong: each comparison keeps K + 3 frames per side instead of K stacks of 4, and the
+    ensemble fits on the rebuilt stacks."""
+    from rlkit2 import checkpoint as ckpt
+    from rlkit2.logger import read_progress
+
+    overrides = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
+                 "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+                 "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
+                 "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64}
+    run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
+    result = train(run, cfg)
+    comparisons = ckpt.load(Path(result.run_dir) / "checkpoints" / "final.pt",
+                            map_location="cpu")["agent_state"]["comparisons"]
+    assert comparisons["obs_1"].shape == (8, 8 + 3, 84, 84) and comparisons["obs_2"].shape == (8, 8 + 3, 84, 84)
+    rows = [r for r in read_progress(result.run_dir) if "pref/train_loss" in r]
+    assert rows and np.isfinite(rows[-1]["pref/train_loss"])

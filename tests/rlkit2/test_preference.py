@@ -129,3 +129,23 @@ def test_adaptive_l2_moves_towards_the_target_ratio_within_bounds():
     for _ in range(30):
         report = trainer.fit(o, a, o.flip(0), a.flip(0), mu, np.arange(40), epochs=5)
     assert all(l2 == 2e-2 for l2 in report.l2)  # overfitting pushed L2 up, to the upper bound and no further
+
+
+def test_stacked_segments_keep_distinct_frames_and_rebuild_the_stacks():
+    from rlkit2.preference import StackedSegments
+
+    rng = np.random.default_rng(0)
+    P, K, S = 5, 6, 4
+    frames = torch.as_tensor(rng.integers(0, 255, (P, K + S - 1, 3, 2)), dtype=torch.uint8)
+    stacks = torch.stack([torch.stack([frames[p, t:t + S] for t in range(K)]) for p in range(P)])  # [P, K, S, 3, 2]
+    compact = StackedSegments.compact(stacks)
+    assert torch.equal(compact, frames) and compact.numel() * K * S == stacks.numel() * (K + S - 1)
+    view = StackedSegments(compact, S)
+    assert len(view) == P
+    assert torch.equal(view[torch.tensor([3, 0, 3])], stacks[[3, 0, 3]])
+    idx = torch.tensor([[1, 2], [4, 4]])  # [members, batch], as the ensemble trainer indexes
+    assert torch.equal(view[idx], stacks[idx])
+    broken = stacks.clone()
+    broken[2, 3, 0] += 1  # step 3's oldest frame is not step 2's second oldest
+    with pytest.raises(ValueError, match="do not share their stacked frames"):
+        StackedSegments.compact(broken)
