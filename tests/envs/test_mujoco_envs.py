@@ -185,14 +185,14 @@ def test_reset_with_seed_reseeds(backend):
 
 
 def test_train_env_kwargs_change_the_training_envs_only():
-    """The preference preset trains Hopper without its fall termination (fixed-length episodes, a fall penalised
-    by a larger healthy reward) and evaluates on the standard Hopper: same actions, the training env keeps going
-    where the evaluation env terminates."""
+    """--train_env_kwargs.KEY VALUE reaches the training envs only: Hopper trained without its fall termination
+    (fixed-length episodes) and a larger healthy reward, evaluated on the standard Hopper. Same actions: the
+    training env keeps going where the evaluation env terminates."""
     from rlkit2.run import make_env, resolve_config
 
-    run, _ = resolve_config("pref", "Hopper-v5", {"backend": "sync"})
-    assert run.train_env_kwargs == {"terminate_when_unhealthy": False, "healthy_reward": 5.0}
-    assert run.env_kwargs == {}
+    run, _ = resolve_config("ppo", "Hopper-v5", {"backend": "sync", "train_env_kwargs.terminate_when_unhealthy": "false",
+                                                 "train_env_kwargs.healthy_reward": "5"})
+    assert run.train_env_kwargs == {"terminate_when_unhealthy": False, "healthy_reward": 5} and run.env_kwargs == {}
     train_env = make_env(run, 1, seed=0, training=True)
     eval_env = make_env(run, 1, seed=0)
     assert train_env.settings["env_kwargs"] == run.train_env_kwargs
