@@ -105,6 +105,11 @@ class PrefConfig:
     """Recent env steps (all envs together) kept for drawing segments."""
     max_comparisons: int = 0
     """Keep only the newest comparisons for training (paper Atari: 3000); 0 = keep all."""
+    absorbing: bool = False
+    """Terminations lead to an absorbing state whose reward is learned (as in DAC, Kostrikov et al. 2019):
+    segments may end in a termination, padded with absorbing steps (true reward 0), and the RL agent gets
+    r_hat(absorbing) * gamma / (1 - gamma) on every terminated step, so the reward model can price ending an
+    episode (Hopper-like envs). Off: segments stay inside episodes and a termination is worth 0."""
 
     def validate(self) -> None:
         check_ranges(self, positive=("labels", "segment_length", "candidates_per_label", "members", "reward_lr",
@@ -119,7 +124,8 @@ class PrefConfig:
 # ------------------------------------------------------------------------------------- the env the RL agent sees
 class SegmentPool:
     """The last ``capacity // N`` steps of each of N envs, time-major: obs, actions (one-hot if discrete), true
-    rewards and an episode id per step; segments never cross an episode boundary."""
+    rewards, an episode id and whether the step ended its episode by termination; segments never cross an episode
+    boundary, but with ``absorbing`` one may run past a termination into absorbing steps."""
 
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype, action_dim: int,
                  state_dim: int = 0):
@@ -129,35 +135,48 @@ class SegmentPool:
         self.actions = np.zeros((self.length, num_envs, action_dim), np.float32)
         self.rewards = np.zeros((self.length, num_envs), np.float32)
         self.episode = np.full((self.length, num_envs), -1, np.int64)
+        self.terminated = np.zeros((self.length, num_envs), bool)
         self.states = np.zeros((self.length, num_envs, state_dim))  # simulator states, to render clips from
         self.written = 0  # rows written in total; row r lives at r % length
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, episode: np.ndarray,
-            states: np.ndarray | None = None) -> None:
+            states: np.ndarray | None = None, terminated: np.ndarray | None = None) -> None:
         row = self.written % self.length
         self.obs[row], self.actions[row], self.rewards[row], self.episode[row] = obs, actions, rewards, episode
+        self.terminated[row] = False if terminated is None else terminated
         if states is not None:
             self.states[row] = states
         self.written += 1
 
-    def sample_segments(self, count: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-        """(time rows [count, k], env [count]) of segments inside one episode, or None if there are too few."""
+    def sample_segments(self, count: int, k: int, rng: np.random.Generator,
+                        absorbing: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(time rows [count, k], env [count], absorbing mask [count, k]) of segments inside one episode, or None
+        if there are too few. With ``absorbing``, a segment may also run past its episode's termination (never
+        past a truncation): the steps after it are absorbing (mask True; their rows repeat the last real step)."""
         filled = min(self.written, self.length)
         if filled < k:
             return None
         first_row = self.written - filled
-        rows, envs_ = [], []
+        rows, envs_, masks = [], [], []
         for _ in range(100):  # rejection: a segment must not straddle an episode end
             starts = first_row + rng.integers(0, filled - k + 1, 4 * count)
             env = rng.integers(0, self.n, 4 * count)
             r = (starts[:, None] + np.arange(k)) % self.length
-            same = (self.episode[r, env[:, None]] == self.episode[r[:, :1], env[:, None]]).all(1)
-            rows.append(r[same])
-            envs_.append(env[same])
+            same = self.episode[r, env[:, None]] == self.episode[r[:, :1], env[:, None]]  # [M, k], a prefix
+            keep = same.all(1)
+            real = same.sum(1)
+            if absorbing:  # ... or the episode's last step inside the segment is a termination
+                last = r[np.arange(len(r)), real - 1]
+                keep |= self.terminated[last, env]
+                r = np.where(same, r, last[:, None])
+            rows.append(r[keep])
+            envs_.append(env[keep])
+            masks.append(~same[keep])
             if sum(len(x) for x in rows) >= count:
                 break
         rows_all, env_all = np.concatenate(rows)[:count], np.concatenate(envs_)[:count]
-        return (rows_all, env_all) if len(rows_all) == count else None
+        mask_all = np.concatenate(masks)[:count]
+        return (rows_all, env_all, mask_all) if len(rows_all) == count else None
 
     def recent(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Obs, actions and true rewards of the newest ``limit`` steps (all envs), newest first."""
@@ -179,6 +198,7 @@ class LearnedRewardEnv:
         self._next_episode = env.num_envs
         self.use_model = True
         self.record_states = False  # keep MuJoCo simulator states in the pool (for clips people label)
+        self.absorbing_tail = 0.0  # gamma / (1 - gamma) with absorbing states (the model then has a flag input)
 
     def sim_states(self) -> np.ndarray:
         """[N, nq + nv] simulator states of the envs (sync gymnasium backend, MuJoCo envs)."""
@@ -195,15 +215,26 @@ class LearnedRewardEnv:
         return self._obs, info
 
     def model_input(self, actions: np.ndarray) -> np.ndarray:
+        """The reward model's action input: one-hot (discrete) or flat actions, then, with absorbing states, an
+        'absorbing' flag column (0 for every real step)."""
         if self.discrete:
-            return np.eye(self.env.single_action_space.n, dtype=np.float32)[np.asarray(actions, np.int64)]
-        return np.asarray(actions, np.float32).reshape(len(actions), -1)
+            out = np.eye(self.env.single_action_space.n, dtype=np.float32)[np.asarray(actions, np.int64)]
+        else:
+            out = np.asarray(actions, np.float32).reshape(len(actions), -1)
+        return np.concatenate([out, np.zeros((len(out), 1), np.float32)], 1) if self.absorbing_tail else out
+
+    def absorbing_reward(self) -> float:
+        """r_hat of the absorbing state: zero observation, zero action, the flag set."""
+        obs = torch.zeros((1, *self.env.single_observation_space.shape), device=self.device)
+        action = torch.zeros((1, self.pool.actions.shape[-1]), device=self.device)
+        action[:, -1] = 1.0
+        return float(self.model.reward(obs, action)[0])
 
     def step(self, actions: np.ndarray):
         obs_before, action_in = self._obs, self.model_input(actions)
         states = self.sim_states() if self.record_states else None  # the states the actions are taken in
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        self.pool.add(obs_before, action_in, reward, self._episode, states)
+        self.pool.add(obs_before, action_in, reward, self._episode, states, terminated)
         ended = terminated | truncated
         if ended.any():  # the next rows of these envs belong to new episodes
             self._episode[ended] = self._next_episode + np.arange(ended.sum())
@@ -214,6 +245,8 @@ class LearnedRewardEnv:
             with torch.no_grad():
                 reward = self.model.reward(torch.as_tensor(obs_before, device=self.device),
                                            torch.as_tensor(action_in, device=self.device)).cpu().numpy()
+                if self.absorbing_tail and terminated.any():  # the discounted absorbing steps after the end
+                    reward = reward + terminated * (self.absorbing_tail * self.absorbing_reward())
         return obs, reward.astype(np.float32), terminated, truncated, info
 
 
@@ -225,6 +258,11 @@ class PrefAgent:
         env = ctx.env
         obs_space, action_space = env.single_observation_space, env.single_action_space
         action_dim = action_space.n if isinstance(action_space, gym.spaces.Discrete) else int(np.prod(action_space.shape))
+        if cfg.absorbing:
+            if len(obs_space.shape) != 1:
+                raise ConfigError(f"Env '{env.name}': --absorbing is implemented for vector observations, got shape "
+                                  f"{obs_space.shape}. Fix: --absorbing false")
+            action_dim += 1  # the reward model's 'absorbing' flag input
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
@@ -240,6 +278,12 @@ class PrefAgent:
         self.pending: dict[int, dict[str, Tensor]] = {}  # pairs shown to people, waiting for an answer
         self.label_seq = 0  # the last answer read from the store
         self.rl = _build_rl_agent(cfg, dataclasses.replace(ctx, env=self.env))
+        if cfg.absorbing:
+            gamma = self.rl.cfg.gamma
+            if gamma >= 1.0:
+                raise ConfigError("--absorbing needs the RL agent's gamma < 1 (the absorbing tail is worth "
+                                  "r_hat * gamma / (1 - gamma)); set --rl.gamma")
+            self.env.absorbing_tail = gamma / (1.0 - gamma)
         self.oracle = SyntheticOracle(cfg.oracle_temperature, seed=ctx.seed)
         self.rng = np.random.default_rng(ctx.seed + 1)
         # the comparisons: segment obs [P, K, ...] (Atari: their K + S - 1 frames) and actions [P, K, A] of both
@@ -301,25 +345,28 @@ class PrefAgent:
         cfg = self.cfg
         if count <= 0:
             return
-        sampled = self.pool.sample_segments(2 * count * cfg.candidates_per_label, cfg.segment_length, self.rng)
+        sampled = self.pool.sample_segments(2 * count * cfg.candidates_per_label, cfg.segment_length, self.rng,
+                                            cfg.absorbing)
         if sampled is None:
             self.starved += 1  # too few steps in the pool for a segment yet; asked again next iteration
             return
-        rows, envs_ = sampled
+        rows, envs_, mask = sampled
         c = len(rows) // 2
         r = None
         if cfg.selection == "disagreement" and self.num_labels > 0:
             with torch.no_grad():  # score the candidates in chunks; gather observations only for the chosen
-                r = torch.cat([self.trainer.segment_returns(*self._segments(rows[i:i + 256], envs_[i:i + 256]))
+                r = torch.cat([self.trainer.segment_returns(*self._segments(rows[i:i + 256], envs_[i:i + 256],
+                                                                            mask[i:i + 256]))
                                for i in range(0, len(rows), 256)], 1)  # [E, 2C]
             chosen = select_pairs(r[:, :c], r[:, c:], count).cpu().numpy()
         else:
             chosen = self.rng.permutation(c)[:count]
         first, second = chosen, chosen + c
-        obs_1, act_1 = self._segments(rows[first], envs_[first])
-        obs_2, act_2 = self._segments(rows[second], envs_[second])
-        true_1 = self.pool.rewards[rows[first], envs_[first, None]].sum(1)
-        true_2 = self.pool.rewards[rows[second], envs_[second, None]].sum(1)
+        obs_1, act_1 = self._segments(rows[first], envs_[first], mask[first])
+        obs_2, act_2 = self._segments(rows[second], envs_[second], mask[second])
+        # true returns: absorbing steps earn 0, as the rest of a terminated episode does
+        true_1 = np.where(mask[first], 0.0, self.pool.rewards[rows[first], envs_[first, None]]).sum(1)
+        true_2 = np.where(mask[second], 0.0, self.pool.rewards[rows[second], envs_[second, None]]).sum(1)
         ids = torch.arange(self.labels_asked, self.labels_asked + len(chosen))
         self.labels_asked += len(chosen)
         if self.stack:
@@ -382,10 +429,17 @@ class PrefAgent:
         if new:
             self._add_comparisons({k: torch.stack(v) for k, v in new.items()})
 
-    def _segments(self, rows: np.ndarray, envs_: np.ndarray) -> tuple[Tensor, Tensor]:
-        """Observations [S, K, ...] and model actions [S, K, A] of segments (pool rows [S, K], envs [S])."""
-        return (torch.as_tensor(self.pool.obs[rows, envs_[:, None]], device=self.device),
-                torch.as_tensor(self.pool.actions[rows, envs_[:, None]], device=self.device))
+    def _segments(self, rows: np.ndarray, envs_: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Observations [S, K, ...] and model actions [S, K, A] of segments (pool rows [S, K], envs [S]); absorbing
+        steps (``mask``) get a zero observation and a zero action with the absorbing flag (the last column) set."""
+        obs = self.pool.obs[rows, envs_[:, None]]
+        actions = self.pool.actions[rows, envs_[:, None]]
+        if mask.any():
+            obs, actions = obs.copy(), actions.copy()
+            obs[mask] = 0
+            actions[mask] = 0.0
+            actions[mask, -1] = 1.0
+        return torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
 
     def _fit(self, epochs: int) -> dict[str, float]:
         if self.num_labels == 0 or epochs == 0:
@@ -425,7 +479,8 @@ class PrefAgent:
         """What only resuming needs (kept out of 'best' checkpoints): the pool of recent steps (the candidates and
         the normalisation statistics come from it) and the random generators."""
         pool = self.pool
-        arrays = {k: torch.from_numpy(getattr(pool, k).copy()) for k in ("obs", "actions", "rewards", "episode")}
+        arrays = {k: torch.from_numpy(getattr(pool, k).copy()) for k in ("obs", "actions", "rewards", "episode",
+                                                                              "terminated", "states")}
         return {"pool": arrays | {"written": pool.written},
                 "next_episode": self.env._next_episode, "rng": self.rng.bit_generator.state,
                 "oracle_rng": self.oracle.rng.bit_generator.state}

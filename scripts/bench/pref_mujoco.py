@@ -39,8 +39,11 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -
                  "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs",
                  "run_name": f"pref-{variant}-{env_id}-s{seed}-{time.time_ns()}"}
     agent = "ppo" if variant == "true" else "pref"
+    labels, _, option = variant.partition("-")  # "1400-absorbing": 1400 labels with --absorbing true
     if agent == "pref":
-        overrides["labels"] = int(variant)
+        overrides["labels"] = int(labels)
+        if option:
+            overrides[option] = True
     run, cfg = resolve_config(agent, env_id, overrides)
     start = time.perf_counter()
     result = train(run, cfg)
@@ -49,7 +52,7 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -
     rows = read_progress(result.run_dir)
     curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
     corr = [r["pref/reward_correlation"] for r in rows if "pref/reward_correlation" in r]
-    name = "true reward" if variant == "true" else f"{variant} labels"
+    name = "true reward" if variant == "true" else f"{labels} labels" + (f", {option}" if option else "")
     return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
             "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
@@ -61,7 +64,8 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["true", "1400", "700"],
-                        help="'true' (PPO on the env reward) or a number of synthetic labels")
+                        help="'true' (PPO on the env reward), a number of synthetic labels, or N-OPTION for N labels "
+                             "with a pref option set, e.g. 1400-absorbing")
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--eval-every", type=int, default=50_000)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")

@@ -64,10 +64,72 @@ def test_segments_never_straddle_an_episode_end():
         if t in (7, 19):  # env 0's episodes end after steps 6 and 18
             episode = np.array([episode[0] + 2, episode[1]])
         pool.add(np.array([[t], [t]], np.float32), np.zeros((2, 1), np.float32), np.zeros(2, np.float32), episode)
-    rows, env = pool.sample_segments(200, 5, np.random.default_rng(0))
+    rows, env, mask = pool.sample_segments(200, 5, np.random.default_rng(0))
     ids = pool.episode[rows, env[:, None]]
-    assert (ids == ids[:, :1]).all() and (env == 0).any() and (env == 1).any()
+    assert (ids == ids[:, :1]).all() and (env == 0).any() and (env == 1).any() and not mask.any()
     assert pool.sample_segments(1, 31, np.random.default_rng(0)) is None  # longer than the pool
+
+
+def test_absorbing_segments_run_past_terminations_but_never_past_truncations():
+    """One env, episodes of steps 0-6 (terminated), 7-18 (truncated), 19-29. With absorbing states a segment may
+    run past step 6, its steps after it absorbing (rows repeat step 6); never past step 18."""
+    pool = SegmentPool(30, 1, (1,), np.float32, 1)
+    for t in range(30):
+        episode = np.array([0 if t < 7 else 1 if t < 19 else 2])
+        pool.add(np.array([[t]], np.float32), np.zeros((1, 1), np.float32), np.ones(1, np.float32), episode,
+                 terminated=np.array([t == 6]))
+    rows, env, mask = pool.sample_segments(500, 5, np.random.default_rng(0), absorbing=True)
+    starts = rows[:, 0]
+    assert set(starts.tolist()) == set(range(0, 15)) | set(range(19, 26))  # 15-18 would cross the truncation
+    for r, m in zip(rows, mask):
+        if r[0] <= 6:  # in the terminated episode: real steps up to 6, then absorbing
+            real = min(5, 7 - r[0])
+            assert (r[:real] == np.arange(r[0], r[0] + real)).all() and (r[real:] == 6).all()
+            assert (m == (np.arange(5) >= real)).all()
+        else:
+            assert not m.any() and (r == np.arange(r[0], r[0] + 5)).all()
+    assert mask[starts == 4].any() and not mask[starts == 2].any()
+
+
+def test_absorbing_states_price_a_termination_for_the_rl_agent(tmp_path):
+    """The reward model sees absorbing steps (zero obs, flag set); a terminated step earns r_hat(s, a) plus
+    r_hat(absorbing) * gamma / (1 - gamma), and the oracle counts absorbing steps as 0 true reward."""
+    import envs
+    from agents.pref import PrefAgent, PrefConfig
+    from rlkit2.agent import BuildContext
+    from rlkit2.config import override
+
+    env = envs.make("tests.toy_envs:FixedHorizonEnv", num_envs=2, seed=0)  # terminates after 8 steps
+    cfg = override(PrefConfig(), {"absorbing": "true", "labels": 20, "warmup_steps": 64, "segment_length": 6,
+                                  "pretrain_epochs": 1, "rl.gamma": "0.9", "rl.num_steps": "16",
+                                  "rl.minibatch_size": "16"})
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=256, seed=0, threads_collect=1,
+                       threads_update=1)
+    with pytest.raises(ConfigError, match="needs the RL agent's gamma < 1"):
+        PrefAgent(override(cfg, {"rl.gamma": "1.0"}), ctx)
+    agent = PrefAgent(cfg, ctx)
+    assert agent.env.absorbing_tail == pytest.approx(9.0) and agent.pool.actions.shape[-1] == 2 + 1
+    agent.train_iteration()
+    c = agent.comparisons
+    flags = torch.cat([c["act_1"][..., -1], c["act_2"][..., -1]])  # [2P, K]
+    assert flags.any() and not flags.all()  # some segments ran into the absorbing state
+    absorbing_obs = torch.cat([c["obs_1"], c["obs_2"]])[flags.bool()]
+    assert (absorbing_obs == 0).all()
+    # the oracle's returns: +1 per matching action on real steps only (FixedHorizonEnv), 0 on absorbing steps
+    assert (c["true_returns"][:, 0] <= (1 - c["act_1"][..., -1]).sum(1)).all()
+
+    obs, _ = agent.env.reset(seed=3)
+    r_abs = agent.env.absorbing_reward()
+    for step in range(8):
+        actions = np.zeros(2, np.int64)
+        with torch.no_grad():
+            expected = agent.model.reward(torch.as_tensor(obs), torch.as_tensor(agent.env.model_input(actions))).numpy()
+        obs, reward, terminated, truncated, _ = agent.env.step(actions)
+        if step < 7:
+            assert not terminated.any()
+            np.testing.assert_allclose(reward, expected, rtol=1e-5, atol=1e-6)
+    assert terminated.all()  # the 8th step ends both episodes: the absorbing tail is added
+    np.testing.assert_allclose(reward, expected + 9.0 * r_abs, rtol=1e-5, atol=1e-5)
 
 
 def test_labels_and_reward_model_survive_a_resume(tmp_path):
