@@ -25,9 +25,11 @@ Choices where the paper leaves room, and what we follow:
   evaluation keeps the standard task), did worse in our pilots: without a penalty PPO learned to crawl after
   falling (~1.7 per step beats the healthy reward of 1 for standing; 43 on the standard env); with a healthy
   reward of 5 the fallen states fill the segment pool and the labels rarely compare upright with fallen
-  (5-98). The next step is an absorbing state for terminations with a learned reward, as in DAC (Kostrikov et
-  al. 2019): not implemented. Envs whose per-step reward is constant (CartPole, MountainCar, Acrobot) give only
-  ties: nothing to learn; Pendulum works.
+  (5-98). ``--absorbing true`` keeps termination and gives it a learned price instead: after a termination
+  comes an absorbing state (as in DAC, Kostrikov et al. 2019) whose reward the model learns from segments that
+  run into it, and the RL agent gets r_hat(absorbing) * gamma / (1 - gamma) when an episode terminates.
+- Envs whose per-step reward is constant (CartPole, MountainCar, Acrobot) give only ties: nothing to learn;
+  Pendulum works.
 - The RL agent's learning-rate schedule counts its own steps, not the warm-up's.
 - Labels are asked for between RL iterations; the RL agent never waits for them (a synthetic oracle answers at
   once).

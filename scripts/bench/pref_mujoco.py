@@ -7,7 +7,8 @@ vs PPO on the true reward, same PPO settings, budget and seeds; true-return curv
     python scripts/bench/plot_learning.py docs/bench/pref_mujoco.jsonl docs/pref_mujoco_curves.png --key variant
 
 Variants: "true reward" is ``--agent ppo`` (its MuJoCo preset); "N labels" is ``--agent pref --labels N`` whose
-RL agent is the same PPO preset (agents/presets/pref.toml: 3 members, 30-step segments, 25% of the labels from
+RL agent is the same PPO preset (agents/presets/pref.toml: 3 members, 30-step segments, absorbing states on envs
+that terminate (Hopper: "N labels, absorbing"), 25% of the labels from
 the initial policy, then a rate ~ 2e6 / (t + 2e6), 10 candidates per query chosen by ensemble disagreement,
 10% random-answer term; the synthetic oracle prefers the higher true return). Evaluation every --eval-every
 steps: 10 deterministic episodes on the true reward, separate envs. Each run appends one JSON line.
@@ -52,7 +53,8 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -
     rows = read_progress(result.run_dir)
     curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
     corr = [r["pref/reward_correlation"] for r in rows if "pref/reward_correlation" in r]
-    name = "true reward" if variant == "true" else f"{labels} labels" + (f", {option}" if option else "")
+    # the name says which options the run had (the pref preset turns --absorbing on for Hopper-like envs)
+    name = "true reward" if variant == "true" else f"{labels} labels" + (", absorbing" if cfg.absorbing else "")
     return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
             "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,

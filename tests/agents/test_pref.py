@@ -99,6 +99,8 @@ def test_absorbing_states_price_a_termination_for_the_rl_agent(tmp_path):
     from rlkit2.agent import BuildContext
     from rlkit2.config import override
 
+    assert resolve_config("pref", "Hopper-v5")[1].absorbing  # the preset: on for envs that terminate
+    assert not resolve_config("pref", "HalfCheetah-v5")[1].absorbing
     env = envs.make("tests.toy_envs:FixedHorizonEnv", num_envs=2, seed=0)  # terminates after 8 steps
     cfg = override(PrefConfig(), {"absorbing": "true", "labels": 20, "warmup_steps": 64, "segment_length": 6,
                                   "pretrain_epochs": 1, "rl.gamma": "0.9", "rl.num_steps": "16",
