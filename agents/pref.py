@@ -455,6 +455,8 @@ class PrefAgent:
         stats = {"pref/labels": float(self.labels_asked), "pref/heldout_accuracy": report.accuracy,
                  "pref/train_loss": float(np.mean(report.train_loss)), "pref/val_loss": float(np.nanmean(report.val_loss)),
                  "pref/l2": float(np.mean(report.l2))}
+        if self.env.absorbing_tail:  # what ending an episode is worth to the RL agent, per absorbing step
+            stats["pref/absorbing_reward"] = self.env.absorbing_reward()
         # how well r_hat tracks the true reward on the recent steps (a diagnostic the RL agent never sees)
         if len(true) > 2 and true.std() > 0 and predicted.std() > 0:
             stats["pref/reward_correlation"] = float(np.corrcoef(predicted, true)[0, 1])

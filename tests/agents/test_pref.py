@@ -111,7 +111,8 @@ def test_absorbing_states_price_a_termination_for_the_rl_agent(tmp_path):
         PrefAgent(override(cfg, {"rl.gamma": "1.0"}), ctx)
     agent = PrefAgent(cfg, ctx)
     assert agent.env.absorbing_tail == pytest.approx(9.0) and agent.pool.actions.shape[-1] == 2 + 1
-    agent.train_iteration()
+    stats = agent.train_iteration()
+    assert np.isfinite(stats["pref/absorbing_reward"])
     c = agent.comparisons
     flags = torch.cat([c["act_1"][..., -1], c["act_2"][..., -1]])  # [2P, K]
     assert flags.any() and not flags.all()  # some segments ran into the absorbing state
