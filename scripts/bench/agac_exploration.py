@@ -3,7 +3,8 @@
 
     python scripts/bench/agac_exploration.py --envs MiniGrid-KeyCorridorS3R2-v0 MiniGrid-MultiRoom-N2-S4-v0 \
         --seeds 0 1 2 --steps 2000000 --jobs 2 --out docs/bench/agac_exploration.jsonl
-    python scripts/bench/plot_learning.py docs/bench/agac_exploration.jsonl docs/agac_exploration.png --key lib
+    python scripts/bench/plot_learning.py docs/bench/agac_exploration.jsonl docs/agac_exploration.png --key lib \
+        --ylabel "eval return (sampled actions)"
 
 Both agents run their MiniGrid presets (agents/presets/agac.toml, ppo.toml): 8 envs x 256 steps per rollout,
 separate grid-CNN towers, 4 epochs of minibatches of 256, Adam 3e-4, clip 0.2, entropy 0.01, GAE 0.95; AGAC adds

@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("jsonl", type=Path)
     parser.add_argument("png", type=Path)
     parser.add_argument("--key", default="lib", help="record field that names a curve (lib, variant)")
+    parser.add_argument("--ylabel", default="deterministic eval return")
     args = parser.parse_args()
     records = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
     by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -38,7 +39,7 @@ def main() -> None:
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         ax.set_title(env)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("deterministic eval return")
+        ax.set_ylabel(args.ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
