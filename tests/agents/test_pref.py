@@ -181,13 +181,28 @@ def test_a_fifo_of_comparisons_still_asks_for_exactly_the_scheduled_labels(tmp_p
     assert state["comparisons"]["ids"].tolist() == list(range(35, 60))  # the newest 25
 
 
-def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
-    """--oracle human: pairs go to the run's label store with their MuJoCo states on disk; the page renders a
-    clip from them; answers (here a script acting as the rater) reach the comparisons when training goes on."""
+def _fetch_clip(run_dir: Path, name: str) -> tuple[int, bytes]:
+    """GET /clips/NAME from the run's labeling page (rendered on request): (HTTP status, body)."""
     import http.client
     import threading
 
     from rlkit2.label_server import LabelServer, segment_renderer
+
+    server = LabelServer(run_dir, port=0, renderer=segment_renderer(run_dir))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+        conn.request("GET", f"/clips/{name}")
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
+    """--oracle human: pairs go to the run's label store with their MuJoCo states on disk; the page renders a
+    clip from them; answers (here a script acting as the rater) reach the comparisons when training goes on."""
     from rlkit2.labels import LabelStore
 
     overrides = {"total_steps": 1536, "labels": 12, "warmup_steps": 256, "pretrain_epochs": 1, "oracle": "human",
@@ -201,17 +216,8 @@ def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
     assert store.progress()["pairs"] == 12 and store.progress()["answered"] == 0  # nobody answered: training went on
     assert (run_dir / "segments" / "seg0.npy").exists() and np.load(run_dir / "segments" / "seg0.npy").shape == (8, 18)
 
-    server = LabelServer(run_dir, port=0, renderer=segment_renderer(run_dir))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
-        conn.request("GET", "/clips/seg0.mp4")
-        response = conn.getresponse()
-        assert response.status == 200 and response.read()[4:8] == b"ftyp"
-    finally:
-        server.shutdown()
-        server.server_close()
+    status, body = _fetch_clip(run_dir, "seg0.mp4")
+    assert status == 200 and body[4:8] == b"ftyp"
 
     answers = ["left", "right", "equal", "cant_tell"] * 3
     for answer in answers:
@@ -229,13 +235,9 @@ def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
 def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
     """--oracle human on Atari: each segment is stored as the newest frame of each observation stack (uint8
     [K, 84, 84]) and the page serves it as an mp4, scaled up 4x, at Atari's 15 agent steps per second."""
-    import http.client
-    import threading
-
     import imageio.v3 as iio
 
     from rlkit2 import checkpoint as ckpt
-    from rlkit2.label_server import LabelServer, segment_renderer
 
     overrides = {"total_steps": 384, "labels": 4, "warmup_steps": 128, "pretrain_epochs": 1, "oracle": "human",
                  "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
@@ -251,18 +253,8 @@ def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
     assert pending["0"]["obs_1"].shape == (8 + 3, 84, 84)  # the segment's distinct frames (StackedSegments)
     np.testing.assert_array_equal(stored, pending["0"]["obs_1"][3:].numpy())  # the newest frame of each stack
 
-    server = LabelServer(run_dir, port=0, renderer=segment_renderer(run_dir))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
-        conn.request("GET", "/clips/seg0.mp4")
-        response = conn.getresponse()
-        body = response.read()
-        assert response.status == 200 and body[4:8] == b"ftyp"
-    finally:
-        server.shutdown()
-        server.server_close()
+    status, body = _fetch_clip(run_dir, "seg0.mp4")
+    assert status == 200 and body[4:8] == b"ftyp"
     frames = np.stack(list(iio.imiter(run_dir / "clips" / "seg0.mp4")))
     assert frames.shape == (8 + 8, 336, 336, 3)  # 8 steps, then the last held for 0.5 s at 15 fps
     expected = stored[0].repeat(4, 0).repeat(4, 1).astype(int)
