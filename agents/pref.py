@@ -188,6 +188,14 @@ class SegmentPool:
                 self.rewards[rows].reshape(-1))
 
 
+def mark_absorbing(obs: np.ndarray, actions: np.ndarray, where: np.ndarray) -> None:
+    """Make the steps at ``where`` the absorbing state's model input, in place: a zero observation and a zero
+    action with the 'absorbing' flag (the last action column) set."""
+    obs[where] = 0
+    actions[where] = 0.0
+    actions[where, -1] = 1.0
+
+
 class LearnedRewardEnv:
     """A VecEnv whose reward is the reward model's; everything else (observations, episode statistics on the
     true reward, final observations) passes through. Every step goes into the segment pool."""
@@ -226,11 +234,12 @@ class LearnedRewardEnv:
         return np.concatenate([out, np.zeros((len(out), 1), np.float32)], 1) if self.absorbing_tail else out
 
     def absorbing_reward(self) -> float:
-        """r_hat of the absorbing state: zero observation, zero action, the flag set."""
-        obs = torch.zeros((1, *self.env.single_observation_space.shape), device=self.device)
-        action = torch.zeros((1, self.pool.actions.shape[-1]), device=self.device)
-        action[:, -1] = 1.0
-        return float(self.model.reward(obs, action)[0])
+        """r_hat of the absorbing state."""
+        obs = np.zeros((1, *self.env.single_observation_space.shape), np.float32)
+        actions = np.zeros((1, self.pool.actions.shape[-1]), np.float32)
+        mark_absorbing(obs, actions, np.ones(1, bool))
+        return float(self.model.reward(torch.as_tensor(obs, device=self.device),
+                                       torch.as_tensor(actions, device=self.device))[0])
 
     def step(self, actions: np.ndarray):
         obs_before, action_in = self._obs, self.model_input(actions)
@@ -438,9 +447,7 @@ class PrefAgent:
         actions = self.pool.actions[rows, envs_[:, None]]
         if mask.any():
             obs, actions = obs.copy(), actions.copy()
-            obs[mask] = 0
-            actions[mask] = 0.0
-            actions[mask, -1] = 1.0
+            mark_absorbing(obs, actions, mask)
         return torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
 
     def _fit(self, epochs: int) -> dict[str, float]:
