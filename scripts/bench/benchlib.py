@@ -1,5 +1,5 @@
-"""Shared by the benchmark scripts: running jobs in parallel processes, and training an SB3 model with the same
-periodic evaluation rlkit2's run loop does."""
+"""Shared by the benchmark scripts: running jobs in parallel processes, timing a raw vectorized env, and training an
+SB3 model with the same periodic evaluation rlkit2's run loop does."""
 
 from __future__ import annotations
 
@@ -17,6 +17,26 @@ def run_jobs(commands: list[list[str]], jobs: int) -> None:
         running.append(subprocess.Popen(cmd))
     for p in running:
         p.wait()
+
+
+def raw_env_rate(env_id: str, backend: str, num_envs: int, seconds: float) -> float:
+    """Env steps/s (all envs together) of ``envs.make(env_id, num_envs, backend=backend)`` under random actions,
+    pre-sampled so that sampling is not timed; at least 50 steps after a 20-step warm-up."""
+    import envs
+
+    venv = envs.make(env_id, num_envs, seed=0, backend=backend)
+    venv.reset(seed=0)
+    venv.action_space.seed(0)
+    actions = [venv.action_space.sample() for _ in range(256)]
+    for i in range(20):  # warm-up
+        venv.step(actions[i])
+    steps, start = 0, time.perf_counter()
+    while steps < 50 or time.perf_counter() - start < seconds:
+        venv.step(actions[steps % 256])
+        steps += 1
+    rate = steps * num_envs / (time.perf_counter() - start)
+    venv.close()
+    return rate
 
 
 def learn_with_evaluation(model, env_id: str, seed: int, steps: int, eval_every: int) -> list[tuple[int, float]]:

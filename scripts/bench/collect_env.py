@@ -15,31 +15,13 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np  # noqa: E402
-
-import envs  # noqa: E402
+from benchlib import raw_env_rate  # noqa: E402
 
 IDS = ("rlkit2/Collect-v0", "rlkit2/CollectStochastic-v0")
-
-
-def option_steps_per_sec(env_id: str, backend: str, num_envs: int, seconds: float) -> float:
-    venv = envs.make(env_id, num_envs, seed=0, backend=backend)
-    venv.reset(seed=0)
-    actions = np.random.default_rng(0).integers(0, venv.single_action_space.n, (512, num_envs))
-    for i in range(20):  # warm-up
-        venv.step(actions[i])
-    steps, start = 0, time.perf_counter()
-    while steps < 50 or time.perf_counter() - start < seconds:
-        venv.step(actions[steps % 512])
-        steps += 1
-    rate = steps * num_envs / (time.perf_counter() - start)
-    venv.close()
-    return rate
 
 
 def main() -> None:
@@ -53,7 +35,7 @@ def main() -> None:
         for n in args.envs_per_batch:
             row = {"env": env_id, "envs": n}
             for backend in ("batched", "sync"):
-                row[backend] = option_steps_per_sec(env_id, backend, n, args.seconds)
+                row[backend] = raw_env_rate(env_id, backend, n, args.seconds)  # one step = one option
             row["speedup"] = row["batched"] / row["sync"]
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -27,24 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import envs  # noqa: E402
+from benchlib import raw_env_rate  # noqa: E402
 
 N_ENVS = 8
-
-
-def raw_env_rate(env_id: str, backend: str, seconds: float = 4.0) -> float:
-    venv = envs.make(env_id, N_ENVS, seed=0, backend=backend)
-    venv.action_space.seed(0)
-    actions = [venv.action_space.sample() for _ in range(256)]
-    for i in range(20):  # warm-up
-        venv.step(actions[i])
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        venv.step(actions[steps % 256])
-        steps += 1
-    rate = steps * N_ENVS / (time.perf_counter() - start)
-    venv.close()
-    return rate
 
 
 COMMON = dict(gamma=0.99, gae_lambda=0.95, clip_eps=0.2, lr=3e-4, epochs=10, minibatch_size=64, num_steps=256,
@@ -160,7 +145,7 @@ def main() -> None:
         for env_id, names in backends.items():
             for backend in names:
                 try:
-                    rate = raw_env_rate(env_id, backend)
+                    rate = raw_env_rate(env_id, backend, N_ENVS, seconds=4.0)
                 except (ImportError, ValueError) as e:
                     print(f"skip {env_id} {backend}: {e}")
                     continue
