@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,6 +145,11 @@ class OnPolicyConfig:
     together."""
     recompute_advantages: bool = True
     """Recompute advantages with the current value net at the start of each epoch (study: helps)."""
+    # --- execution -----------------------------------------------------------------------------------------
+    compile_loss: bool = False
+    """torch.compile the minibatch forward pass and loss (and so its backward). Same math; for small networks
+    on CPU the update runs ~1.5x faster after a one-off compile of ~10-30 s at the first update (needs a C++
+    compiler; if compiling fails the run warns and continues uncompiled)."""
 
     def validate(self) -> None:
         positive = ("num_steps", "epochs", "lr", "gamma")
@@ -251,6 +257,7 @@ class OnPolicyAgent:
         if ctx.training and self.minibatch_size > self.batch_size:
             raise ConfigError(f"Option 'minibatch_size' ({self.minibatch_size}) is larger than the batch "
                               f"num_steps * num_envs = {self.batch_size}")
+        self._losses = self._compile_on_first_call if cfg.compile_loss else self.minibatch_losses
         self.collector.reset(seed=ctx.seed)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -399,6 +406,31 @@ class OnPolicyAgent:
     def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, advantages: Tensor,
                         targets: Tensor, old_values: Tensor, diagnostics: bool = True) -> dict[str, Tensor]:
         cfg = self.cfg
+        loss, policy_loss, value_loss, entropy, ratio, log_ratio = self._losses(
+            obs, actions, old_logprobs, advantages, targets, old_values)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf, foreach=True)
+        if not torch.isfinite(grad_norm):  # NaN/inf loss or gradients: refuse the step (one sync per minibatch)
+            raise NonFiniteLossError(
+                f"Non-finite loss or gradient at update {self.updates} (policy loss {policy_loss.item():.4g}, "
+                f"value loss {value_loss.item():.4g}); the update was not applied."
+            )
+        self.optimizer.step()
+        self.updates += 1
+        stats = {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": value_loss.detach(),
+                 "losses/entropy": entropy.detach(), "losses/grad_norm": grad_norm.detach()}
+        if diagnostics:
+            with torch.no_grad():
+                stats["losses/approx_kl"] = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
+                stats["losses/clipfrac"] = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
+        return stats
+
+    def minibatch_losses(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, advantages: Tensor,
+                         targets: Tensor, old_values: Tensor) -> tuple[Tensor, ...]:
+        """L = L_pi + c_V L_V - c_H H on one minibatch, forward pass included (so that ``compile_loss``
+        compiles the networks, the losses and their backward as one graph)."""
+        cfg = self.cfg
         dist, values = self.model(obs)
         logprobs = dist.log_prob(actions)
         log_ratio = (logprobs - old_logprobs).clamp(max=20.0)  # exp overflow would give NaN gradients
@@ -419,24 +451,21 @@ class OnPolicyAgent:
         value_loss = value_loss.mean()
         entropy = self._entropy(dist, actions).mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+        return loss, policy_loss, value_loss, entropy, ratio, log_ratio
 
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf, foreach=True)
-        if not torch.isfinite(grad_norm):  # NaN/inf loss or gradients: refuse the step (one sync per minibatch)
-            raise NonFiniteLossError(
-                f"Non-finite loss or gradient at update {self.updates} (policy loss {policy_loss.item():.4g}, "
-                f"value loss {value_loss.item():.4g}); the update was not applied."
-            )
-        self.optimizer.step()
-        self.updates += 1
-        stats = {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": value_loss.detach(),
-                 "losses/entropy": entropy.detach(), "losses/grad_norm": grad_norm.detach()}
-        if diagnostics:
-            with torch.no_grad():
-                stats["losses/approx_kl"] = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
-                stats["losses/clipfrac"] = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
-        return stats
+    def _compile_on_first_call(self, *minibatch: Tensor) -> tuple[Tensor, ...]:
+        """``compile_loss``: compile ``minibatch_losses`` at the first update; if that fails (e.g. no C++
+        compiler for inductor), warn and train uncompiled rather than stop the run."""
+        compiled = torch.compile(self.minibatch_losses)
+        try:
+            out = compiled(*minibatch)
+        except Exception as error:  # noqa: BLE001 -- any compiler failure; the eager path is the same math
+            warnings.warn(f"compile_loss: torch.compile failed ({type(error).__name__}: {error}); training "
+                          "continues uncompiled (set --compile_loss false to skip the attempt)", stacklevel=2)
+            self._losses = self.minibatch_losses
+            return self.minibatch_losses(*minibatch)
+        self._losses = compiled
+        return out
 
     def _entropy(self, dist: DiagGaussian | Categorical, actions: Tensor) -> Tensor:
         """Policy entropy. With tanh squashing the Gaussian's entropy grows without bound as std -> inf (all

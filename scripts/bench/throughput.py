@@ -10,6 +10,9 @@
    normalization, no lr decay, advantages not recomputed -- SB3's semantics), run alternately in the same
    process so both see the same machine state. For rlkit2 the share of time in env / inference / update is
    reported and collection speed (steps / (env + inference time)) is compared with the raw env rate.
+   rlkit2 runs both uncompiled and with ``compile_loss`` (torch.compile of the minibatch loss; its MuJoCo
+   preset default). Rates are measured after the first iteration for every variant, SB3 included: the
+   first iteration is warm-up (and, with compile_loss, the compile), reported as first_iteration_seconds.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ COMMON = dict(gamma=0.99, gae_lambda=0.95, clip_eps=0.2, lr=3e-4, epochs=10, min
               entropy_coef=0.0, value_coef=0.5, max_grad_norm=0.5)
 
 
-def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int) -> dict:
+def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile_loss: bool = False) -> dict:
     from rlkit2.run import resolve_config, train
 
-    overrides = {**COMMON, "policy_hidden": "64,64", "value_hidden": "64,64", "normalize_obs": "false",
+    overrides = {**COMMON, "compile_loss": compile_loss, "policy_hidden": "64,64", "value_hidden": "64,64", "normalize_obs": "false",
                  "lr_decay": "none", "recompute_advantages": "false", "std_transform": "exp", "init_std": 1.0,
                  "total_steps": total_steps, "eval_every": 0, "checkpoint_every": 0, "eval_episodes": 1,
                  "eval_envs": 1, "backend": backend, "num_envs": N_ENVS,
@@ -51,8 +54,12 @@ def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int) -> dict
 
     timings: dict[str, float] = {}
     original = run_module._perf_metrics
+    first: list[float] = []
 
-    def capture(stats, steps, seconds):  # accumulate the loop's own per-iteration timing
+    def capture(stats, steps, seconds):  # accumulate the loop's own per-iteration timing, after the first
+        if not first:  # warm-up (and with compile_loss, the compile): reported apart, not in the rate
+            first.append(seconds)
+            return original(stats, steps, seconds)
         for key in ("time/env", "time/inference", "time/update"):
             timings[key] = timings.get(key, 0.0) + stats.get(key, 0.0)
         timings["steps"] = timings.get("steps", 0) + steps
@@ -69,7 +76,7 @@ def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int) -> dict
     return {"steps_per_sec": timings["steps"] / seconds,
             "collect_steps_per_sec": timings["steps"] / collect,
             "share_env": timings["time/env"] / seconds, "share_inference": timings["time/inference"] / seconds,
-            "share_update": timings["time/update"] / seconds}
+            "share_update": timings["time/update"] / seconds, "first_iteration_seconds": first[0]}
 
 
 def rlkit2_atari_rate(total_steps: int, threads_update: int) -> dict:
@@ -108,21 +115,27 @@ def sb3_ppo_rate(total_steps: int, threads: int) -> dict:
             super().__init__()
             self.collect = 0.0
             self._t = 0.0
+            self.rollouts = 0
+            self.start = 0.0  # the second rollout's start: the first iteration is warm-up, as for rlkit2
+            self.start_steps = 0
 
         def _on_rollout_start(self):
             self._t = time.perf_counter()
+            self.rollouts += 1
+            if self.rollouts == 2:
+                self.start, self.start_steps = self._t, self.model.num_timesteps
 
         def _on_rollout_end(self):
-            self.collect += time.perf_counter() - self._t
+            if self.rollouts >= 2:
+                self.collect += time.perf_counter() - self._t
 
         def _on_step(self):
             return True
 
     timer = Timer()
-    start = time.perf_counter()
     model.learn(total_timesteps=total_steps, callback=timer)
-    seconds = time.perf_counter() - start
-    steps = model.num_timesteps
+    seconds = time.perf_counter() - timer.start
+    steps = model.num_timesteps - timer.start_steps
     venv.close()
     return {"steps_per_sec": steps / seconds, "collect_steps_per_sec": steps / timer.collect,
             "share_collect": timer.collect / seconds}
@@ -155,6 +168,8 @@ def main() -> None:
     variants = {"rlkit2 sync t1": lambda: rlkit2_ppo_rate(args.steps, "sync", 1),
                 "rlkit2 sync t2": lambda: rlkit2_ppo_rate(args.steps, "sync", 2),
                 "rlkit2 envpool t1": lambda: rlkit2_ppo_rate(args.steps, "envpool", 1),
+                "rlkit2 sync t1 compiled": lambda: rlkit2_ppo_rate(args.steps, "sync", 1, compile_loss=True),
+                "rlkit2 envpool t1 compiled": lambda: rlkit2_ppo_rate(args.steps, "envpool", 1, compile_loss=True),
                 "sb3 t1": lambda: sb3_ppo_rate(args.steps, 1),
                 "sb3 t2": lambda: sb3_ppo_rate(args.steps, 2)}
     for repeat in range(args.repeats):

@@ -1,6 +1,8 @@
 """PPO / A2C: learning on small tasks with fixed seeds, the timeout (infinite-horizon) test, exact resume,
 NaN handling, and every switchable design choice running end to end."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -218,3 +220,46 @@ def test_evaluation_of_an_endless_episode_fails_with_a_fix():
     with pytest.raises(RuntimeError, match=r"ran 500 steps without ending.*--max_episode_steps"):
         evaluate(lambda obs: torch.zeros(len(obs), dtype=torch.long), env, 1, torch.device("cpu"),
                  max_episode_steps=500)
+
+
+def _random_minibatch(agent, env, size=32):
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randn(size, *env.single_observation_space.shape, generator=gen)
+    actions = torch.randn(size, *env.single_action_space.shape, generator=gen)
+    return (obs, actions, torch.randn(size, generator=gen), torch.randn(size, generator=gen),
+            torch.randn(size, generator=gen), torch.randn(size, generator=gen))
+
+
+@pytest.mark.slow
+def test_compiled_loss_matches_eager_values_and_gradients():
+    env = envs.make("Pendulum-v1", num_envs=2, seed=0)
+    agent = make_agent(env, compile_loss=True, value_clip=0.2, entropy_coef=0.01)
+    minibatch = _random_minibatch(agent, env)
+    eager = agent.minibatch_losses(*minibatch)
+    eager[0].backward()
+    eager_grads = [p.grad.clone() for p in agent.params]
+    agent.optimizer.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="compile_loss")  # a fallback to eager: test meaningless
+        compiled = agent._losses(*minibatch)
+    assert agent._losses is not agent.minibatch_losses  # the compiled function is kept for later updates
+    compiled[0].backward()
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    for p, g in zip(agent.params, eager_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_failed_compile_warns_and_trains_uncompiled(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    env = envs.make("Pendulum-v1", num_envs=2, seed=0)
+    agent = make_agent(env, compile_loss=True, num_steps=16, minibatch_size=16, epochs=1)
+    with pytest.warns(UserWarning, match="compile_loss: torch.compile failed .*no C\\+\\+ compiler"):
+        stats = agent.train_iteration()
+    assert np.isfinite(stats["losses/policy_loss"])
+    assert agent._losses == agent.minibatch_losses
