@@ -282,10 +282,12 @@ class OnPolicyAgent:
         return self.obs_normalizer(obs)
 
     def step(self, obs: Tensor) -> PolicyStep:
+        action = self.model.distribution(obs).sample()
+        return PolicyStep(self.to_env_action(action), action)  # log-probs and values: evaluate(), per rollout
+
+    def evaluate(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         dist, value = self.model(obs)
-        action = dist.sample()
-        return PolicyStep(self.to_env_action(action), action, dist.log_prob(action),
-                          self.value_normalizer.denormalize(value))
+        return dist.log_prob(actions), self.value_normalizer.denormalize(value)
 
     def value(self, obs: Tensor) -> Tensor:
         return self.value_normalizer.denormalize(self.model.value(obs))

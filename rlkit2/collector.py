@@ -4,7 +4,9 @@ Shape legend: ``T`` steps per rollout, ``N`` envs, ``O...`` observation dims, ``
 
 The hot loop per step: numpy obs ``[N,O]`` -> one tensor transfer -> ``policy.step`` (inference mode, on the
 agent's device) -> actions back to the env in one transfer -> ``env.step`` -> write row ``t`` of the
-preallocated ``[T,N,...]`` rollout tensors. For an env whose episode was *truncated* at ``t`` the value of the
+preallocated ``[T,N,...]`` rollout tensors. A policy may return only the actions from ``step`` and leave the
+log-probs and values to ``policy.evaluate`` on the whole rollout after the last step: the networks do not change
+during collection, so this is the same numbers for fewer, larger forward passes (PPO does this). For an env whose episode was *truncated* at ``t`` the value of the
 true final observation is computed (only on steps where some env was truncated) and stored in
 ``final_values[t]`` so advantage estimation can bootstrap it (see rlkit2/returns.py).
 """
@@ -26,8 +28,8 @@ from rlkit2.config import ConfigError
 class PolicyStep(NamedTuple):
     env_action: Tensor  # [N,A...] what the env receives (clipped / squashed / rescaled)
     action: Tensor  # [N,A...] what the log-prob is of (pre-clip sample, or pre-tanh for tanh policies)
-    logprob: Tensor  # [N]
-    value: Tensor  # [N], in return units (denormalized)
+    logprob: Tensor | None = None  # [N]; None: policy.evaluate fills the rollout's log-probs and values
+    value: Tensor | None = None  # [N], in return units (denormalized)
     extras: dict[str, Tensor] | None = None  # agent-specific per-step tensors (e.g. AGAC's adversary logits)
 
 
@@ -39,6 +41,10 @@ class RolloutPolicy(Protocol):
 
     def value(self, obs: Tensor) -> Tensor:
         """V(obs) [N] in return units, for preprocessed obs."""
+
+    def evaluate(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """(log pi(a|s), V(s)), each [B], for preprocessed obs [B,O] and actions [B,A]. Needed only by policies
+        whose ``step`` returns no log-prob and value."""
 
 
 @dataclass
@@ -86,6 +92,8 @@ class EpisodeStats:
 
 class OnPolicyCollector:
     """Steps ``env`` for ``num_steps`` per call, keeping the current obs between calls."""
+
+    EVALUATE_CHUNK = 4096  # rows per policy.evaluate call
 
     def __init__(self, env: VecEnv, num_steps: int, device: torch.device, bootstrap_truncation: bool = True,
                  info_keys: tuple[str, ...] = ()):
@@ -149,8 +157,9 @@ class OnPolicyCollector:
             storage = self._storage(obs, out)
             storage.obs[t] = obs
             storage.actions[t] = out.action
-            storage.logprobs[t] = out.logprob
-            storage.values[t] = out.value
+            if out.logprob is not None:
+                storage.logprobs[t] = out.logprob
+                storage.values[t] = out.value
             for key, value in (out.extras or {}).items():
                 storage.extras[key][t] = value
             if self.bootstrap_truncation and truncated_np[t].any():
@@ -159,6 +168,12 @@ class OnPolicyCollector:
                 truncated_final_obs.append((t, idx, final_obs))
             self._obs_np = next_obs_np
 
+        if out.logprob is None:  # one batched pass for the rollout (chunked to bound memory on image obs)
+            flat_obs, flat_actions = storage.obs.flatten(0, 1), storage.actions.flatten(0, 1)
+            for start in range(0, T * N, self.EVALUATE_CHUNK):
+                rows = slice(start, start + self.EVALUATE_CHUNK)
+                storage.logprobs.view(-1)[rows], storage.values.view(-1)[rows] = policy.evaluate(
+                    flat_obs[rows], flat_actions[rows])
         storage.rewards.copy_(self._to_device(rewards_np))
         storage.terminated.copy_(self._to_device(terminated_np))
         storage.truncated.copy_(self._to_device(truncated_np))
@@ -186,12 +201,12 @@ class OnPolicyCollector:
                 return torch.zeros(self.num_steps, *like.shape, dtype=dtype or like.dtype, device=self.device)
 
             self._rollout = Rollout(
-                obs=alloc(obs), actions=alloc(out.action), logprobs=alloc(out.logprob),
-                values=alloc(out.value), rewards=torch.zeros(shape, device=self.device),
+                obs=alloc(obs), actions=alloc(out.action), logprobs=torch.zeros(shape, device=self.device),
+                values=torch.zeros(shape, device=self.device), rewards=torch.zeros(shape, device=self.device),
                 terminated=torch.zeros(shape, dtype=torch.bool, device=self.device),
                 truncated=torch.zeros(shape, dtype=torch.bool, device=self.device),
                 final_values=torch.zeros(shape, device=self.device),
-                last_obs=obs, last_value=out.value,
+                last_obs=obs, last_value=torch.zeros(shape[1:], device=self.device),
                 extras={k: alloc(v) for k, v in (out.extras or {}).items()},
             )
         return self._rollout

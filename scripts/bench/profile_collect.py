@@ -46,10 +46,10 @@ def main() -> None:
     env_us = best_us(lambda: env.step(action), n=100)
     collect_us = min(_timed_collect(agent) for _ in range(3))
     print(f"policy networks (64x64 policy, 64x64 value) forward : {forward_us:7.0f} us")
-    print(f"policy.step (forward + sample + log-prob + rescale): {policy_us:7.0f} us")
+    print(f"policy.step (policy forward + sample + rescale)    : {policy_us:7.0f} us")
     print(f"VecEnv.step (8 envs)                               : {env_us:7.0f} us")
     print(f"collector, per step (everything)                   : {collect_us:7.0f} us")
-    print(f"  bookkeeping (collector - policy.step - env)      : {collect_us - policy_us - env_us:7.0f} us")
+    print(f"  the rest (storage, batched log-probs and values) : {collect_us - policy_us - env_us:7.0f} us")
     print(f"collection rate / env-only rate                    : {env_us / collect_us:7.0%}")
 
 

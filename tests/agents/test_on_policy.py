@@ -12,6 +12,7 @@ import envs
 from agents.ppo import OnPolicyAgent, OnPolicyConfig
 from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import BuildContext, NonFiniteLossError
+from rlkit2.collector import OnPolicyCollector
 from rlkit2.config import override
 from rlkit2.run import resolve_config, resume, train
 
@@ -76,6 +77,24 @@ def test_rollout_shapes_and_truncation_bootstrap():
     assert rollout.truncated[9].all() and not rollout.terminated.any()  # 10-step limit -> truncation
     assert (rollout.final_values[9] != 0).all() and (rollout.final_values[:9] == 0).all()
     assert rollout.last_obs.shape == (3, 3) and rollout.last_value.shape == (3,)
+
+
+def test_rollout_log_probs_and_values_match_the_policy_at_each_step(monkeypatch):
+    """PPO leaves log-probs and values to one batched pass after the rollout (and the collector evaluates in
+    chunks); they must equal what a per-step forward pass gives, with and without value normalization."""
+    monkeypatch.setattr(OnPolicyCollector, "EVALUATE_CHUNK", 7)  # chunks that do not divide T*N = 48
+    for normalize_value in (False, True):
+        env = envs.make("Pendulum-v1", num_envs=3, seed=0)
+        agent = make_agent(env, num_steps=16, minibatch_size=16, normalize_value=normalize_value)
+        if normalize_value:  # non-trivial statistics, so that denormalizing matters
+            agent.value_normalizer.update(torch.linspace(-50.0, 10.0, 100))
+        rollout = agent.collector.collect(agent)
+        with torch.no_grad():
+            for t in range(16):
+                dist, value = agent.model(rollout.obs[t])
+                torch.testing.assert_close(rollout.logprobs[t], dist.log_prob(rollout.actions[t]))
+                torch.testing.assert_close(rollout.values[t], agent.value_normalizer.denormalize(value))
+        assert rollout.values.abs().min() > 0 and rollout.logprobs.abs().min() > 0  # every row was filled
 
 
 OPTION_SETS = [
