@@ -169,11 +169,13 @@ class OnPolicyCollector:
             self._obs_np = next_obs_np
 
         if out.logprob is None:  # one batched pass for the rollout (chunked to bound memory on image obs)
+            start_evaluate = time.perf_counter()
             flat_obs, flat_actions = storage.obs.flatten(0, 1), storage.actions.flatten(0, 1)
             for start in range(0, T * N, self.EVALUATE_CHUNK):
                 rows = slice(start, start + self.EVALUATE_CHUNK)
                 storage.logprobs.view(-1)[rows], storage.values.view(-1)[rows] = policy.evaluate(
                     flat_obs[rows], flat_actions[rows])
+            self.inference_time += time.perf_counter() - start_evaluate
         storage.rewards.copy_(self._to_device(rewards_np))
         storage.terminated.copy_(self._to_device(terminated_np))
         storage.truncated.copy_(self._to_device(truncated_np))
