@@ -5,8 +5,9 @@ Shape legend: ``T`` steps per rollout, ``N`` envs, ``O...`` observation dims, ``
 The hot loop per step: numpy obs ``[N,O]`` -> one tensor transfer -> ``policy.step`` (inference mode, on the
 agent's device) -> actions back to the env in one transfer -> ``env.step`` -> write row ``t`` of the
 preallocated ``[T,N,...]`` rollout tensors. A policy may return only the actions from ``step`` and leave the
-log-probs and values to ``policy.evaluate`` on the whole rollout after the last step: the networks do not change
-during collection, so this is the same numbers for fewer, larger forward passes (PPO does this). For an env whose episode was *truncated* at ``t`` the value of the
+log-probs and values to ``policy.evaluate`` on the whole rollout after the last step. For a policy whose
+networks do not change during collection and that keeps no per-step state (no recurrent memory), that gives
+the same numbers from fewer, larger forward passes. PPO does this. For an env whose episode was *truncated* at ``t`` the value of the
 true final observation is computed (only on steps where some env was truncated) and stored in
 ``final_values[t]`` so advantage estimation can bootstrap it (see rlkit2/returns.py).
 """
@@ -43,8 +44,8 @@ class RolloutPolicy(Protocol):
         """V(obs) [N] in return units, for preprocessed obs."""
 
     def evaluate(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-        """(log pi(a|s), V(s)), each [B], for preprocessed obs [B,O] and actions [B,A]. Needed only by policies
-        whose ``step`` returns no log-prob and value."""
+        """(log pi(a|s), V(s)), each [B], for preprocessed obs [B,O] and actions [B,A]. Optional: needed only
+        by policies whose ``step`` returns no log-prob and value (see the module docstring)."""
 
 
 @dataclass
@@ -175,6 +176,8 @@ class OnPolicyCollector:
                 rows = slice(start, start + self.EVALUATE_CHUNK)
                 storage.logprobs.view(-1)[rows], storage.values.view(-1)[rows] = policy.evaluate(
                     flat_obs[rows], flat_actions[rows])
+            if self.device.type == "cuda":  # kernels run asynchronously: time them here, not in the update
+                torch.cuda.synchronize(self.device)
             self.inference_time += time.perf_counter() - start_evaluate
         storage.rewards.copy_(self._to_device(rewards_np))
         storage.terminated.copy_(self._to_device(terminated_np))

@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--atari-steps", type=int, default=0, help="also time PPO on Pong for this many steps")
     args = parser.parse_args()
+    if args.steps < 3 * 2048:
+        parser.error("--steps must cover at least 3 iterations of 2048 steps: the first is not timed")
     torch.set_num_threads(1)
     results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                  "torch": torch.__version__, "python": platform.python_version()},
