@@ -7,9 +7,11 @@ agent's device) -> actions back to the env in one transfer -> ``env.step`` -> wr
 preallocated ``[T,N,...]`` rollout tensors. A policy may return only the actions from ``step`` and leave the
 log-probs and values to ``policy.evaluate`` on the whole rollout after the last step. For a policy whose
 networks do not change during collection and that keeps no per-step state (no recurrent memory), that gives
-the same numbers from fewer, larger forward passes. PPO does this. For an env whose episode was *truncated* at ``t`` the value of the
-true final observation is computed (only on steps where some env was truncated) and stored in
-``final_values[t]`` so advantage estimation can bootstrap it (see rlkit2/returns.py).
+the same numbers from fewer, larger forward passes. PPO does this.
+
+For an env whose episode was *truncated* at ``t`` the value of the true final observation is computed (only on
+steps where some env was truncated) and stored in ``final_values[t]`` so advantage estimation can bootstrap it
+(see rlkit2/returns.py).
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ COMMON = dict(gamma=0.99, gae_lambda=0.95, clip_eps=0.2, lr=3e-4, epochs=10, min
 def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile_loss: bool = False) -> dict:
     from rlkit2.run import resolve_config, train
 
-    overrides = {**COMMON, "compile_loss": compile_loss, "policy_hidden": "64,64", "value_hidden": "64,64", "normalize_obs": "false",
-                 "lr_decay": "none", "recompute_advantages": "false", "std_transform": "exp", "init_std": 1.0,
+    overrides = {**COMMON, "compile_loss": compile_loss, "policy_hidden": "64,64", "value_hidden": "64,64",
+                 "normalize_obs": "false", "lr_decay": "none", "recompute_advantages": "false", "std_transform": "exp", "init_std": 1.0,
                  "total_steps": total_steps, "eval_every": 0, "checkpoint_every": 0, "eval_episodes": 1,
                  "eval_envs": 1, "backend": backend, "num_envs": N_ENVS,
                  "threads_update": threads_update, "progress": "false", "tensorboard": "false",

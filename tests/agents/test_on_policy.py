@@ -251,7 +251,7 @@ def test_evaluation_of_an_endless_episode_fails_with_a_fix():
                  max_episode_steps=500)
 
 
-def _random_minibatch(agent, env, size=32):
+def _random_minibatch(env, size=32):
     gen = torch.Generator().manual_seed(0)
     obs = torch.randn(size, *env.single_observation_space.shape, generator=gen)
     actions = torch.randn(size, *env.single_action_space.shape, generator=gen)
@@ -265,7 +265,7 @@ def _random_minibatch(agent, env, size=32):
 def test_compiled_loss_matches_eager_values_and_gradients():
     env = envs.make("Pendulum-v1", num_envs=2, seed=0)
     agent = make_agent(env, compile_loss=True, value_clip=0.2, entropy_coef=0.01)
-    minibatch = _random_minibatch(agent, env)
+    minibatch = _random_minibatch(env)
     eager = agent.minibatch_losses(*minibatch)
     eager[0].backward()
     eager_grads = [p.grad.clone() for p in agent.params]
