@@ -446,19 +446,25 @@ class VPNAgent:
         frac = min(1.0, self.env_steps / self.cfg.eps_steps)
         return 1.0 + frac * (self.cfg.eps_final - 1.0)
 
-    def _epsilon_greedy(self, q: Tensor, eps: float, rng: np.random.Generator) -> np.ndarray:
-        greedy = q.argmax(1).cpu().numpy()
-        if eps <= 0.0:
-            return greedy
-        explore = rng.random(len(greedy)) < eps
-        return np.where(explore, rng.integers(0, self.num_options, len(greedy)), greedy)
+    def _epsilon_greedy(self, obs: Tensor, eps: float, rng: np.random.Generator) -> np.ndarray:
+        """Epsilon-greedy options for a batch of observations. The envs that explore this step are not planned
+        for: early in training, when epsilon is near 1, this skips most of the d-step planning, the bulk of
+        acting's cost (the random draws are the same as when every env is planned for)."""
+        n = obs.shape[0]
+        explore = rng.random(n) < eps if eps > 0.0 else np.zeros(n, bool)
+        options = rng.integers(0, self.num_options, n) if eps > 0.0 else np.zeros(n, np.int64)
+        greedy = np.flatnonzero(~explore)
+        if len(greedy):
+            q = self.q_values(self.net, obs if len(greedy) == n else obs[torch.as_tensor(greedy, device=obs.device)])
+            options[greedy] = q.argmax(1).cpu().numpy()
+        return options
 
     @torch.inference_mode()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """Greedy on Q^d (deterministic), else epsilon-greedy with eval_epsilon; its own RNG, so evaluating does
         not change the training run."""
-        q = self.q_values(self.net, obs.to(self.device))
-        return torch.as_tensor(self._epsilon_greedy(q, 0.0 if deterministic else self.cfg.eval_epsilon, self.eval_rng))
+        eps = 0.0 if deterministic else self.cfg.eval_epsilon
+        return torch.as_tensor(self._epsilon_greedy(obs.to(self.device), eps, self.eval_rng))
 
     # --- one iteration: N x T options, then one update ----------------------------------------------------
     def train_iteration(self) -> dict[str, float]:
@@ -479,8 +485,7 @@ class VPNAgent:
             start = time.perf_counter()
             obs[t] = self._obs_np
             with torch.inference_mode():
-                q = self.q_values(self.net, torch.as_tensor(self._obs_np, device=self.device))
-                options[t] = self._epsilon_greedy(q, eps, self.rng)
+                options[t] = self._epsilon_greedy(torch.as_tensor(self._obs_np, device=self.device), eps, self.rng)
             timing["inference"] += time.perf_counter() - start
             start = time.perf_counter()
             self._obs_np, reward, terminated[t], truncated[t], info = self.env.step(options[t])

@@ -210,6 +210,31 @@ def test_nstep_q_baseline_trains_with_the_same_encoder():
     assert any(changed) and baseline.random_windows is None  # the model-free baseline has no reward model to train
 
 
+def test_epsilon_greedy_plans_only_for_the_envs_that_act_greedily(monkeypatch):
+    import envs
+    from rlkit2.agent import BuildContext
+    from agents.vpn import VPNAgent
+
+    env = envs.make("rlkit2/Collect-v0", 6, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=100, seed=0, threads_collect=1, threads_update=1)
+    agent = VPNAgent(VPNConfig(filters=(4, 4, 4), random_buffer=0), ctx)
+    planned = []
+    # Q prefers option 2 for every env: a greedy env picks 2; the batch planned for is recorded
+    monkeypatch.setattr(agent, "q_values", lambda net, obs: planned.append(obs[:, 0, 0, 0].tolist())
+                        or torch.tensor([[0.0, 0.0, 1.0, 0.0]]).repeat(len(obs), 1))
+    obs = torch.arange(6, dtype=torch.uint8).view(6, 1, 1, 1).expand(6, 4, 10, 10).contiguous()
+    draws = np.random.default_rng(3)
+    explore, random_options = draws.random(6) < 0.5, draws.integers(0, 4, 6)
+    options = agent._epsilon_greedy(obs, 0.5, np.random.default_rng(3))
+    assert 0 < explore.sum() < 6  # the seed gives both kinds
+    assert options.tolist() == np.where(explore, random_options, 2).tolist()
+    assert planned == [np.flatnonzero(~explore).tolist()]  # one batched plan, for the greedy envs only
+    planned.clear()
+    all_explore = agent._epsilon_greedy(obs, 1.0, np.random.default_rng(3))
+    assert planned == [] and all_explore.min() >= 0 and all_explore.max() < 4  # epsilon 1: no planning at all
+    assert agent._epsilon_greedy(obs, 0.0, np.random.default_rng(3)).tolist() == [2] * 6 and planned == [list(range(6))]
+
+
 @pytest.mark.parametrize("option,value", [("branch", "0,4"), ("filters", "16,16"), ("lr", "0"), ("gamma", "1.5")])
 def test_bad_options_are_rejected_with_the_reason(option, value):
     with pytest.raises(ConfigError, match=option):
