@@ -13,7 +13,7 @@ Algorithm (one ``train_iteration``; "old" = the networks at collection time):
        A_t = G_t - V_old(s_t) + c (log pi_old(a_t|s_t) - log pi_adv_old(a_t|s_t))
        T_t = G^ext_t + c KL(pi_old || pi_adv_old)(s_t)                      (critic target; no gradient)
     3. epochs x shuffled minibatches, one backward pass on
-         L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)]          (A normalised per minibatch, rho = pi / pi_old)
+         L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)]          (A normalised per minibatch*, rho = pi / pi_old)
              - beta_H H[pi]
              + beta_V 0.5 E[max((V - T)^2, (V_clip - T)^2)]      (V_clip = V_old + clip(V - V_old, +-eps))
              + beta_adv E[KL(sg[pi_old] || pi_adv)]
@@ -44,7 +44,7 @@ What we measured with the official MiniGrid constants (docs/benchmarks.md): the 
   entropy still fell to 0.3-0.6 by 500k steps, and 2M steps solved KeyCorridorS3R2 on 1 seed of 3 (PPO: all
   of them). Without the count bonus too, the entropy fell to 0.6-1.0 by 750k steps (two cut runs). Our reading:
   normalising a near-zero advantage amplifies the log pi part of the AGAC term, a bias toward confidence that
-  PPO's normalised noise lacks. The defaults stay official.
+  PPO's normalised noise lacks. The defaults stay official; * ``normalize_advantages = false`` tests that reading.
 Continuous actions use Gaussian policies (state-independent log-std) with the KL in closed form; the env gets
 the sample clipped to [-1, 1] and rescaled to the action bounds.
 """
@@ -119,6 +119,9 @@ class AGACConfig:
     """MLP activation."""
     adversary_hidden: int = 128
     """Width of the adversary's extra hidden layer on its torso (official: FC 128 ELU)."""
+    normalize_advantages: bool = True
+    """Normalize the advantages (the AGAC term included) to zero mean and unit std per minibatch (the paper and
+    official code). Off: the ablation of what the normalization does to the log-ratio bonus before any reward."""
     normalize_obs: bool = False
     """Running mean/std observation normalization (vector observations only)."""
     timeout_handling: Literal["bootstrap", "terminate"] = "bootstrap"
@@ -380,7 +383,8 @@ class AGACAgent:
     def _minibatch_step(self, mb: dict[str, Tensor]) -> Tensor:
         cfg, nets = self.cfg, self.nets
         advantages = mb["advantages"]
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if cfg.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         dist = nets.dist(nets.actor_params(mb["obs"]))
         log_ratio = dist.log_prob(mb["actions"]) - mb["logprobs"]
         ratio = log_ratio.clamp(max=20.0).exp()

@@ -108,6 +108,23 @@ def test_adversary_loss_reaches_only_the_adversary(env_id):
     assert any(not torch.equal(a, b) for a, b in zip(with_adv.nets.adversary.parameters(), adversary_before))
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_minibatch_advantage_normalization_is_an_option(normalize):
+    """At ratio 1 (the minibatch's log-probs are the current policy's) the clipped surrogate is -mean(A): 0 for
+    advantages normalized per minibatch, -mean of the raw ones (here -2.5) without."""
+    torch.manual_seed(0)
+    agent = make_agent(normalize_advantages=normalize)
+    rollout = agent.collector.collect(agent)
+    obs, actions = rollout.obs[0].clone(), rollout.actions[0].clone()
+    with torch.no_grad():
+        logprobs = agent.nets.dist(agent.nets.actor_params(obs)).log_prob(actions)
+    mb = {"obs": obs, "actions": actions, "logprobs": logprobs, "values": torch.zeros(4),
+          "advantages": torch.tensor([1.0, 2.0, 3.0, 4.0]), "targets": torch.zeros(4),
+          "pi_old": rollout.extras["pi_params"][0].clone()}
+    policy_loss = float(agent._minibatch_step(mb)[0])
+    assert policy_loss == pytest.approx(0.0 if normalize else -2.5, abs=1e-6)
+
+
 def test_c_decays_linearly_to_zero_over_the_run():
     agent = make_agent(total_steps=4 * 128, agac_c=0.4)  # 4 iterations of 4 envs x 32 steps
     cs = []
