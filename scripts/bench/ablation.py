@@ -15,7 +15,6 @@ Each variant is the `ppo` preset with one choice changed:
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import append_record  # noqa: E402
 
 VARIANTS = {
     "study preset": {},
@@ -53,9 +54,7 @@ def main() -> None:
         curve = run_rlkit2(args.env, seed, args.steps, args.eval_every, VARIANTS[variant])
         record = {"variant": variant, "env": args.env, "seed": seed, "steps": args.steps, "curve": curve,
                   "final": curve[-1][1], "seconds": time.perf_counter() - start}
-        with open(args.out, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+        append_record(args.out, record)
         return
     running: list[subprocess.Popen] = []
     for seed in args.seeds:

@@ -1,10 +1,35 @@
-"""Shared by the benchmark scripts: running jobs in parallel processes, timing a raw vectorized env, and training an
-SB3 model with the same periodic evaluation rlkit2's run loop does."""
+"""Shared by the benchmark scripts: running jobs in parallel processes, appending a run's record (with the commit
+it ran on), timing a raw vectorized env, and training an SB3 model with the same periodic evaluation rlkit2's run
+loop does."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def source_commit() -> str:
+    """The commit the benchmark runs on, with '+dirty' if tracked files differ from it; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append one run's record as a JSON line, stamped with the commit, and print it without its curves."""
+    record = {**record, "commit": source_commit()}
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps({k: v for k, v in record.items() if not k.endswith("curve")}), flush=True)
 
 
 def run_jobs(commands: list[list[str]], jobs: int) -> None:

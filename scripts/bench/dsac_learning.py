@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import run_jobs  # noqa: E402
+from benchlib import append_record, run_jobs  # noqa: E402
 
 SHARED = {"hidden": [256, 256, 256], "lr": 3e-4, "batch": 256, "buffer": 1_000_000, "learning_starts": 10_000,
           "gamma": 0.99, "tau": 0.005}
@@ -67,9 +66,7 @@ def single(args: argparse.Namespace) -> None:
     record = {"lib": args.lib, "algo": "DSAC-T" if args.lib == "rlkit2" else "SAC", "env": args.env,
               "seed": args.seed, "steps": args.steps, "curve": curve, "final": curve[-1][1],
               "seconds": time.perf_counter() - start}
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+    append_record(args.out, record)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import run_jobs  # noqa: E402
+from benchlib import append_record, run_jobs  # noqa: E402
 
 
 def run_rlkit2(env_id: str, seed: int, steps: int, eval_every: int, overrides: dict | None = None,
@@ -63,9 +62,7 @@ def single(args: argparse.Namespace) -> None:
     curve = fn(args.env, args.seed, args.steps, args.eval_every)
     record = {"lib": args.lib, "env": args.env, "seed": args.seed, "steps": args.steps, "curve": curve,
               "final": curve[-1][1], "seconds": time.perf_counter() - start}
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+    append_record(args.out, record)
 
 
 def main() -> None:

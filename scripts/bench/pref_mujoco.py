@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import run_jobs  # noqa: E402
+from benchlib import append_record, run_jobs  # noqa: E402
 
 
 def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -> dict:
@@ -77,9 +76,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.single:
         record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+        append_record(args.out, record)
         return
     jobs = [(v, e, s) for s, e, v in itertools.product(args.seeds, args.envs, args.variants)]
     run_jobs([[sys.executable, __file__, "--single", v, e, str(s), "--steps", str(args.steps), "--eval-every",

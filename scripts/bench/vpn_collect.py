@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import run_jobs  # noqa: E402
+from benchlib import append_record, run_jobs  # noqa: E402
 
 ENVS = {"deterministic": "rlkit2/Collect-v0", "stochastic": "rlkit2/CollectStochastic-v0"}
 BRANCHES = {1: (4,), 3: (4, 4, 4), 5: (4, 4, 4, 1, 1)}  # the official VPN(1), VPN(3), VPN(5)
@@ -63,15 +63,14 @@ def run_one(method: str, env_id: str, seed: int, args: argparse.Namespace) -> di
     name = method if method == "nstep_q" else f"vpn({len(cfg.branch)})"
     return {"method": name, "env": env_id, "seed": seed, "steps": args.steps, "curve": curve, "final": curve[-1][1],
             "best": max(v for _, v in curve), "steps_per_sec": float(np.median(sps)),
-            "seconds": time.perf_counter() - start, "overrides": args.set, "branch": list(cfg.branch)}
+            "seconds": time.perf_counter() - start, "overrides": args.set, "branch": list(cfg.branch),
+            "eps_steps": cfg.eps_steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes}
 
 
 def learning(args: argparse.Namespace) -> None:
     if args.single:
         record = run_one(args.single[0], args.single[1], int(args.single[2]), args)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+        append_record(args.out, record)
         return
     # seed-major: each seed's VPN/baseline pair on both variants finishes before the next seed starts
     jobs = [(m, ENVS[v], s) for s, v, m in itertools.product(args.seeds, args.variants, args.methods)]
