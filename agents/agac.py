@@ -13,7 +13,7 @@ Algorithm (one ``train_iteration``; "old" = the networks at collection time):
        A_t = G_t - V_old(s_t) + c (log pi_old(a_t|s_t) - log pi_adv_old(a_t|s_t))
        T_t = G^ext_t + c KL(pi_old || pi_adv_old)(s_t)                      (critic target; no gradient)
     3. epochs x shuffled minibatches, one backward pass on
-         L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)]          (A normalised per minibatch*, rho = pi / pi_old)
+         L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)]          (A normalised per minibatch, rho = pi / pi_old)
              - beta_H H[pi]
              + beta_V 0.5 E[max((V - T)^2, (V_clip - T)^2)]      (V_clip = V_old + clip(V - V_old, +-eps))
              + beta_adv E[KL(sg[pi_old] || pi_adv)]
@@ -39,12 +39,15 @@ What we measured with the official MiniGrid constants (docs/benchmarks.md): the 
   Adam's eps (1e-5), which shrinks its steps (our reading of the cause; the KL is what we measured).
   While no extrinsic reward has been found, per-minibatch advantage normalisation makes c (log pi - log pi_adv)
   the main advantage signal, and its log pi part rewards the actor for its own confidence: without the count
-  bonus the entropy collapsed to ~0 within 200k steps on KeyCorridorS3R2 (PPO kept ~1.6).
+  bonus the entropy collapsed to ~0 within 200k steps on KeyCorridorS3R2 (PPO: 1.3-1.6 at 200k).
   With ``--adversary_coef 1`` the adversary tracks the actor (KL 0.003-0.02), yet with the count bonus the
   entropy still fell to 0.3-0.6 by 500k steps, and 2M steps solved KeyCorridorS3R2 on 1 seed of 3 (PPO: all
-  of them). Without the count bonus too, the entropy fell to 0.6-1.0 by 750k steps (two cut runs). Our reading:
-  normalising a near-zero advantage amplifies the log pi part of the AGAC term, a bias toward confidence that
-  PPO's normalised noise lacks. The defaults stay official; * ``normalize_advantages = false`` tests that reading.
+  of them). Without the count bonus too, the entropy fell to 0.6-1.0 by 750k steps (two cut runs). We read this
+  as normalising a near-zero advantage amplifying the log pi part of the AGAC term, and tested it: without the
+  normalisation (``normalize_advantages = false``, ``adversary_coef 1``, count bonus on, seed 1) the entropy
+  fell just the same (0.9 at 300k steps, 0.2 at 900k; success 0 at 1M, run cut), so the normalisation is not
+  the cause. With c = 0 and no bonus the update is PPO's exactly (tests/agents/test_agac.py), so the
+  networks, losses and optimizer settings are not the difference either. The defaults stay official.
 Continuous actions use Gaussian policies (state-independent log-std) with the KL in closed form; the env gets
 the sample clipped to [-1, 1] and rescaled to the action bounds.
 """

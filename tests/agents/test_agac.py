@@ -125,6 +125,46 @@ def test_minibatch_advantage_normalization_is_an_option(normalize):
     assert policy_loss == pytest.approx(0.0 if normalize else -2.5, abs=1e-6)
 
 
+def test_without_its_terms_agac_takes_the_ppo_minigrid_update():
+    """c = 0 and no count bonus: from the same weights and minibatch, AGAC's losses and its optimizer step equal
+    PPO's with the MiniGrid preset (the control behind the exploration benchmark: any difference between the
+    two there comes from the AGAC terms, not from the networks, losses, clipping or Adam settings)."""
+    from agents.ppo import OnPolicyAgent
+    from rlkit2.run import resolve_config
+
+    env = envs.make("MiniGrid-Empty-5x5-v0", num_envs=4, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=10_000, seed=0, threads_collect=1,
+                       threads_update=1)
+    _, ppo_cfg = resolve_config("ppo", "MiniGrid-Empty-5x5-v0", {})
+    _, agac_cfg = resolve_config("agac", "MiniGrid-Empty-5x5-v0", {"agac_c": 0.0, "count_bonus": 0.0})
+    torch.manual_seed(0)
+    ppo, agac = OnPolicyAgent(ppo_cfg, ctx), AGACAgent(agac_cfg, ctx)
+    agac.nets.actor[0].load_state_dict(ppo.model.policy_torso.state_dict())
+    agac.nets.actor[1].load_state_dict(ppo.model.policy_head.state_dict())
+    agac.nets.critic[0].load_state_dict(ppo.model.value_torso.state_dict())
+    agac.nets.critic[1].load_state_dict(ppo.model.value_head.state_dict())
+
+    obs = torch.as_tensor(np.concatenate([env.reset(seed=s)[0] for s in range(16)]))
+    g = torch.Generator().manual_seed(1)
+    actions = torch.randint(0, 7, (len(obs),), generator=g)
+    with torch.no_grad():
+        old_logprobs = ppo.model.distribution(obs).log_prob(actions) + 0.3 * torch.randn(len(obs), generator=g)
+    advantages, targets = torch.randn(len(obs), generator=g), torch.randn(len(obs), generator=g)
+    old_values = targets + 0.5 * torch.randn(len(obs), generator=g)  # some value clipping applies
+    stats = ppo._minibatch_step(obs, actions, old_logprobs, advantages, targets, old_values)
+    mb = {"obs": obs, "actions": actions, "logprobs": old_logprobs, "values": old_values, "advantages": advantages,
+          "targets": targets, "pi_old": torch.zeros(len(obs), 7)}
+    policy, value, _, entropy = agac._minibatch_step(mb)[:4].tolist()
+    assert (policy, value, entropy) == pytest.approx((float(stats["losses/policy_loss"]),
+                                                      float(stats["losses/value_loss"]),
+                                                      float(stats["losses/entropy"])), rel=1e-5)
+    assert float(stats["losses/grad_norm"]) > ppo_cfg.max_grad_norm  # the gradient clip was active in both
+    after = [*ppo.model.policy_torso.parameters(), *ppo.model.policy_head.parameters(),
+             *ppo.model.value_torso.parameters(), *ppo.model.value_head.parameters()]
+    for a, b in zip(after, [*agac.nets.actor.parameters(), *agac.nets.critic.parameters()], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_c_decays_linearly_to_zero_over_the_run():
     agent = make_agent(total_steps=4 * 128, agac_c=0.4)  # 4 iterations of 4 envs x 32 steps
     cs = []
