@@ -15,6 +15,8 @@ separate envs; the return is the undiscounted sum of primitive rewards, the pape
 overrides for both methods: --set name=value (e.g. --set filters=16,16,32 to shrink the network on a CPU).
 Each run appends one JSON line: its curve, final and best evaluation, and training steps/s.
 
+The floor, the average reward of uniformly random options: ``python scripts/bench/vpn_collect.py random``.
+
 Planning cost: decisions/s of greedy planning (encoder + d-step plan + argmax) for d = 1, 3, 5, batched over N
 envs, against the model-free forward:
 
@@ -117,6 +119,24 @@ def planning(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(out, indent=1))
 
 
+def random_options(args: argparse.Namespace) -> None:
+    """The average reward of uniformly random options on both variants: the floor a learned policy must beat."""
+    import envs
+
+    for variant, env_id in ENVS.items():
+        env, rng = envs.make(env_id, 64, seed=0), np.random.default_rng(0)
+        env.reset(seed=0)
+        returns, running = [], np.zeros(64)
+        while len(returns) < args.episodes:
+            _, reward, terminated, truncated, _ = env.step(rng.integers(0, 4, 64))
+            running += reward
+            for i in np.flatnonzero(terminated | truncated):
+                returns.append(running[i])
+                running[i] = 0.0
+        print(f"{variant} ({env_id}): random options {np.mean(returns):.2f} +- {np.std(returns) / np.sqrt(len(returns)):.2f} "
+              f"(standard error, {len(returns)} episodes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,8 +160,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "vpn_planning.json")
+    p = sub.add_parser("random")
+    p.add_argument("--episodes", type=int, default=10_000)
     args = parser.parse_args()
-    learning(args) if args.command == "learning" else planning(args)
+    {"learning": learning, "planning": planning, "random": random_options}[args.command](args)
 
 
 if __name__ == "__main__":
