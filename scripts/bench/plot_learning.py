@@ -2,6 +2,7 @@
 """Plot learning curves (mean +- std over seeds per library) from scripts/bench/learning.py or ablation.py output.
 
     python scripts/bench/plot_learning.py docs/bench/learning.jsonl docs/learning_curves.png [--key lib]
+        [--hline ENV=VALUE --hline-label "random policy"]
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ def main() -> None:
     parser.add_argument("png", type=Path)
     parser.add_argument("--key", default="lib", help="record field that names a curve (lib, variant)")
     parser.add_argument("--ylabel", default="deterministic eval return")
+    parser.add_argument("--hline", action="append", default=[], metavar="ENV=VALUE",
+                        help="a dashed reference line in that env's panel (e.g. a random policy's return)")
+    parser.add_argument("--hline-label", default="reference")
     args = parser.parse_args()
+    hlines = {env: float(value) for env, value in (item.rsplit("=", 1) for item in args.hline)}
     records = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
     by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in records:
@@ -37,6 +42,8 @@ def main() -> None:
             mean, std = np.nanmean(grid, 0), np.nanstd(grid, 0)
             ax.plot(steps, mean, label=f"{name} ({len(curves)} seeds)")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        if env in hlines:
+            ax.axhline(hlines[env], color="gray", linestyle="--", label=args.hline_label)
         ax.set_title(env)
         ax.set_xlabel("env steps")
         ax.set_ylabel(args.ylabel)
