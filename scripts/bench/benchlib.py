@@ -24,9 +24,13 @@ def source_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+STARTED_ON = source_commit()  # at import, i.e. when the run's process starts: the tree may change while it runs
+
+
 def append_record(path: Path, record: dict) -> None:
-    """Append one run's record as a JSON line, stamped with the commit, and print it without its curves."""
-    record = {**record, "commit": source_commit()}
+    """Append one run's record as a JSON line, stamped with the commit its process started on, and print it
+    without its curves."""
+    record = {**record, "commit": STARTED_ON}
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(json.dumps({k: v for k, v in record.items() if not k.endswith("curve")}), flush=True)
