@@ -15,7 +15,6 @@ Each variant is the `ppo` preset with one choice changed:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import append_record  # noqa: E402
+from benchlib import append_record, run_jobs  # noqa: E402
 
 VARIANTS = {
     "study preset": {},
@@ -56,18 +55,9 @@ def main() -> None:
                   "final": curve[-1][1], "seconds": time.perf_counter() - start}
         append_record(args.out, record)
         return
-    running: list[subprocess.Popen] = []
-    for seed in args.seeds:
-        for variant in args.variants:
-            while len(running) >= args.jobs:
-                running = [p for p in running if p.poll() is None]
-                time.sleep(1)
-            running.append(subprocess.Popen([sys.executable, __file__, "--single", variant, str(seed), "--env",
-                                             args.env, "--steps", str(args.steps), "--eval-every",
-                                             str(args.eval_every), "--out", str(args.out)]))
-    for p in running:
-        p.wait()
-
+    run_jobs([[sys.executable, __file__, "--single", variant, str(seed), "--env", args.env, "--steps",
+               str(args.steps), "--eval-every", str(args.eval_every), "--out", str(args.out)]
+              for seed in args.seeds for variant in args.variants], args.jobs)
 
 if __name__ == "__main__":
     main()
