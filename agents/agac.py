@@ -24,11 +24,22 @@ Algorithm (one ``train_iteration``; "old" = the networks at collection time):
 Where the official code deviates from the paper, and what we follow:
   - The count bonus (TF MiniGrid runner) is not part of the paper's method; it is an option here (``count_bonus``,
     0 by default, 0.1 in the MiniGrid preset, as ``run_minigrid.py``). Like the official runner it counts the
-    agent's (x, y) position in one table per rollout (``count_reset = "episode"``: per env and episode). It enters
-    only the actor's advantage; the critic learns the true rewards + c KL. The scale matters: a positive
-    per-step bonus can outweigh a one-off goal reward, and the agent learns to wander. On MiniGrid-Empty-5x5
-    (seed 0, 40k steps, 8 envs x 256 steps) per-env tables (8x fewer counts each, a larger bonus) took the
-    sampled evaluation from 0.9 down to 0.14; the pooled table keeps it at 0.95, as without the bonus.
+    agent's (x, y) position in one table per rollout, all envs pooled (``count_reset = "rollout"``; "episode"
+    keeps a table per env and episode). The TF runner writes 0.1 / sqrt(n), but stores it with
+    ``np.asarray(mb_state_count, dtype=self.obs.dtype)``, and MiniGrid's image observations are uint8: 1/sqrt(1)
+    becomes 1 and every later visit 0. So what it trains on is 0.1 on a position's first visit per rollout;
+    the PyTorch port writes that explicitly (``np.floor(1 / np.sqrt(state_counts))``). We follow the code
+    (``count_form = "first_visit"``). ``"inverse_sqrt"`` is the formula as written and what our first benchmark
+    runs used: a dense bonus, under random actions (8 envs x 256 steps, pooled) 26 per rollout against 1.1 on
+    KeyCorridorS3R2 and 75 against 11 on MultiRoom-N2-S4.
+    The bonus enters only the actor's advantage; the critic learns the true rewards + c KL. The scale matters:
+    a positive per-step bonus can outweigh a one-off goal reward, and the agent learns to wander. On
+    MiniGrid-Empty-5x5 (seed 0, 40k steps, 8 envs x 256 steps, the dense form) per-env tables (8x fewer counts
+    each, a larger bonus) took the sampled evaluation from 0.9 down to 0.14; the pooled table kept it at 0.95.
+  - The official MiniGrid run decays c over 200M steps, so c is ~c0 for the first few million; we decay over
+    the run's own budget (the paper's schedule, linear to 0).
+  - The official TF policy divides the uint8 observations by 255 and stacks 4 frames; our MiniGrid CNN takes the
+    raw 7x7x3 grid codes (small integers), the same for AGAC and PPO.
   - The paper states the advantage with the c-weighted log-ratio added to the *return*; the code adds it to the
     advantage per step (identical, as here).
   - The PyTorch port builds the adversary's optimizer with the actor's lr (its ``adversary_learning_rate`` is
@@ -92,6 +103,9 @@ class AGACConfig:
     count_bonus: float = 0.0
     """Episodic count bonus beta / sqrt(n(agent position)) added to the actor's rewards; 0 = off. Needs an env that
     reports info['agent_pos'] (MiniGrid does). Official MiniGrid: 0.1."""
+    count_form: Literal["first_visit", "inverse_sqrt"] = "first_visit"
+    """'first_visit': beta on a position's first visit in the table, 0 after (what the official code computes,
+    see the module docstring); 'inverse_sqrt': beta / sqrt(n), the formula as written."""
     count_reset: Literal["rollout", "episode"] = "rollout"
     """'rollout': one count table per rollout, all envs pooled (the official single-env runner's scale);
     'episode': a table per env, cleared at its episode ends."""
@@ -169,8 +183,10 @@ def clipped_value_loss(values: Tensor, values_old: Tensor, targets: Tensor, clip
     return 0.5 * torch.maximum((values - targets).square(), (clipped - targets).square()).mean()
 
 
-def episodic_count_bonus(positions: np.ndarray, episode_end: np.ndarray, beta: float, reset: str) -> np.ndarray:
-    """beta / sqrt(n) per step, n = visits of the step's position so far; ``positions`` [T, N, 2] are those of obs t.
+def episodic_count_bonus(positions: np.ndarray, episode_end: np.ndarray, beta: float, reset: str,
+                         form: str = "first_visit") -> np.ndarray:
+    """The count bonus per step for the positions [T, N, 2] of obs t: beta on a position's first visit and 0 after
+    (form='first_visit'), or beta / sqrt(n) with n = visits so far (form='inverse_sqrt').
 
     reset='rollout': one count table for the whole rollout, all envs pooled in time order -- the official runner
     has one env and counts its 2048 steps (several episodes) in one table, so pooling N envs x T steps keeps the
@@ -184,7 +200,10 @@ def episodic_count_bonus(positions: np.ndarray, episode_end: np.ndarray, beta: f
             counts = pooled if reset == "rollout" else per_env[n]
             key = tuple(positions[t, n].tolist())
             counts[key] = counts.get(key, 0) + 1
-            bonus[t, n] = beta / math.sqrt(counts[key])
+            if form == "inverse_sqrt":
+                bonus[t, n] = beta / math.sqrt(counts[key])
+            else:
+                bonus[t, n] = beta if counts[key] == 1 else 0.0
             if reset == "episode" and episode_end[t, n]:
                 per_env[n] = {}
     return bonus
@@ -357,7 +376,7 @@ class AGACAgent:
         returns = true_returns
         if cfg.count_bonus > 0:
             bonus = episodic_count_bonus(rollout.infos["agent_pos"], rollout.episode_end.cpu().numpy(),
-                                         cfg.count_bonus, cfg.count_reset)
+                                         cfg.count_bonus, cfg.count_reset, cfg.count_form)
             returns = self.returns(rollout, rollout.rewards + torch.as_tensor(bonus, device=self.device), next_values)
         pi_old, adv_old = rollout.extras["pi_params"], rollout.extras["adv_params"]
         with torch.no_grad():

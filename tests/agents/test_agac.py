@@ -64,16 +64,31 @@ def test_clipped_value_loss_by_hand():
 def test_episodic_count_bonus_by_hand():
     positions = np.array([[1, 1], [1, 1], [2, 1], [1, 1]]).reshape(4, 1, 2)
     ends = np.array([False, True, False, False]).reshape(4, 1)
-    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "rollout")[:, 0],
+    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "rollout", "inverse_sqrt")[:, 0],
                                [0.1, 0.1 / math.sqrt(2), 0.1, 0.1 / math.sqrt(3)], rtol=1e-6)
-    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "episode")[:, 0],
+    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "episode", "inverse_sqrt")[:, 0],
                                [0.1, 0.1 / math.sqrt(2), 0.1, 0.1], rtol=1e-6)
     # two envs at the same positions: 'rollout' pools them in time order, 'episode' keeps them apart
     both = np.concatenate([positions, positions], axis=1)
-    np.testing.assert_allclose(episodic_count_bonus(both, np.zeros((4, 2), bool), 0.1, "rollout"),
+    np.testing.assert_allclose(episodic_count_bonus(both, np.zeros((4, 2), bool), 0.1, "rollout", "inverse_sqrt"),
                                0.1 / np.sqrt([[1, 2], [3, 4], [1, 2], [5, 6]]), rtol=1e-6)
-    np.testing.assert_allclose(episodic_count_bonus(both, np.zeros((4, 2), bool), 0.1, "episode")[:, 1],
+    np.testing.assert_allclose(episodic_count_bonus(both, np.zeros((4, 2), bool), 0.1, "episode", "inverse_sqrt")[:, 1],
                                0.1 / np.sqrt([1, 2, 1, 3]), rtol=1e-6)
+
+
+def test_first_visit_count_bonus_is_what_the_official_uint8_cast_computes():
+    """The official runner stores 0.1 * 1/sqrt(n) through a uint8 array: 1 on a first visit, 0 after."""
+    positions = np.array([[1, 1], [1, 1], [2, 1], [1, 1]]).reshape(4, 1, 2)
+    ends = np.array([False, True, False, False]).reshape(4, 1)
+    counts = np.array([1, 2, 1, 3])
+    official = 0.1 * np.asarray(1 / np.sqrt(counts), dtype=np.uint8)
+    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "rollout")[:, 0], official)
+    np.testing.assert_allclose(official, [0.1, 0.0, 0.1, 0.0])
+    # per-episode tables: the env's episode ends after step 1, so (1, 1) is new again at step 3
+    np.testing.assert_allclose(episodic_count_bonus(positions, ends, 0.1, "episode")[:, 0], [0.1, 0.0, 0.1, 0.1])
+    both = np.concatenate([positions, positions], axis=1)  # pooled: the second env's visits are never first
+    np.testing.assert_allclose(episodic_count_bonus(both, np.zeros((4, 2), bool), 0.1, "rollout"),
+                               [[0.1, 0.0], [0.0, 0.0], [0.1, 0.0], [0.0, 0.0]])
 
 
 def make_agent(env_id="MiniGrid-Empty-5x5-v0", total_steps=10_000, **overrides):
