@@ -2,7 +2,7 @@
 """Plot learning curves (mean +- std over seeds per library) from scripts/bench/learning.py or ablation.py output.
 
     python scripts/bench/plot_learning.py docs/bench/learning.jsonl docs/learning_curves.png [--key lib]
-        [--hline ENV=VALUE --hline-label "random policy"]
+        [--hline ENV=VALUE --hline-label "random policy"] [--only NAME ...] [--curve success_curve]
 """
 
 from __future__ import annotations
@@ -19,6 +19,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def group_curves(records: list[dict], key: str, only: list[str] | None, curve: str) -> dict[str, dict[str, list]]:
+    """{env: {name: [one curve per seed]}} for the records whose ``key`` is in ``only`` (all when None)."""
+    by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if only is None or r[key] in only:
+            by_env[r["env"]][r[key]].append(r[curve])
+    return by_env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("jsonl", type=Path)
@@ -28,12 +37,14 @@ def main() -> None:
     parser.add_argument("--hline", action="append", default=[], metavar="ENV=VALUE",
                         help="a dashed reference line in that env's panel (e.g. a random policy's return)")
     parser.add_argument("--hline-label", default="reference")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="plot only the curves with these names")
+    parser.add_argument("--curve", default="curve", help="record field with the (step, value) pairs to plot")
     args = parser.parse_args()
     hlines = {env: float(value) for env, value in (item.rsplit("=", 1) for item in args.hline)}
     records = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
-    by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        by_env[r["env"]][r[args.key]].append(r["curve"])
+    by_env = group_curves(records, args.key, args.only, args.curve)
+    if not by_env:
+        raise SystemExit(f"no records in {args.jsonl} with {args.key} in {args.only}")
     fig, axes = plt.subplots(1, len(by_env), figsize=(6 * len(by_env), 4), squeeze=False)
     for ax, (env, groups) in zip(axes[0], sorted(by_env.items())):
         for name, curves in sorted(groups.items()):
