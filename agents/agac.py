@@ -45,21 +45,13 @@ Where the official code deviates from the paper, and what we follow:
   - The PyTorch port builds the adversary's optimizer with the actor's lr (its ``adversary_learning_rate`` is
     unused) and reads the old policy's std from the adversary's parameters in the Gaussian branch; we follow the
     TF code (lr x 0.3) and use the actor's own std.
-What we measured with the official MiniGrid constants (docs/benchmarks.md): the adversary lags, with
-  KL(pi || pi_adv) at 0.1-1.3 nats. Its loss enters with beta_adv = 4e-5, and gradients that small fall below
-  Adam's eps (1e-5), which shrinks its steps (our reading of the cause; the KL is what we measured).
-  While no extrinsic reward has been found, per-minibatch advantage normalisation makes c (log pi - log pi_adv)
-  the main advantage signal, and its log pi part rewards the actor for its own confidence: without the count
-  bonus the entropy collapsed to ~0 within 200k steps on KeyCorridorS3R2 (PPO: 1.3-1.6 at 200k).
-  With ``--adversary_coef 1`` the adversary tracks the actor (KL 0.003-0.02), yet with the count bonus the
-  entropy still fell to 0.3-0.6 by 500k steps, and 2M steps solved KeyCorridorS3R2 on 1 seed of 3 (PPO: all
-  of them). Without the count bonus too, the entropy fell to 0.6-1.0 by 750k steps (two cut runs). Our reading:
-  normalising a near-zero advantage amplifies the log pi part of the AGAC term. Ablations (seed 1, informal):
-  without the normalisation (``normalize_advantages = false``) and the bonus, the entropy stayed at the
-  uniform maximum (1.94) for 800k steps: no collapse, but no learning either, as the raw advantages are too
-  small against the entropy bonus; with the bonus on, the entropy fell without the normalisation too (0.2 by
-  900k). With c = 0 and no bonus the update is PPO's exactly (tests/agents/test_agac.py); 400k steps of that
-  kept the entropy at 1.2-1.4. The defaults stay official.
+What we measured (docs/benchmarks.md, 2M steps, the MiniGrid preset): with the first-visit bonus AGAC solves
+  KeyCorridorS3R2 on 3 seeds of 3 (success 0.5 at 0.5-0.9M steps; PPO 0.3-0.7M) and MultiRoom-N2-S4 by 0.1M,
+  as PPO does; neither solves KeyCorridorS3R3 in 2M steps. Its policy entropy still falls early (0.1-0.5 from
+  ~100k steps, PPO ~1.6 until the goal), with KL(pi || pi_adv) at 0.25-1.1 (beta_adv = 4e-5 leaves the
+  adversary lagging), yet the goal is found. The earlier runs with the dense 1/sqrt(n) bonus never solved
+  KeyCorridorS3R2; their ablations (``adversary_coef``, ``normalize_advantages``, c = 0) are recorded there.
+  With c = 0 and no bonus the update is PPO's exactly (tests/agents/test_agac.py). The defaults stay official.
 Continuous actions use Gaussian policies (state-independent log-std) with the KL in closed form; the env gets
 the sample clipped to [-1, 1] and rescaled to the action bounds.
 """
