@@ -12,6 +12,8 @@ that terminate (Hopper: "N labels, absorbing"), 25% of the labels from
 the initial policy, then a rate ~ 2e6 / (t + 2e6), 10 candidates per query chosen by ensemble disagreement,
 10% random-answer term; the synthetic oracle prefers the higher true return). Evaluation every --eval-every
 steps: 10 deterministic episodes on the true reward, separate envs. Each run appends one JSON line.
+``--rl-set NAME=VALUE`` changes a PPO option in every variant alike (e.g. the paper's entropy bonus for the
+non-stationary learned reward, ``--rl-set entropy_coef=0.01``); the variant's name says so.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchlib import append_record, run_jobs  # noqa: E402
 
 
-def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -> dict:
+def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
+            rl_options: list[str] | None = None) -> dict:
     from rlkit2.logger import read_progress
     from rlkit2.run import resolve_config, train
 
@@ -44,6 +47,10 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -
         overrides["labels"] = int(labels)
         if option:
             overrides[option] = True
+    # the same PPO options in every variant: PPO's own for "true", the pref agent's RL agent's otherwise
+    rl_options = rl_options or []
+    for name, value in (item.split("=", 1) for item in rl_options):
+        overrides[name if agent == "ppo" else f"rl.{name}"] = value
     run, cfg = resolve_config(agent, env_id, overrides)
     start = time.perf_counter()
     result = train(run, cfg)
@@ -54,7 +61,9 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int) -
     corr = [r["pref/reward_correlation"] for r in rows if "pref/reward_correlation" in r]
     # the name says which options the run had (the pref preset turns --absorbing on for Hopper-like envs)
     name = "true reward" if variant == "true" else f"{labels} labels" + (", absorbing" if cfg.absorbing else "")
+    name += "".join(f", {item}" for item in rl_options)
     return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
+            "rl_overrides": rl_options,
             "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
             "seconds": time.perf_counter() - start}
@@ -71,16 +80,20 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=50_000)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "pref_mujoco.jsonl")
+    parser.add_argument("--rl-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PPO option for every variant (PPO's own on the true reward, the RL agent's under the "
+                             "learned one), e.g. entropy_coef=0.01; it is appended to the variant's name")
     parser.add_argument("--single", nargs=3, metavar=("VARIANT", "ENV", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.single:
-        record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every)
+        record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every, args.rl_set)
         append_record(args.out, record)
         return
     jobs = [(v, e, s) for s, e, v in itertools.product(args.seeds, args.envs, args.variants)]
+    extra = [x for item in args.rl_set for x in ("--rl-set", item)]
     run_jobs([[sys.executable, __file__, "--single", v, e, str(s), "--steps", str(args.steps), "--eval-every",
-               str(args.eval_every), "--out", str(args.out)] for v, e, s in jobs], args.jobs)
+               str(args.eval_every), "--out", str(args.out)] + extra for v, e, s in jobs], args.jobs)
 
 
 if __name__ == "__main__":
