@@ -33,24 +33,37 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchlib import append_record, run_jobs  # noqa: E402
 
 
+def name_value(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. entropy_coef=0.01), got {text!r}")
+    return text
+
+
+def variant_options(variant: str, rl_options: list[str]) -> tuple[str, dict]:
+    """The agent and the options a variant runs with: "true" is PPO; "N" or "N-OPTION" the pref agent with N
+    labels (and a pref option set); each NAME=VALUE in rl_options goes to PPO in either case."""
+    agent = "ppo" if variant == "true" else "pref"
+    options: dict = {}
+    labels, _, option = variant.partition("-")  # "1400-absorbing": 1400 labels with --absorbing true
+    if agent == "pref":
+        options["labels"] = int(labels)
+        if option:
+            options[option] = True
+    for name, value in (item.split("=", 1) for item in rl_options):
+        options[name if agent == "ppo" else f"rl.{name}"] = value
+    return agent, options
+
+
 def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
             rl_options: list[str] | None = None) -> dict:
     from rlkit2.logger import read_progress
     from rlkit2.run import resolve_config, train
 
+    rl_options = rl_options or []
+    agent, options = variant_options(variant, rl_options)
     overrides = {"seed": seed, "total_steps": steps, "eval_every": eval_every, "progress": False, "checkpoint_every": 0,
                  "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs",
-                 "run_name": f"pref-{variant}-{env_id}-s{seed}-{time.time_ns()}"}
-    agent = "ppo" if variant == "true" else "pref"
-    labels, _, option = variant.partition("-")  # "1400-absorbing": 1400 labels with --absorbing true
-    if agent == "pref":
-        overrides["labels"] = int(labels)
-        if option:
-            overrides[option] = True
-    # the same PPO options in every variant: PPO's own for "true", the pref agent's RL agent's otherwise
-    rl_options = rl_options or []
-    for name, value in (item.split("=", 1) for item in rl_options):
-        overrides[name if agent == "ppo" else f"rl.{name}"] = value
+                 "run_name": f"pref-{variant}-{env_id}-s{seed}-{time.time_ns()}", **options}
     run, cfg = resolve_config(agent, env_id, overrides)
     start = time.perf_counter()
     result = train(run, cfg)
@@ -60,7 +73,7 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
     curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
     corr = [r["pref/reward_correlation"] for r in rows if "pref/reward_correlation" in r]
     # the name says which options the run had (the pref preset turns --absorbing on for Hopper-like envs)
-    name = "true reward" if variant == "true" else f"{labels} labels" + (", absorbing" if cfg.absorbing else "")
+    name = "true reward" if agent == "ppo" else f"{options['labels']} labels" + (", absorbing" if cfg.absorbing else "")
     name += "".join(f", {item}" for item in rl_options)
     return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
             "rl_overrides": rl_options,
@@ -80,7 +93,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=50_000)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "pref_mujoco.jsonl")
-    parser.add_argument("--rl-set", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--rl-set", action="append", default=[], type=name_value, metavar="NAME=VALUE",
                         help="a PPO option for every variant (PPO's own on the true reward, the RL agent's under the "
                              "learned one), e.g. entropy_coef=0.01; it is appended to the variant's name")
     parser.add_argument("--single", nargs=3, metavar=("VARIANT", "ENV", "SEED"), help=argparse.SUPPRESS)
