@@ -306,7 +306,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     logger = Logger(run_dir, tensorboard=run.tensorboard)
     progress = _progress_bar(run, agent.env_steps)
     status: Literal["finished", "interrupted"] = "finished"
-    final_eval = None
+    final_eval = last_eval = None
     start_wall = time.perf_counter() - counters["wall_time"]
     session_start_steps = agent.env_steps
     try:
@@ -319,7 +319,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                 counters["wall_time"] = time.perf_counter() - start_wall
                 metrics = _perf_metrics(stats, agent.env_steps - steps_before, time.perf_counter() - iter_start)
                 if run.eval_every and agent.env_steps - counters["last_eval_step"] >= run.eval_every:
-                    result = _evaluate(agent, eval_env, run)
+                    result = last_eval = _evaluate(agent, eval_env, run)
                     counters["last_eval_step"] = agent.env_steps
                     metrics.update({f"eval/{k}": v for k, v in result.items() if k != "returns"})
                     if counters["best_return"] is None or result["return_mean"] > counters["best_return"]:
@@ -336,11 +336,14 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     status = "interrupted"
                     break
             if status == "finished":
-                final_eval = _evaluate(agent, eval_env, run)
-                logger.log(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
-                if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
-                    counters["best_return"] = final_eval["return_mean"]
-                    checkpoints.save_named(payload(resumable=False), "best")
+                # the final weights are evaluated once: not again when the periodic evaluation has just run
+                if last_eval is None or counters["last_eval_step"] != agent.env_steps:
+                    last_eval = _evaluate(agent, eval_env, run)
+                    logger.log(agent.env_steps, {f"eval/{k}": v for k, v in last_eval.items() if k != "returns"})
+                    if counters["best_return"] is None or last_eval["return_mean"] >= counters["best_return"]:
+                        counters["best_return"] = last_eval["return_mean"]
+                        checkpoints.save_named(payload(resumable=False), "best")
+                final_eval = last_eval
                 path = checkpoints.save_named(payload(), "final")
             else:
                 path = checkpoints.save_step(payload(), agent.env_steps)

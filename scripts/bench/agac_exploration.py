@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +27,17 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import append_record, run_jobs  # noqa: E402
+from benchlib import append_record, column, run_jobs, train_to_completion  # noqa: E402
 
 
 def run_one(agent: str, env_id: str, seed: int, steps: int, eval_every: int, options: list[str] | None = None,
             label: str | None = None) -> dict:
-    from rlkit2.logger import read_progress
-    from rlkit2.run import resolve_config, train
-
     options = options or []
-    run, cfg = resolve_config(agent, env_id, {
-        "seed": seed, "total_steps": steps, "eval_every": eval_every, "progress": False, "checkpoint_every": 0,
-        "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs", "run_name": f"{agent}-{env_id}-s{seed}-{time.time_ns()}",
+    _, _, rows, seconds = train_to_completion(agent, env_id, {
+        "seed": seed, "total_steps": steps, "eval_every": eval_every, "threads_update": 1,
         **dict(item.split("=", 1) for item in options)})
-    start = time.perf_counter()
-    result = train(run, cfg)
-    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
-        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
-    seconds = time.perf_counter() - start
-    rows = read_progress(result.run_dir)
-    curve = [(int(r["step"]), r["eval/return_mean"], r["eval/success_rate"]) for r in rows if "eval/return_mean" in r]
-    sps = [r["perf/steps_per_sec"] for r in rows if "perf/steps_per_sec" in r]
+    curve = column(rows, "eval/return_mean", "eval/success_rate")
+    sps = [v for _, v in column(rows, "perf/steps_per_sec")]
     return {"lib": label or agent, "env": env_id, "seed": seed, "steps": steps, "overrides": options, "curve": [(s, r) for s, r, _ in curve],
             "success_curve": [(s, v) for s, _, v in curve], "final": curve[-1][1], "final_success": curve[-1][2],
             "steps_per_sec": float(np.median(sps)), "seconds": seconds}

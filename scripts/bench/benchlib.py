@@ -1,6 +1,6 @@
 """Shared by the benchmark scripts: running jobs in parallel processes, appending a run's record (with the commit
-it ran on), timing a raw vectorized env, and training an SB3 model with the same periodic evaluation rlkit2's run
-loop does."""
+it ran on), training one rlkit2 run to completion, timing a raw vectorized env, and training an SB3 model with the
+same periodic evaluation rlkit2's run loop does."""
 
 from __future__ import annotations
 
@@ -46,6 +46,28 @@ def run_jobs(commands: list[list[str]], jobs: int) -> None:
         running.append(subprocess.Popen(cmd))
     for p in running:
         p.wait()
+
+
+def train_to_completion(agent: str, env_id: str, overrides: dict) -> tuple[object, object, list[dict], float]:
+    """Train one rlkit2 run under /tmp/rlkit2_bench_runs (no progress bar, no checkpoints) and return
+    ``(run, cfg, progress rows, seconds)``. An interrupted run (e.g. SIGTERM) exits without a record: benchmarks
+    record finished runs only."""
+    from rlkit2.logger import read_progress
+    from rlkit2.run import resolve_config, train
+
+    name = f"{agent}-{env_id.split('/')[-1]}-s{overrides.get('seed', 0)}-{time.time_ns()}"
+    run, cfg = resolve_config(agent, env_id, {"progress": False, "checkpoint_every": 0,
+                                              "runs_dir": "/tmp/rlkit2_bench_runs", "run_name": name, **overrides})
+    start = time.perf_counter()
+    result = train(run, cfg)
+    if result.status != "finished":
+        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
+    return run, cfg, read_progress(result.run_dir), time.perf_counter() - start
+
+
+def column(rows: list[dict], *keys: str) -> list[tuple]:
+    """``(step, row[key], ...)`` for the progress rows that have the first key (e.g. the evaluation rows)."""
+    return [(int(r["step"]), *(r[k] for k in keys)) for r in rows if keys[0] in r]
 
 
 def raw_env_rate(env_id: str, backend: str, num_envs: int, seconds: float) -> float:

@@ -25,23 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import append_record, run_jobs  # noqa: E402
+from benchlib import append_record, column, run_jobs, train_to_completion  # noqa: E402
 
 
 def run_rlkit2(env_id: str, seed: int, steps: int, eval_every: int, overrides: dict | None = None,
                agent: str = "ppo") -> list[tuple[int, float]]:
-    from rlkit2.logger import read_progress
-    from rlkit2.run import resolve_config, train
-
-    run, cfg = resolve_config(agent, env_id, {
-        **(overrides or {}), "seed": seed, "total_steps": steps, "eval_every": eval_every, "eval_episodes": 10, "eval_envs": 5,
-        "backend": "sync", "progress": False, "checkpoint_every": 0, "runs_dir": "/tmp/rlkit2_bench_runs",
-        "run_name": f"{agent}-{env_id}-s{seed}-{time.time_ns()}"})
-    result = train(run, cfg)
-    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
-        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
-    rows = read_progress(result.run_dir)
-    return [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
+    _, _, rows, _ = train_to_completion(agent, env_id, {
+        **(overrides or {}), "seed": seed, "total_steps": steps, "eval_every": eval_every, "eval_episodes": 10,
+        "eval_envs": 5, "backend": "sync"})
+    return column(rows, "eval/return_mean")
 
 
 def run_sb3(env_id: str, seed: int, steps: int, eval_every: int) -> list[tuple[int, float]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import append_record, run_jobs  # noqa: E402
+from benchlib import append_record, column, run_jobs, train_to_completion  # noqa: E402
 
 
 def name_value(text: str) -> str:
@@ -56,22 +55,12 @@ def variant_options(variant: str, rl_options: list[str]) -> tuple[str, dict]:
 
 def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
             rl_options: list[str] | None = None) -> dict:
-    from rlkit2.logger import read_progress
-    from rlkit2.run import resolve_config, train
-
     rl_options = rl_options or []
     agent, options = variant_options(variant, rl_options)
-    overrides = {"seed": seed, "total_steps": steps, "eval_every": eval_every, "progress": False, "checkpoint_every": 0,
-                 "threads_update": 1, "runs_dir": "/tmp/rlkit2_bench_runs",
-                 "run_name": f"pref-{variant}-{env_id}-s{seed}-{time.time_ns()}", **options}
-    run, cfg = resolve_config(agent, env_id, overrides)
-    start = time.perf_counter()
-    result = train(run, cfg)
-    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
-        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
-    rows = read_progress(result.run_dir)
-    curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
-    corr = [r["pref/reward_correlation"] for r in rows if "pref/reward_correlation" in r]
+    run, cfg, rows, seconds = train_to_completion(agent, env_id, {
+        "seed": seed, "total_steps": steps, "eval_every": eval_every, "threads_update": 1, **options})
+    curve = column(rows, "eval/return_mean")
+    corr = [v for _, v in column(rows, "pref/reward_correlation")]
     # the name says which options the run had (the pref preset turns --absorbing on for Hopper-like envs)
     name = "true reward" if agent == "ppo" else f"{options['labels']} labels" + (", absorbing" if cfg.absorbing else "")
     name += "".join(f", {item}" for item in rl_options)
@@ -79,7 +68,7 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
             "rl_overrides": rl_options,
             "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
-            "seconds": time.perf_counter() - start}
+            "seconds": seconds}
 
 
 def main() -> None:

@@ -39,33 +39,24 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import append_record, run_jobs  # noqa: E402
+from benchlib import append_record, column, run_jobs, train_to_completion  # noqa: E402
 
 ENVS = {"deterministic": "rlkit2/Collect-v0", "stochastic": "rlkit2/CollectStochastic-v0"}
 BRANCHES = {1: (4,), 3: (4, 4, 4), 5: (4, 4, 4, 1, 1)}  # the official VPN(1), VPN(3), VPN(5)
 
 
 def run_one(method: str, env_id: str, seed: int, args: argparse.Namespace) -> dict:
-    from rlkit2.logger import read_progress
-    from rlkit2.run import resolve_config, train
-
-    overrides = {"seed": seed, "total_steps": args.steps, "eval_every": args.eval_every, "progress": False,
-                 "eval_episodes": args.eval_episodes, "checkpoint_every": 0, "threads_update": 1,
-                 "method": method, "branch": args.branch, "eps_steps": args.eps_steps,
-                 "runs_dir": "/tmp/rlkit2_bench_runs", "run_name": f"{method}-{env_id.split('/')[-1]}-s{seed}-{time.time_ns()}"}
+    overrides = {"seed": seed, "total_steps": args.steps, "eval_every": args.eval_every,
+                 "eval_episodes": args.eval_episodes, "threads_update": 1,
+                 "method": method, "branch": args.branch, "eps_steps": args.eps_steps}
     overrides.update(dict(item.split("=", 1) for item in args.set))
-    run, cfg = resolve_config("vpn", env_id, overrides)
-    start = time.perf_counter()
-    result = train(run, cfg)
-    if result.status != "finished":  # interrupted (e.g. SIGTERM): no record for a partial run
-        raise SystemExit(f"run {result.run_dir} was interrupted at {result.env_steps} steps; nothing recorded")
-    rows = read_progress(result.run_dir)
-    curve = [(int(r["step"]), r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
-    sps = [r["perf/steps_per_sec"] for r in rows if "perf/steps_per_sec" in r]
+    _, cfg, rows, seconds = train_to_completion("vpn", env_id, overrides)
+    curve = column(rows, "eval/return_mean")
+    sps = [v for _, v in column(rows, "perf/steps_per_sec")]
     name = method if method == "nstep_q" else f"vpn({len(cfg.branch)})"
     return {"method": name, "env": env_id, "seed": seed, "steps": args.steps, "curve": curve, "final": curve[-1][1],
             "best": max(v for _, v in curve), "steps_per_sec": float(np.median(sps)),
-            "seconds": time.perf_counter() - start, "overrides": args.set, "branch": list(cfg.branch),
+            "seconds": seconds, "overrides": args.set, "branch": list(cfg.branch),
             "eps_steps": cfg.eps_steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes}
 
 

@@ -1,4 +1,5 @@
-"""The benchmark scripts' shared record writer: one JSON line per run, stamped with the commit it ran on."""
+"""The benchmark scripts' shared parts: the record writer (one JSON line per run, stamped with the commit it ran on)
+and the helper that trains one rlkit2 run to completion and reads its progress rows."""
 
 import json
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
-from benchlib import append_record  # noqa: E402
+from benchlib import append_record, column, train_to_completion  # noqa: E402
 
 
 def test_append_record_stamps_the_commit_and_prints_no_curves(tmp_path, capsys):
@@ -21,3 +22,19 @@ def test_append_record_stamps_the_commit_and_prints_no_curves(tmp_path, capsys):
     assert all(r["commit"].split("+")[0] == head for r in records) and head
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert printed[0] == {"env": "A", "final": 1.0, "commit": records[0]["commit"]}
+
+
+def test_column_keeps_the_rows_with_the_first_key():
+    rows = [{"step": 10, "loss": 1.0}, {"step": 20.0, "eval/return_mean": 5.0, "eval/success_rate": 0.5},
+            {"step": 30, "eval/return_mean": 7.0, "eval/success_rate": 1.0}]
+    assert column(rows, "eval/return_mean") == [(20, 5.0), (30, 7.0)]
+    assert column(rows, "eval/return_mean", "eval/success_rate") == [(20, 5.0, 0.5), (30, 7.0, 1.0)]
+    assert column(rows, "missing") == []
+
+
+def test_train_to_completion_returns_the_config_and_the_evaluations():
+    run, cfg, rows, seconds = train_to_completion("ppo", "CartPole-v1", {
+        "seed": 0, "total_steps": 1024, "eval_every": 512, "eval_episodes": 2, "num_envs": 2, "num_steps": 64, "minibatch_size": 64,
+        "threads_update": 1})
+    assert cfg.num_steps == 64 and run.env == "CartPole-v1" and seconds > 0
+    assert [step for step, _ in column(rows, "eval/return_mean")] == [512, 1024]
