@@ -146,6 +146,11 @@ class OnPolicyConfig:
     recompute_advantages: bool = True
     """Recompute advantages with the current value net at the start of each epoch (study: helps)."""
     # --- execution -----------------------------------------------------------------------------------------
+    cnn_precision: Literal["fp32", "bf16"] = "fp32"
+    """Precision of the CNN torso's compute: 'bf16' runs it under bfloat16 autocast when acting and when
+    updating alike, so a fresh policy's ratio to the one that acted starts at 1 (to rounding). Weights, heads,
+    log-probs, losses and the optimizer stay fp32. Faster updates on CPUs with AVX512-BF16 or AMX and on recent
+    GPUs (Nature-CNN: docs/benchmarks.md, Throughput). CNN torsos only."""
     compile_loss: bool = False
     """torch.compile the minibatch forward pass and loss (and so its backward). Same math; with small networks
     on CPU a minibatch step is ~1/3 faster (PPO ~20-25% more steps/s on HalfCheetah) after a one-off compile of
@@ -185,7 +190,7 @@ class ActorCritic(nn.Module):
 
         def torso(hidden: tuple[int, ...]) -> tuple[nn.Module, int]:
             if use_cnn:  # Nature-CNN for Atari frames, a small grid CNN for MiniGrid (rlkit2.networks)
-                cnn = image_torso(obs_space.shape, cfg.initializer)
+                cnn = image_torso(obs_space.shape, cfg.initializer, cfg.cnn_precision)
                 return cnn, cnn.out_dim
             in_dim = int(np.prod(obs_space.shape))
             return nn.Sequential(nn.Flatten(), mlp(in_dim, hidden, None, cfg.activation, cfg.initializer)), \
@@ -243,6 +248,10 @@ class OnPolicyAgent:
             raise ConfigError(f"Agent '{ctx.env.name}': observation space {obs_space} is not a Box; wrap the env "
                               "to produce array observations (e.g. gymnasium.wrappers.FlattenObservation)")
         self.image_obs = obs_space.dtype == np.uint8 and len(obs_space.shape) == 3
+        if cfg.cnn_precision != "fp32" and not (cfg.torso == "cnn" or (cfg.torso == "auto" and self.image_obs)):
+            raise ConfigError(f"Option 'cnn_precision' ({cfg.cnn_precision}) applies to CNN torsos, but env "
+                              f"'{env.name}' gets an MLP (observations {obs_space.dtype} {obs_space.shape}). Fix: "
+                              "leave cnn_precision at fp32, or use --torso cnn with uint8 image observations")
         self.model = ActorCritic(cfg, obs_space, action_space).to(self.device)
         self.obs_normalizer = ObservationNormalizer(obs_space.shape, cfg.obs_clip,
                                                     enabled=cfg.normalize_obs and not self.image_obs).to(self.device)

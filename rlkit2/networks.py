@@ -55,12 +55,19 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, act: str = "tan
     return nn.Sequential(*layers)
 
 
+CNN_PRECISIONS = ("fp32", "bf16")
+
+
 class NatureCNN(nn.Module):
-    """Mnih et al. (2015) torso: uint8 frames [B, C, 84, 84] -> 512 features. Scales by 1/255 itself."""
+    """Mnih et al. (2015) torso: uint8 frames [B, C, 84, 84] -> 512 features. Scales by 1/255 itself.
+    ``precision="bf16"`` runs the convolutions and the FC layer under bfloat16 autocast (weights and the
+    returned features stay fp32): the same network, about 2x faster to train on CPUs with AVX512-BF16 or AMX
+    and on recent GPUs."""
 
     def __init__(self, in_channels: int, out_dim: int = 512, initializer: str = "orthogonal",
-                 input_hw: tuple[int, int] = (84, 84)):
+                 input_hw: tuple[int, int] = (84, 84), precision: str = "fp32"):
         super().__init__()
+        self.bf16 = _is_bf16(precision)
         gain = math.sqrt(2) if initializer == "orthogonal" else 1.0
         self.convs = nn.Sequential(
             init_layer(nn.Conv2d(in_channels, 32, 8, stride=4), initializer, gain), nn.ReLU(),
@@ -74,7 +81,9 @@ class NatureCNN(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.convs(frames.float() / 255.0))
+        with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.fc(self.convs(frames.float() / 255.0))
+        return features.float()
 
 
 class EnsembleMLP(nn.Module):
@@ -126,8 +135,9 @@ class GridCNN(nn.Module):
     used as floats without the /255 of pixel frames."""
 
     def __init__(self, in_channels: int, out_dim: int = 256, initializer: str = "orthogonal",
-                 input_hw: tuple[int, int] = (7, 7)):
+                 input_hw: tuple[int, int] = (7, 7), precision: str = "fp32"):
         super().__init__()
+        self.bf16 = _is_bf16(precision)  # as NatureCNN's; the grid tower is small enough that it rarely pays
         gain = math.sqrt(2) if initializer == "orthogonal" else 1.0
         layers: list[nn.Module] = []
         channels = in_channels
@@ -141,13 +151,21 @@ class GridCNN(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.convs(grid.float()))
+        with torch.autocast(grid.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.fc(self.convs(grid.float()))
+        return features.float()
 
 
-def image_torso(obs_shape: Sequence[int], initializer: str = "orthogonal") -> nn.Module:
+def _is_bf16(precision: str) -> bool:
+    if precision not in CNN_PRECISIONS:
+        raise ValueError(f"Unknown CNN precision '{precision}'. Allowed: {', '.join(CNN_PRECISIONS)}")
+    return precision == "bf16"
+
+
+def image_torso(obs_shape: Sequence[int], initializer: str = "orthogonal", precision: str = "fp32") -> nn.Module:
     """The conv torso for ``uint8 [C, H, W]`` observations: Nature-CNN for frames of at least 36x36 (Atari's
     84x84 stacks; it needs 36), the small ``GridCNN`` below that (MiniGrid's 7x7). Has ``out_dim``."""
     channels, height, width = obs_shape
     if min(height, width) >= 36:
-        return NatureCNN(channels, initializer=initializer, input_hw=(height, width))
-    return GridCNN(channels, initializer=initializer, input_hw=(height, width))
+        return NatureCNN(channels, initializer=initializer, input_hw=(height, width), precision=precision)
+    return GridCNN(channels, initializer=initializer, input_hw=(height, width), precision=precision)

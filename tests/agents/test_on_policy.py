@@ -14,7 +14,7 @@ from agents.ppo import OnPolicyAgent, OnPolicyConfig
 from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import BuildContext, NonFiniteLossError
 from rlkit2.collector import OnPolicyCollector
-from rlkit2.config import override
+from rlkit2.config import ConfigError, override
 from rlkit2.run import resolve_config, resume, train
 
 QUIET = {"progress": "false", "tensorboard": "false"}
@@ -134,14 +134,29 @@ def test_every_design_choice_trains(options, env_id):
     assert env.action_space.contains(actions.numpy().astype(env.action_space.dtype))
 
 
-def test_atari_cnn_iteration():
-    run, cfg = resolve_config("ppo", "ALE/Breakout-v5", {"num_steps": "16", "minibatch_size": "32", "epochs": "1"})
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_atari_cnn_iteration(precision):
+    run, cfg = resolve_config("ppo", "ALE/Breakout-v5", {"num_steps": "16", "minibatch_size": "32", "epochs": "1",
+                                                         "cnn_precision": precision})
     env = envs.make("ALE/Breakout-v5", num_envs=2, seed=0, atari=run.atari)
     agent = make_agent(env, **{k: getattr(cfg, k) for k in ("torso", "shared_network", "num_steps",
-                                                             "minibatch_size", "epochs")})
+                                                             "minibatch_size", "epochs", "cnn_precision")})
+    rollout = agent.collector.collect(agent)
+    # the log-probs the rollout stored are what the update's forward pass computes: PPO's ratio starts at 1
+    with torch.no_grad():
+        dist, _ = agent.model(rollout.obs.flatten(0, 1))
+    ratio = (dist.log_prob(rollout.actions.flatten(0, 1)) - rollout.logprobs.flatten()).exp()
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=2e-3 if precision == "bf16" else 1e-5, rtol=0)
     stats = agent.train_iteration()
-    assert agent.model.policy_torso.__class__.__name__ == "NatureCNN"
+    assert agent.model.policy_torso.__class__.__name__ == "NatureCNN" and agent.model.policy_torso.bf16 == (
+        precision == "bf16")
     assert np.isfinite(stats["losses/policy_loss"]) and agent.env_steps == 32
+
+
+def test_cnn_precision_on_an_mlp_torso_is_refused_with_the_fix():
+    env = envs.make("CartPole-v1", num_envs=2, seed=0)
+    with pytest.raises(ConfigError, match=r"'cnn_precision' \(bf16\) applies to CNN torsos.*CartPole-v1.*Fix"):
+        make_agent(env, cnn_precision="bf16")
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, softplus_offset, std_from_param
-from rlkit2.networks import NatureCNN, mlp
+from rlkit2.networks import GridCNN, NatureCNN, mlp
 from rlkit2.normalizers import ObservationNormalizer, RunningMeanStd, ValueNormalizer
 
 
@@ -80,6 +80,23 @@ def test_mlp_last_layer_scale_and_nature_cnn_shape():
     assert cnn(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 512)
     with pytest.raises(ValueError, match="Unknown activation 'swish'"):
         mlp(4, (8,), 1, act="swish")
+
+
+@pytest.mark.parametrize("cls, shape", [(NatureCNN, (4, 84, 84)), (GridCNN, (3, 7, 7))])
+def test_bf16_cnn_computes_the_fp32_features_to_bf16_rounding_and_keeps_fp32_weights(cls, shape):
+    torch.manual_seed(0)
+    fp32, bf16 = cls(shape[0], input_hw=shape[1:]), cls(shape[0], input_hw=shape[1:], precision="bf16")
+    bf16.load_state_dict(fp32.state_dict())  # the same parameters: precision is compute only, not stored
+    frames = torch.randint(0, 256 if cls is NatureCNN else 11, (16, *shape), dtype=torch.uint8)
+    exact, fast = fp32(frames), bf16(frames)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)  # it did run in bf16
+    # bf16 keeps 8 bits of mantissa: a few 1e-3 relative error per layer
+    assert (fast - exact).abs().max() < 0.05 * exact.abs().max()
+    fast.pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.dtype == torch.float32
+               for p in bf16.parameters())
+    with pytest.raises(ValueError, match="Unknown CNN precision 'fp16'. Allowed: fp32, bf16"):
+        cls(shape[0], input_hw=shape[1:], precision="fp16")
 
 
 def test_record_video_atari(tmp_path):
