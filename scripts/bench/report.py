@@ -5,7 +5,7 @@
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
-file (NAME: throughput, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
+file (NAME: throughput, atari_speed, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
 vpn_collect, vpn_planning, collect_env, pref_mujoco).
 """
 
@@ -48,6 +48,20 @@ def throughput(path: Path) -> None:
     for name, out in data.get("atari_ppo", {}).items():
         print(f"\nAtari PPO (Pong, Nature-CNN, CPU) {name}: {out['steps_per_sec']:.0f} agent steps/s = "
               f"{out['frames_per_sec']:.0f} frames/s, update share {out['share_update']:.0%}")
+
+
+def atari_speed(path: Path) -> None:
+    data = json.loads(path.read_text())
+    print(f"Machine: {data['machine']}  \nCommand: `{data['command']}`\n")
+    print("| PPO on ALE/Pong-v5 x 8 (Nature-CNN) | agent steps/s (median) | frames/s | update share | vs fp32, "
+          "1 thread | runs |\n|---|---|---|---|---|---|")
+    median = data["median_steps_per_sec"]
+    base = median.get("threads_update=1, cnn_precision=fp32")
+    for name, runs in data["runs"].items():
+        share = np.median([r["share_update"] for r in runs])
+        ratio = f"{median[name] / base:.2f}x" if base else ""
+        per_run = ", ".join(f"{r['steps_per_sec']:.0f}" for r in runs)
+        print(f"| {name} | {median[name]:,.0f} | {4 * median[name]:,.0f} | {share:.0%} | {ratio} | {per_run} |")
 
 
 def dsac_speed(path: Path) -> None:
@@ -149,6 +163,7 @@ def main() -> None:
     parser.add_argument("--learning", type=Path)
     parser.add_argument("--ablation", type=Path)
     parser.add_argument("--learning-long", type=Path, help="longer-budget learning runs (block learning_long)")
+    parser.add_argument("--atari-speed", type=Path, help="scripts/bench/atari_speed.py output (block atari_speed)")
     parser.add_argument("--dsac-speed", type=Path, help="scripts/bench/dsac_speed.py output (block dsac_speed)")
     parser.add_argument("--dsac-learning", type=Path, help="scripts/bench/dsac_learning.py output (block dsac_learning)")
     parser.add_argument("--agac-exploration", type=Path,
@@ -168,6 +183,8 @@ def main() -> None:
         blocks["ablation"] = _capture(curves, args.ablation, "variant")
     if args.learning_long:
         blocks["learning_long"] = _capture(curves, args.learning_long, "lib")
+    if args.atari_speed:
+        blocks["atari_speed"] = _capture(atari_speed, args.atari_speed)
     if args.dsac_speed:
         blocks["dsac_speed"] = _capture(dsac_speed, args.dsac_speed)
     if args.dsac_learning:

@@ -79,14 +79,16 @@ def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile
             "share_update": timings["time/update"] / seconds, "first_iteration_seconds": first[0]}
 
 
-def rlkit2_atari_rate(total_steps: int, threads_update: int) -> dict:
-    """PPO with the Atari preset (Nature-CNN, 8 envs x 128 steps, 4 epochs of 256) on ALE/Pong-v5."""
+def rlkit2_atari_rate(total_steps: int, threads_update: int, cnn_precision: str = "fp32") -> dict:
+    """PPO with the Atari preset (Nature-CNN, 8 envs x 128 steps, 4 epochs of 256) on ALE/Pong-v5. The first
+    iteration (warm-up) is timed too; at 20k+ steps it is a few percent of the total."""
     from rlkit2.run import resolve_config, train
 
     run, cfg = resolve_config("ppo", "ALE/Pong-v5", {
         "total_steps": str(total_steps), "eval_every": "0", "checkpoint_every": "0", "eval_episodes": "1",
         "eval_envs": "1", "threads_update": str(threads_update), "progress": "false", "tensorboard": "false",
-        "runs_dir": "/tmp/rlkit2_bench_runs", "atari.max_episode_frames": "2000"})  # short final eval
+        "cnn_precision": cnn_precision, "runs_dir": "/tmp/rlkit2_bench_runs",
+        "atari.max_episode_frames": "2000"})  # short final eval
     from rlkit2.logger import read_progress
 
     result = train(run, cfg)
