@@ -150,7 +150,7 @@ class OnPolicyConfig:
     """Precision of the CNN torso's compute: 'bf16' runs it under bfloat16 autocast when acting and when
     updating alike, so a fresh policy's ratio to the one that acted starts at 1 (to rounding). Weights, heads,
     log-probs, losses and the optimizer stay fp32. Faster updates on CPUs with AVX512-BF16 or AMX and on recent
-    GPUs (Nature-CNN: docs/benchmarks.md, Throughput). CNN torsos only."""
+    GPUs (docs/benchmarks.md, "PPO on Atari: CNN precision"). CNN torsos only."""
     compile_loss: bool = False
     """torch.compile the minibatch forward pass and loss (and so its backward). Same math; with small networks
     on CPU a minibatch step is ~1/3 faster (PPO ~20-25% more steps/s on HalfCheetah) after a one-off compile of
@@ -251,7 +251,7 @@ class OnPolicyAgent:
         if cfg.cnn_precision != "fp32" and not (cfg.torso == "cnn" or (cfg.torso == "auto" and self.image_obs)):
             raise ConfigError(f"Option 'cnn_precision' ({cfg.cnn_precision}) applies to CNN torsos, but env "
                               f"'{env.name}' gets an MLP (observations {obs_space.dtype} {obs_space.shape}). Fix: "
-                              "leave cnn_precision at fp32, or use --torso cnn with uint8 image observations")
+                              "leave cnn_precision at fp32 (a CNN needs uint8 [C, H, W] image observations)")
         self.model = ActorCritic(cfg, obs_space, action_space).to(self.device)
         self.obs_normalizer = ObservationNormalizer(obs_space.shape, cfg.obs_clip,
                                                     enabled=cfg.normalize_obs and not self.image_obs).to(self.device)

@@ -340,10 +340,10 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                 if last_eval is None or counters["last_eval_step"] != agent.env_steps:
                     last_eval = _evaluate(agent, eval_env, run)
                     logger.log(agent.env_steps, {f"eval/{k}": v for k, v in last_eval.items() if k != "returns"})
-                    if counters["best_return"] is None or last_eval["return_mean"] >= counters["best_return"]:
-                        counters["best_return"] = last_eval["return_mean"]
-                        checkpoints.save_named(payload(resumable=False), "best")
                 final_eval = last_eval
+                if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
+                    counters["best_return"] = final_eval["return_mean"]  # ties go to the final weights
+                    checkpoints.save_named(payload(resumable=False), "best")
                 path = checkpoints.save_named(payload(), "final")
             else:
                 path = checkpoints.save_step(payload(), agent.env_steps)
