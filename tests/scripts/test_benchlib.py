@@ -1,15 +1,18 @@
 """The benchmark scripts' shared parts: the record writer (one JSON line per run, stamped with the commit it ran on)
-and the helper that trains one rlkit2 run to completion and reads its progress rows."""
+the helper that trains one rlkit2 run to completion and reads its progress rows, and a finished run as a record."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 from benchlib import append_record, column, train_to_completion  # noqa: E402
+from run_record import run_record  # noqa: E402
 
 
 def test_append_record_stamps_the_commit_and_prints_no_curves(tmp_path, capsys):
@@ -38,3 +41,13 @@ def test_train_to_completion_returns_the_config_and_the_evaluations(tmp_path):
         "threads_update": 1})
     assert cfg.num_steps == 64 and run.env == "CartPole-v1" and seconds > 0
     assert [step for step, _ in column(rows, "eval/return_mean")] == [512, 1024]
+
+    # the same run as a record (scripts/bench/run_record.py), and a run that has not finished refused
+    run_dir = next(tmp_path.iterdir())
+    record = run_record(run_dir, window=256)
+    assert record["env"] == "CartPole-v1" and record["steps"] == 1024 and record["config"]["run"]["seed"] == 0
+    assert record["curve"] == column(rows, "eval/return_mean") and record["final"] == record["curve"][-1][1]
+    assert record["train_curve"] and all(step % 256 == 0 and ret > 0 for step, ret in record["train_curve"])
+    (run_dir / "checkpoints" / "final.pt").unlink()
+    with pytest.raises(SystemExit, match="has not finished.*--resume"):
+        run_record(run_dir)

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Turn a finished ``scripts/train.py`` run into a benchmark record: for long single runs (PPO on Pong) that are
+trained with the train script itself, so that they can be resumed across sessions.
+
+    python scripts/bench/run_record.py runs/ppo-pong-10Mframes-bf16-s0 --out docs/bench/atari_pong.jsonl
+
+The record holds the evaluation curve (deterministic evaluations on separate envs), the training episodes'
+returns (raw per-game score, averaged over 20k-step windows), the median training steps/s and the run's whole
+resolved config. Run it from the checkout the run trained on: the record is stamped with that commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from benchlib import append_record, column  # noqa: E402
+
+
+def run_record(run_dir: Path, window: int = 20_000) -> dict:
+    from rlkit2.logger import read_progress
+
+    config = json.loads((run_dir / "config.json").read_text())
+    rows = read_progress(run_dir)
+    evals = column(rows, "eval/return_mean")
+    if not (run_dir / "checkpoints" / "final.pt").exists() or not evals:
+        raise SystemExit(f"{run_dir} has not finished (no final checkpoint or no evaluation): nothing recorded. "
+                         f"Resume it with: python scripts/train.py --resume {run_dir}")
+    episodes = column(rows, "charts/episode_return")
+    train_curve = []
+    for start in range(0, int(episodes[-1][0]) + 1, window) if episodes else []:
+        chunk = [ret for step, ret in episodes if start <= step < start + window]
+        if chunk:
+            train_curve.append((start + window, float(np.mean(chunk))))
+    run = config["run"]
+    return {"run": run["run_name"], "agent": config["agent"], "env": run["env"], "seed": run["seed"],
+            "steps": int(rows[-1]["step"]), "curve": evals, "train_curve": train_curve, "final": evals[-1][1],
+            "best": max(v for _, v in evals),
+            "steps_per_sec": float(np.median([v for _, v in column(rows, "perf/steps_per_sec")])),
+            "config": config}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    append_record(args.out, run_record(args.run_dir))
+
+
+if __name__ == "__main__":
+    main()
