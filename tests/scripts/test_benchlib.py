@@ -37,8 +37,8 @@ def test_column_keeps_the_rows_with_the_first_key():
 
 def test_train_to_completion_returns_the_config_and_the_evaluations(tmp_path):
     run, cfg, rows, seconds = train_to_completion("ppo", "CartPole-v1", {
-        "runs_dir": str(tmp_path), "seed": 0, "total_steps": 1024, "eval_every": 512, "eval_episodes": 2, "num_envs": 2, "num_steps": 64, "minibatch_size": 64,
-        "threads_update": 1})
+        "runs_dir": str(tmp_path), "seed": 0, "total_steps": 1024, "eval_every": 512, "eval_episodes": 2,
+        "num_envs": 2, "num_steps": 64, "minibatch_size": 64, "threads_update": 1})
     assert cfg.num_steps == 64 and run.env == "CartPole-v1" and seconds > 0
     assert [step for step, _ in column(rows, "eval/return_mean")] == [512, 1024]
 
