@@ -287,7 +287,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         eval_env.close()
         raise
     config_record = {"agent": run.agent, "run": to_dict(run), "agent_config": to_dict(agent_config),
-                     "env_settings": env.settings, "env_is_callable": env_fn is not None}
+                     "env_settings": env.settings, "env_is_callable": env_fn is not None,
+                     "source": source_info(agent_device(agent))}
     (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
     if payload_in is not None:
         agent.load_state_dict(payload_in["agent_state"])
@@ -360,6 +361,25 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         eval_env.close()
     return RunResult(run_dir=run_dir, status=status, env_steps=agent.env_steps, final_eval=final_eval,
                      best_return=counters["best_return"], checkpoint=path)
+
+
+def source_info(device: torch.device) -> dict[str, str]:
+    """What the run was made with: rlkit2's git commit ('+dirty' with uncommitted changes to tracked files;
+    'unknown' outside a git checkout), torch, Python and the device. A resumed run records its last session."""
+    import platform
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"commit": commit, "torch": str(torch.__version__), "python": platform.python_version(),
+            "device": str(device)}  # plain str: weights_only loading refuses torch.__version__ (TorchVersion)
 
 
 def agent_device(agent: Agent) -> torch.device:

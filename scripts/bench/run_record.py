@@ -6,7 +6,8 @@ trained with the train script itself, so that they can be resumed across session
 
 The record holds the evaluation curve (deterministic evaluations on separate envs), the training episodes'
 returns (raw per-game score, averaged over 20k-step windows), the median training steps/s and the run's whole
-resolved config. Run it from the checkout the run trained on: the record is stamped with that commit.
+resolved config, with the commit the run's (last) session ran on (``run_commit``, from its config.json) beside
+the commit this script runs on (``commit``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run_record(run_dir: Path, window: int = 20_000) -> dict:
             "steps": int(rows[-1]["step"]), "curve": evals, "train_curve": train_curve, "final": evals[-1][1],
             "best": max(v for _, v in evals),
             "steps_per_sec": float(np.median([v for _, v in column(rows, "perf/steps_per_sec")])),
-            "config": config}
+            "run_commit": config.get("source", {}).get("commit", "not recorded"), "config": config}
 
 
 def main() -> None:

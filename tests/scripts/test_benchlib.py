@@ -46,6 +46,8 @@ def test_train_to_completion_returns_the_config_and_the_evaluations(tmp_path):
     run_dir = next(tmp_path.iterdir())
     record = run_record(run_dir, window=256)
     assert record["env"] == "CartPole-v1" and record["steps"] == 1024 and record["config"]["run"]["seed"] == 0
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert record["run_commit"].split("+")[0] == head.strip() and record["config"]["source"]["device"] == "cpu"
     assert record["curve"] == column(rows, "eval/return_mean") and record["final"] == record["curve"][-1][1]
     assert record["train_curve"] and all(step % 256 == 0 and ret > 0 for step, ret in record["train_curve"])
     (run_dir / "checkpoints" / "final.pt").unlink()
