@@ -149,8 +149,8 @@ class OnPolicyConfig:
     cnn_precision: Literal["fp32", "bf16"] = "fp32"
     """Precision of the CNN torso's compute: 'bf16' runs it under bfloat16 autocast when acting and when
     updating alike, so a fresh policy's ratio to the one that acted starts at 1 (to rounding). Weights, heads,
-    log-probs, losses and the optimizer stay fp32. Faster updates on CPUs with AVX512-BF16 or AMX and on recent
-    GPUs (docs/benchmarks.md, "PPO on Atari: CNN precision"). CNN torsos only."""
+    log-probs, losses and the optimizer stay fp32. PPO on Pong ran 1.75-1.9x faster on a CPU with AVX512-BF16
+    (docs/benchmarks.md, "PPO on Atari: CNN precision"); not yet measured on a GPU. CNN torsos only."""
     compile_loss: bool = False
     """torch.compile the minibatch forward pass and loss (and so its backward). Same math; with small networks
     on CPU a minibatch step is ~1/3 faster (PPO ~20-25% more steps/s on HalfCheetah) after a one-off compile of
