@@ -46,13 +46,16 @@ def main() -> None:
     if not by_env:
         raise SystemExit(f"no records in {args.jsonl} with {args.key} in {args.only}")
     fig, axes = plt.subplots(1, len(by_env), figsize=(6 * len(by_env), 4), squeeze=False)
+    # one colour per name in every panel, so a curve keeps its colour across envs
+    names = sorted({name for groups in by_env.values() for name in groups})
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
     for ax, (env, groups) in zip(axes[0], sorted(by_env.items())):
         for name, curves in sorted(groups.items()):
             steps = sorted({s for c in curves for s, _ in c})
             grid = np.array([[dict(c).get(s, np.nan) for s in steps] for c in curves], dtype=float)
             mean, std = np.nanmean(grid, 0), np.nanstd(grid, 0)
-            ax.plot(steps, mean, label=f"{name} ({len(curves)} seeds)")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.plot(steps, mean, color=colours[name], label=f"{name} ({len(curves)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, color=colours[name], alpha=0.2)
         if env in hlines:
             ax.axhline(hlines[env], color="gray", linestyle="--", label=args.hline_label)
         ax.set_title(env)
