@@ -5,7 +5,8 @@ trained with the train script itself, so that they can be resumed across session
     python scripts/bench/run_record.py runs/ppo-pong-10Mframes-bf16-s0 --out docs/bench/atari_pong.jsonl
 
 The record holds the evaluation curve (deterministic evaluations on separate envs), the training episodes'
-returns (raw per-game score, averaged over 20k-step windows), the median training steps/s and the run's whole
+returns (raw per-game score, averaged over 20k-step windows), the median training steps/s, the training time
+(``seconds``: the iterations' times, evaluations and checkpoints left out) and the run's whole
 resolved config, with the commit the run's (last) session ran on (``run_commit``, from its config.json) beside
 the commit this script runs on (``commit``).
 """
@@ -41,10 +42,13 @@ def run_record(run_dir: Path, window: int = 20_000) -> dict:
         if chunk:
             train_curve.append((start + window, float(np.mean(chunk))))
     run = config["run"]
+    rates = column(rows, "perf/steps_per_sec")
+    steps = [0] + [step for step, _ in rates]
+    training_seconds = sum((now - before) / rate for before, (now, rate) in zip(steps, rates))
     return {"run": run["run_name"], "agent": config["agent"], "env": run["env"], "seed": run["seed"],
             "steps": int(rows[-1]["step"]), "curve": evals, "train_curve": train_curve, "final": evals[-1][1],
             "best": max(v for _, v in evals),
-            "steps_per_sec": float(np.median([v for _, v in column(rows, "perf/steps_per_sec")])),
+            "steps_per_sec": float(np.median([v for _, v in rates])), "seconds": training_seconds,
             "run_commit": config.get("source", {}).get("commit", "not recorded"), "config": config}
 
 
@@ -52,8 +56,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--run-commit", help="the commit the run trained on, for runs whose config.json predates "
+                                             "the 'source' entry")
     args = parser.parse_args()
-    append_record(args.out, run_record(args.run_dir))
+    record = run_record(args.run_dir)
+    if args.run_commit:
+        if record["run_commit"] != "not recorded":
+            parser.error(f"{args.run_dir} records its commit ({record['run_commit']}); drop --run-commit")
+        record["run_commit"] = args.run_commit
+    append_record(args.out, record)
 
 
 if __name__ == "__main__":
