@@ -5,7 +5,7 @@
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
-file (NAME: throughput, atari_speed, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
+file (NAME: throughput, atari_speed, atari_pong, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
 vpn_collect, vpn_planning, collect_env, pref_mujoco).
 """
 
@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--ablation", type=Path)
     parser.add_argument("--learning-long", type=Path, help="longer-budget learning runs (block learning_long)")
     parser.add_argument("--atari-speed", type=Path, help="scripts/bench/atari_speed.py output (block atari_speed)")
+    parser.add_argument("--atari-pong", type=Path, help="scripts/bench/run_record.py records of Pong runs (block atari_pong)")
     parser.add_argument("--dsac-speed", type=Path, help="scripts/bench/dsac_speed.py output (block dsac_speed)")
     parser.add_argument("--dsac-learning", type=Path, help="scripts/bench/dsac_learning.py output (block dsac_learning)")
     parser.add_argument("--agac-exploration", type=Path,
@@ -185,6 +186,8 @@ def main() -> None:
         blocks["learning_long"] = _capture(curves, args.learning_long, "lib")
     if args.atari_speed:
         blocks["atari_speed"] = _capture(atari_speed, args.atari_speed)
+    if args.atari_pong:
+        blocks["atari_pong"] = _capture(curves, args.atari_pong, "run")
     if args.dsac_speed:
         blocks["dsac_speed"] = _capture(dsac_speed, args.dsac_speed)
     if args.dsac_learning:
