@@ -7,6 +7,7 @@ Metric names are namespaced like CleanRL's: ``charts/episode_return``, ``losses/
 from __future__ import annotations
 
 import csv
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,10 @@ class PhaseTimer:
 
 
 class Logger:
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, console: bool = True):
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, console: bool = True,
+                 resume_step: int | None = None):
+        """``resume_step``: the env step of the checkpoint a resumed run continues from. What an interrupted
+        session logged after it is dropped (from progress.csv and TensorBoard), since training repeats it."""
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "progress.csv"
         self.console = console
@@ -47,11 +51,15 @@ class Logger:
                 reader = csv.DictReader(f)
                 self._columns = list(reader.fieldnames or [])
                 self._rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in reader]
+            if resume_step is not None and any(row["step"] > resume_step for row in self._rows):
+                self._rows = [row for row in self._rows if row["step"] <= resume_step]
+                self._rewrite()
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": float(step), **{k: float(v) for k, v in metrics.items()}}
@@ -62,13 +70,19 @@ class Logger:
         self._rows.append(row)
         if new_columns:  # rare: rewrite the file with the wider header
             self._columns += new_columns
-            with open(self.csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self._columns)
-                writer.writeheader()
-                writer.writerows(self._rows)
+            self._rewrite()
         else:
             with open(self.csv_path, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._columns).writerow(row)
+
+    def _rewrite(self) -> None:
+        """The whole file, atomically (a crash mid-write must not lose the run's history)."""
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns)
+            writer.writeheader()
+            writer.writerows(self._rows)
+        os.replace(tmp, self.csv_path)
 
     def flush(self) -> None:
         if self.writer is not None:

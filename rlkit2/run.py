@@ -304,7 +304,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
             out["resume_state"] = agent.resume_state()
         return out
 
-    logger = Logger(run_dir, tensorboard=run.tensorboard)
+    logger = Logger(run_dir, tensorboard=run.tensorboard,
+                    resume_step=agent.env_steps if payload_in is not None else None)
     progress = _progress_bar(run, agent.env_steps)
     status: Literal["finished", "interrupted"] = "finished"
     final_eval = last_eval = None

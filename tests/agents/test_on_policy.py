@@ -1,6 +1,7 @@
 """PPO / A2C: learning on small tasks with fixed seeds, the timeout (infinite-horizon) test, exact resume,
 NaN handling, and every switchable design choice running end to end."""
 
+import csv
 import shutil
 import warnings
 
@@ -181,6 +182,25 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
     for key in a["obs_normalizer"]:
         assert torch.equal(a["obs_normalizer"][key], b["obs_normalizer"][key]), key
     assert a["updates"] == b["updates"]
+
+
+def test_resume_after_a_crash_drops_what_was_logged_past_the_checkpoint(tmp_path):
+    """A session killed between checkpoints has logged steps that the resumed run trains again: progress.csv
+    must not show them twice (the resumed run's rows replace them)."""
+    common = {**QUIET, "runs_dir": str(tmp_path), "run_name": "crash", "num_envs": 2, "num_steps": 8,
+              "minibatch_size": 8, "epochs": 1, "eval_every": 0, "checkpoint_every": 64, "total_steps": 128}
+    run, cfg = resolve_config("ppo", "toy_envs:FixedHorizonEnv", common)
+    train(run, cfg)
+    checkpoints = tmp_path / "crash" / "checkpoints"
+    for name in ("final.pt", "best.pt", "step_000000000128.pt"):  # the crash: only the step-64 checkpoint made it
+        (checkpoints / name).unlink(missing_ok=True)
+    assert [p.name for p in sorted(checkpoints.glob("step_*.pt"))] == ["step_000000000064.pt"]
+    logged = [float(r["step"]) for r in csv.DictReader(open(tmp_path / "crash" / "progress.csv"))]
+    assert sorted(set(logged)) == [16.0 * i for i in range(1, 9)]  # one row per iteration, the final eval's at 128
+    resumed = resume(tmp_path / "crash", {"stop_after_steps": 0})
+    assert resumed.env_steps == 128
+    steps = [float(r["step"]) for r in csv.DictReader(open(tmp_path / "crash" / "progress.csv"))]
+    assert steps == logged  # not 16 ... 128, 80 ... 128: the resumed session's rows replace the lost ones
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
