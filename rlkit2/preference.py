@@ -258,9 +258,9 @@ class EnsembleTrainer:
                 (member_losses + l2).sum().backward()  # the members share no weights
                 self.opt.step()
         self.model.eval()
-        train_losses, _, _ = self._losses(obs_1, act_1, obs_2, act_2, mu, [np.unique(b) for b in in_bag])
-        val_losses, correct, total = self._losses(obs_1, act_1, obs_2, act_2, mu,
-                                                  [np.flatnonzero(self.counts[e] == 0) for e in range(E)])
+        r1, r2 = self._all_returns(obs_1, act_1), self._all_returns(obs_2, act_2)  # [E, N], scored once
+        train_losses, _, _ = self._losses(r1, r2, mu, [np.unique(b) for b in in_bag])
+        val_losses, correct, total = self._losses(r1, r2, mu, [np.flatnonzero(self.counts[e] == 0) for e in range(E)])
         low, high = self.l2_bounds
         for e in range(E):  # keep validation loss at 1.1-1.5x training loss
             if not math.isnan(val_losses[e]) and train_losses[e] > 0:
@@ -272,17 +272,24 @@ class EnsembleTrainer:
         return FitReport(train_losses, val_losses, list(self.l2), correct / max(total, 1))
 
     @torch.no_grad()
-    def _losses(self, obs_1, act_1, obs_2, act_2, mu, pairs: list[np.ndarray]) -> tuple[list[float], float, int]:
-        """Each member's loss on its own set of pairs (in eval mode), and the ensemble's accuracy on them."""
+    def _all_returns(self, obs: Tensor, actions: Tensor, chunk: int = 256) -> Tensor:
+        """Every member's summed reward of every segment ``[E, N]``, gathering ``chunk`` pairs at a time (Atari
+        comparisons are stored compactly; all N gathered at once would be gigabytes)."""
+        return torch.cat([self.segment_returns(obs[torch.arange(i, min(i + chunk, len(actions)))],
+                                               actions[i:i + chunk]) for i in range(0, len(actions), chunk)], 1)
+
+    def _losses(self, r1: Tensor, r2: Tensor, mu: Tensor, pairs: list[np.ndarray]) -> tuple[list[float], float, int]:
+        """Each member's loss on its own set of pairs, from the members' segment returns ``r1``, ``r2`` [E, N] (in
+        eval mode), and the ensemble's accuracy on them."""
         losses, correct, total = [], 0.0, 0
         for e, chosen in enumerate(pairs):
             if len(chosen) == 0:
                 losses.append(float("nan"))
                 continue
             i = torch.as_tensor(chosen)
-            r1, r2 = self.segment_returns(obs_1[i], act_1[i])[e], self.segment_returns(obs_2[i], act_2[i])[e]
-            losses.append(float(bradley_terry_loss(r1, r2, mu[i], self.noise)))
-            predicted = (r1 > r2).float() + 0.5 * (r1 == r2).float()
+            a, b = r1[e, i], r2[e, i]
+            losses.append(float(bradley_terry_loss(a, b, mu[i], self.noise)))
+            predicted = (a > b).float() + 0.5 * (a == b).float()
             correct += float((1.0 - (predicted - mu[i]).abs()).sum())
             total += len(i)
         return losses, correct, total

@@ -121,6 +121,36 @@ def test_a_pair_stays_in_or_out_of_each_members_bootstrap_as_the_data_grows_and_
     assert all(after[i] == before[i] for i in range(100, 200)) and set(after) == set(range(100, 300))
 
 
+def test_fit_reports_each_members_loss_on_its_own_bootstrap_and_held_out_pairs():
+    """Atari-style: a CNN ensemble on compactly stored stacked frames. The report's losses and accuracy must be
+    member e's Bradley-Terry loss on the pairs in its resample (train) and on those left out (validation)."""
+    from rlkit2.preference import StackedSegments
+
+    torch.manual_seed(0)
+    P, K, S = 12, 3, 4
+    model = RewardEnsemble((S, 44, 44), 3, members=3)
+    trainer = EnsembleTrainer(model, seed=0)
+    o1, o2 = (StackedSegments(torch.randint(0, 255, (P, K + S - 1, 44, 44), dtype=torch.uint8), S) for _ in range(2))
+    a1, a2 = (torch.nn.functional.one_hot(torch.randint(0, 3, (P, K)), 3) for _ in range(2))
+    mu = torch.tensor([0.0, 1.0, 0.5] * 4)
+    report = trainer.fit(o1, a1, o2, a2, mu, np.arange(P), epochs=1)
+    model.eval()
+    with torch.no_grad():
+        r1, r2 = trainer.segment_returns(o1[torch.arange(P)], a1), trainer.segment_returns(o2[torch.arange(P)], a2)
+    torch.testing.assert_close(trainer._all_returns(o1, a1, chunk=5), r1)  # gathered in chunks, same scores
+    correct = total = 0
+    for e in range(3):
+        train, val = np.flatnonzero(trainer.counts[e] > 0), np.flatnonzero(trainer.counts[e] == 0)
+        assert len(train) and len(val)
+        assert report.train_loss[e] == pytest.approx(float(bradley_terry_loss(r1[e, train], r2[e, train], mu[train])),
+                                                     rel=1e-5)
+        assert report.val_loss[e] == pytest.approx(float(bradley_terry_loss(r1[e, val], r2[e, val], mu[val])), rel=1e-5)
+        predicted = (r1[e, val] > r2[e, val]).float() + 0.5 * (r1[e, val] == r2[e, val]).float()
+        correct += float((1 - (predicted - mu[val]).abs()).sum())
+        total += len(val)
+    assert report.accuracy == pytest.approx(correct / total)
+
+
 def test_adaptive_l2_moves_towards_the_target_ratio_within_bounds():
     model = RewardEnsemble((3,), 1, members=2)
     trainer = EnsembleTrainer(model, seed=0, l2_init=1e-2, l2_bounds=(1e-3, 2e-2), l2_step=2.0)
