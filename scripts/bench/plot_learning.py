@@ -54,7 +54,8 @@ def main() -> None:
             steps = sorted({s for c in curves for s, _ in c})
             grid = np.array([[dict(c).get(s, np.nan) for s in steps] for c in curves], dtype=float)
             mean, std = np.nanmean(grid, 0), np.nanstd(grid, 0)
-            ax.plot(steps, mean, color=colours[name], label=f"{name} ({len(curves)} seeds)")
+            seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
+            ax.plot(steps, mean, color=colours[name], label=f"{name} ({seeds})")
             ax.fill_between(steps, mean - std, mean + std, color=colours[name], alpha=0.2)
         if env in hlines:
             ax.axhline(hlines[env], color="gray", linestyle="--", label=args.hline_label)
