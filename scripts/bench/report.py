@@ -6,7 +6,7 @@
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
 file (NAME: throughput, atari_speed, atari_pong, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
-vpn_collect, vpn_planning, collect_env, pref_mujoco).
+vpn_collect, vpn_planning, collect_env, pref_mujoco, pref_mujoco_entropy).
 """
 
 from __future__ import annotations
@@ -92,6 +92,24 @@ def curves(path: Path, key: str) -> None:
               f"{per_seed} | {best:.0f} | {minutes:.1f} min |")
 
 
+def pref_target(path: Path, labels: int = 1400, target: float = 0.8) -> None:
+    """Per env: PPO on the reward learned from ``labels`` labels against PPO on the true reward (same seeds), as a
+    ratio of the final evaluation returns' means, and per seed."""
+    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    print(f"| task | {labels} labels | true reward | ratio (target {target:.0%}) | per seed |\n|---|---|---|---|---|")
+    for env in sorted({r["env"] for r in records}):
+        learned = {r["seed"]: r["final"] for r in records if r["env"] == env and r["variant"].startswith(f"{labels} ")}
+        true = {r["seed"]: r["final"] for r in records if r["env"] == env and r["variant"].startswith("true reward")}
+        if not learned or not true:
+            continue
+        a, b = np.array(list(learned.values())), np.array(list(true.values()))
+        ratio = a.mean() / b.mean()
+        per_seed = ", ".join(f"s{s}: {learned[s] / true[s]:.0%}" for s in sorted(set(learned) & set(true)))
+        verdict = "met" if ratio >= target else "not met"
+        print(f"| {env} | {a.mean():.0f} ± {a.std():.0f} | {b.mean():.0f} ± {b.std():.0f} | "
+              f"**{ratio:.0%}, {verdict}** | {per_seed} |")
+
+
 def exploration(path: Path) -> None:
     records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
     groups: dict[tuple, list] = defaultdict(list)
@@ -173,6 +191,8 @@ def main() -> None:
     parser.add_argument("--vpn-planning", type=Path, help="scripts/bench/vpn_collect.py planning output (block vpn_planning)")
     parser.add_argument("--collect-env", type=Path, help="scripts/bench/collect_env.py output (block collect_env)")
     parser.add_argument("--pref-mujoco", type=Path, help="scripts/bench/pref_mujoco.py output (block pref_mujoco)")
+    parser.add_argument("--pref-mujoco-entropy", type=Path,
+                        help="pref_mujoco.py output with --rl-set entropy_coef=0.01 (block pref_mujoco_entropy)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -202,6 +222,9 @@ def main() -> None:
         blocks["collect_env"] = _capture(collect_env, args.collect_env)
     if args.pref_mujoco:
         blocks["pref_mujoco"] = _capture(curves, args.pref_mujoco, "variant")
+    if args.pref_mujoco_entropy:
+        blocks["pref_mujoco_entropy"] = (_capture(pref_target, args.pref_mujoco_entropy) + "\n\n"
+                                         + _capture(curves, args.pref_mujoco_entropy, "variant"))
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return

@@ -168,6 +168,26 @@ def test_bad_options_get_a_clear_error(tmp_path, option, value, message):
         train(run, cfg)
 
 
+def test_the_mujoco_preset_gives_the_rl_agent_an_entropy_bonus_that_rl_options_merge_with():
+    """[mujoco.agent] sets "rl.entropy_coef" = 0.01 (docs/benchmarks.md: the entropy batch); a --rl.OPTION adds
+    to it rather than replacing the preset's dict, and --rl.entropy_coef overrides it."""
+    from agents.pref import _build_rl_agent
+    from rlkit2.agent import BuildContext
+
+    assert resolve_config("pref", "Hopper-v5")[1].rl == {"entropy_coef": 0.01}
+    _, cfg = resolve_config("pref", "HalfCheetah-v5", {"rl.lr": "1e-4"})
+    assert cfg.rl == {"entropy_coef": 0.01, "lr": 1e-4}
+    env = envs.make("HalfCheetah-v5", num_envs=1, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=1000, seed=0, threads_collect=1,
+                       threads_update=1)
+    inner = _build_rl_agent(cfg, ctx)
+    assert inner.cfg.entropy_coef == 0.01 and inner.cfg.lr == 1e-4
+    assert inner.cfg.gamma == resolve_config("ppo", "HalfCheetah-v5")[1].gamma  # the rest: PPO's MuJoCo preset
+    env.close()
+    assert resolve_config("pref", "Hopper-v5", {"rl.entropy_coef": "0"})[1].rl == {"entropy_coef": 0.0}
+    assert resolve_config("pref", "Pendulum-v1")[1].rl == {}  # not a MuJoCo env: PPO's own preset as it is
+
+
 def test_a_fifo_of_comparisons_still_asks_for_exactly_the_scheduled_labels(tmp_path):
     overrides = {"total_steps": 3072, "labels": 60, "max_comparisons": 25, "warmup_steps": 512, "pretrain_epochs": 1,
                  "eval_every": 0, "eval_episodes": 2, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,

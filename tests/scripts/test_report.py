@@ -1,0 +1,37 @@
+"""report.py: the preference target table (learned-reward return as a share of the true-reward return) from
+records, and a report block written into a markdown file between its markers."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _record(env: str, variant: str, seed: int, final: float) -> dict:
+    return {"env": env, "variant": variant, "seed": seed, "final": final, "steps": 1000, "seconds": 60.0,
+            "curve": [[500, final / 2], [1000, final]]}
+
+
+def test_pref_target_block_gives_the_ratio_of_means_and_per_seed_ratios(tmp_path):
+    records = [_record("A-v5", "1400 labels, entropy_coef=0.01", 0, 80.0),
+               _record("A-v5", "1400 labels, entropy_coef=0.01", 1, 100.0),
+               _record("A-v5", "true reward, entropy_coef=0.01", 0, 100.0),
+               _record("A-v5", "true reward, entropy_coef=0.01", 1, 100.0),
+               _record("B-v5", "1400 labels, absorbing", 0, 50.0),
+               _record("B-v5", "700 labels, absorbing", 0, 99.0),  # another label count: not in the ratio
+               _record("B-v5", "true reward", 0, 100.0)]
+    data = tmp_path / "pref.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- report:pref_mujoco_entropy -->\nold\n<!-- /report -->\nafter\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--pref-mujoco-entropy",
+                           str(data), "--write-into", str(doc)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = doc.read_text()
+    assert text.startswith("before\n<!-- report:pref_mujoco_entropy -->\n| task |") and "old" not in text
+    assert text.endswith("<!-- /report -->\nafter\n")
+    assert "| A-v5 | 90 ± 10 | 100 ± 0 | **90%, met** | s0: 80%, s1: 100% |" in text
+    assert "| B-v5 | 50 ± 0 | 100 ± 0 | **50%, not met** | s0: 50% |" in text
+    assert "| A-v5 | 1400 labels, entropy_coef=0.01 | 1,000 | 2 | 90 ± 10 |" in text  # the curves table follows
