@@ -184,7 +184,10 @@ def override(config: Any, values: dict[str, Any], prefix: str = "") -> Any:
                               f"{', '.join(prefix + n for n in names)}")
         if rest:
             nested.setdefault(head, {})[rest] = value
-        elif dataclasses.is_dataclass(hints[head]) and isinstance(value, dict):
+        elif isinstance(value, dict) and (dataclasses.is_dataclass(hints[head]) or
+                                          isinstance(getattr(config, head), dict)):
+            # merged key by key, later sources winning: a saved {"rl": {...}} then --rl.lr, or a preset's
+            # "rl.entropy_coef" then {"rl": {"lr": ...}} from Python, keep every key
             nested.setdefault(head, {}).update(value)
         else:
             changes[head] = convert(value, hints[head], prefix + head)

@@ -38,9 +38,11 @@ class PhaseTimer:
 
 class Logger:
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, console: bool = True,
-                 resume_step: int | None = None):
-        """``resume_step``: the env step of the checkpoint a resumed run continues from. What an interrupted
-        session logged after it is dropped (from progress.csv and TensorBoard), since training repeats it."""
+                 resume_step: int | None = None, resume_rows: int | None = None):
+        """``resume_step``: the env step of the checkpoint a resumed run continues from, ``resume_rows``: the rows
+        progress.csv had when it was saved (older checkpoints lack it). What an interrupted session logged after
+        the checkpoint is dropped (from progress.csv and TensorBoard), since training repeats it. The row count is
+        exact where the step is not: a final evaluation is logged at the step of the last periodic checkpoint."""
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "progress.csv"
         self.console = console
@@ -51,14 +53,21 @@ class Logger:
                 reader = csv.DictReader(f)
                 self._columns = list(reader.fieldnames or [])
                 self._rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in reader]
-            if resume_step is not None and any(row["step"] > resume_step for row in self._rows):
-                self._rows = [row for row in self._rows if row["step"] <= resume_step]
+            if resume_rows is not None:
+                kept = self._rows[:resume_rows]
+            elif resume_step is not None:
+                kept = [row for row in self._rows if row["step"] <= resume_step]
+            else:
+                kept = self._rows
+            if len(kept) < len(self._rows):
+                self._rows = kept
                 self._rewrite()
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            purge = None if resume_step is None else resume_step + 1
+            # A fresh run purges from 0 too: TensorBoard's Python loader ignores a run's first purge marker
+            purge = 0 if resume_step is None else resume_step + 1
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -82,7 +91,13 @@ class Logger:
             writer = csv.DictWriter(f, fieldnames=self._columns)
             writer.writeheader()
             writer.writerows(self._rows)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.csv_path)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self._rows)
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -275,8 +275,10 @@ class EnsembleTrainer:
     def _all_returns(self, obs: Tensor, actions: Tensor, chunk: int = 256) -> Tensor:
         """Every member's summed reward of every segment ``[E, N]``, gathering ``chunk`` pairs at a time (Atari
         comparisons are stored compactly; all N gathered at once would be gigabytes)."""
-        return torch.cat([self.segment_returns(obs[torch.arange(i, min(i + chunk, len(actions)))],
-                                               actions[i:i + chunk]) for i in range(0, len(actions), chunk)], 1)
+        if len(actions) == 0:
+            return torch.zeros(self.model.members, 0, device=actions.device)
+        return torch.cat([self.segment_returns(obs[i:i + chunk], actions[i:i + chunk])
+                          for i in range(0, len(actions), chunk)], 1)
 
     def _losses(self, r1: Tensor, r2: Tensor, mu: Tensor, pairs: list[np.ndarray]) -> tuple[list[float], float, int]:
         """Each member's loss on its own set of pairs, from the members' segment returns ``r1``, ``r2`` [E, N] (in

@@ -299,13 +299,15 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     def payload(resumable: bool = True) -> dict:
         """A checkpoint; ``resumable`` ones also carry what only resuming needs (an off-policy agent's replay
         buffer, via the optional ``resume_state()``), which 'best' checkpoints leave out."""
+        counters["progress_rows"] = logger.num_rows  # what a resume keeps of progress.csv
         out = ckpt.make_payload(run.agent, config_record, agent.state_dict(), dict(counters))
         if resumable and hasattr(agent, "resume_state"):
             out["resume_state"] = agent.resume_state()
         return out
 
     logger = Logger(run_dir, tensorboard=run.tensorboard,
-                    resume_step=agent.env_steps if payload_in is not None else None)
+                    resume_step=agent.env_steps if payload_in is not None else None,
+                    resume_rows=counters.get("progress_rows") if payload_in is not None else None)
     progress = _progress_bar(run, agent.env_steps)
     status: Literal["finished", "interrupted"] = "finished"
     final_eval = last_eval = None

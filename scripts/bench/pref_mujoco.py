@@ -3,7 +3,8 @@
 vs PPO on the true reward, same PPO settings, budget and seeds; true-return curves.
 
     python scripts/bench/pref_mujoco.py --envs HalfCheetah-v5 Hopper-v5 --seeds 0 1 2 --steps 500000 --jobs 2 \
-        --out docs/bench/pref_mujoco.jsonl
+        --out docs/bench/pref_mujoco_entropy_batch.jsonl
+    python scripts/bench/pref_mujoco.py ... --rl-set entropy_coef=0 --out docs/bench/pref_mujoco.jsonl  # no bonus
     python scripts/bench/plot_learning.py docs/bench/pref_mujoco.jsonl docs/pref_mujoco_curves.png --key variant
 
 Variants: "true reward" is ``--agent ppo`` (its MuJoCo preset); "N labels" is ``--agent pref --labels N`` whose
@@ -12,8 +13,9 @@ that terminate (Hopper: "N labels, absorbing"), 25% of the labels from
 the initial policy, then a rate ~ 2e6 / (t + 2e6), 10 candidates per query chosen by ensemble disagreement,
 10% random-answer term; the synthetic oracle prefers the higher true return). Evaluation every --eval-every
 steps: 10 deterministic episodes on the true reward, separate envs. Each run appends one JSON line.
-``--rl-set NAME=VALUE`` changes a PPO option in every variant alike (e.g. the paper's entropy bonus for the
-non-stationary learned reward, ``--rl-set entropy_coef=0.01``); the variant's name says so.
+Every variant trains PPO with the same settings: PPO's preset, plus what the pref preset gives its RL agent on the
+env (on MuJoCo the paper's entropy bonus for the non-stationary learned reward, rl.entropy_coef = 0.01), plus each
+``--rl-set NAME=VALUE`` (``--rl-set entropy_coef=0`` for the runs without the bonus); the variant's name lists them.
 """
 
 from __future__ import annotations
@@ -38,9 +40,20 @@ def name_value(text: str) -> str:
     return text
 
 
-def variant_options(variant: str, rl_options: list[str]) -> tuple[str, dict]:
+def shared_rl_options(env_id: str, rl_options: list[str]) -> dict[str, str]:
+    """The PPO options every variant runs with beyond PPO's own preset: what the pref preset gives its RL agent on
+    this env (e.g. the MuJoCo entropy bonus, rl.entropy_coef = 0.01), then each --rl-set NAME=VALUE. The true-reward
+    variant gets them too, so that both train PPO with the same settings."""
+    from rlkit2.run import resolve_config
+
+    shared = {name: str(value) for name, value in resolve_config("pref", env_id)[1].rl.items()}
+    shared.update(item.split("=", 1) for item in rl_options)
+    return shared
+
+
+def variant_options(variant: str, rl_options: dict[str, str]) -> tuple[str, dict]:
     """The agent and the options a variant runs with: "true" is PPO; "N" or "N-OPTION" the pref agent with N
-    labels (and a pref option set); each NAME=VALUE in rl_options goes to PPO in either case."""
+    labels (and a pref option set); each of rl_options goes to PPO in either case."""
     agent = "ppo" if variant == "true" else "pref"
     options: dict = {}
     labels, _, option = variant.partition("-")  # "1400-absorbing": 1400 labels with --absorbing true
@@ -48,24 +61,24 @@ def variant_options(variant: str, rl_options: list[str]) -> tuple[str, dict]:
         options["labels"] = int(labels)
         if option:
             options[option] = True
-    for name, value in (item.split("=", 1) for item in rl_options):
+    for name, value in rl_options.items():
         options[name if agent == "ppo" else f"rl.{name}"] = value
     return agent, options
 
 
 def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
             rl_options: list[str] | None = None) -> dict:
-    rl_options = rl_options or []
-    agent, options = variant_options(variant, rl_options)
+    shared = shared_rl_options(env_id, rl_options or [])
+    agent, options = variant_options(variant, shared)
     run, cfg, rows, seconds = train_to_completion(agent, env_id, {
         "seed": seed, "total_steps": steps, "eval_every": eval_every, "threads_update": 1, **options})
     curve = column(rows, "eval/return_mean")
     corr = [v for _, v in column(rows, "pref/reward_correlation")]
     # the name says which options the run had (the pref preset turns --absorbing on for Hopper-like envs)
     name = "true reward" if agent == "ppo" else f"{options['labels']} labels" + (", absorbing" if cfg.absorbing else "")
-    name += "".join(f", {item}" for item in rl_options)
+    name += "".join(f", {k}={v}" for k, v in shared.items())
     return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
-            "rl_overrides": rl_options,
+            "rl_overrides": [f"{k}={v}" for k, v in shared.items()],
             "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
             "seconds": seconds}
@@ -84,7 +97,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "pref_mujoco.jsonl")
     parser.add_argument("--rl-set", action="append", default=[], type=name_value, metavar="NAME=VALUE",
                         help="a PPO option for every variant (PPO's own on the true reward, the RL agent's under the "
-                             "learned one), e.g. entropy_coef=0.01; it is appended to the variant's name")
+                             "learned one), e.g. entropy_coef=0; it is appended to the variant's name")
     parser.add_argument("--single", nargs=3, metavar=("VARIANT", "ENV", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -98,16 +98,29 @@ def pref_target(path: Path, labels: int = 1400, target: float = 0.8) -> None:
     records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
     print(f"| task | {labels} labels | true reward | ratio (target {target:.0%}) | per seed |\n|---|---|---|---|---|")
     for env in sorted({r["env"] for r in records}):
-        learned = {r["seed"]: r["final"] for r in records if r["env"] == env and r["variant"].startswith(f"{labels} ")}
-        true = {r["seed"]: r["final"] for r in records if r["env"] == env and r["variant"].startswith("true reward")}
-        if not learned or not true:
+        learned = _finals_by_seed([r for r in records if r["env"] == env and r["variant"].startswith(f"{labels} ")])
+        true = _finals_by_seed([r for r in records if r["env"] == env and r["variant"].startswith("true reward")])
+        seeds = sorted(set(learned) & set(true))  # like for like: the seeds both variants ran
+        if not seeds:
             continue
-        a, b = np.array(list(learned.values())), np.array(list(true.values()))
+        a, b = np.array([learned[s] for s in seeds]), np.array([true[s] for s in seeds])
         ratio = a.mean() / b.mean()
-        per_seed = ", ".join(f"s{s}: {learned[s] / true[s]:.0%}" for s in sorted(set(learned) & set(true)))
+        per_seed = ", ".join(f"s{s}: {learned[s] / true[s]:.0%}" for s in seeds)
         verdict = "met" if ratio >= target else "not met"
         print(f"| {env} | {a.mean():.0f} ± {a.std():.0f} | {b.mean():.0f} ± {b.std():.0f} | "
               f"**{ratio:.0%}, {verdict}** | {per_seed} |")
+
+
+def _finals_by_seed(records: list[dict]) -> dict[int, float]:
+    """Final returns by seed, refusing a mix of variants or two runs of one seed (which one would count?)."""
+    names = {r["variant"] for r in records}
+    if len(names) > 1:
+        raise SystemExit(f"report: one table compares one variant with another, but this file mixes {sorted(names)}; "
+                         "split the records into separate files")
+    seeds = [r["seed"] for r in records]
+    if len(seeds) != len(set(seeds)):
+        raise SystemExit(f"report: {sorted(names)[0]} has two runs of one seed ({sorted(seeds)}); keep one")
+    return {r["seed"]: r["final"] for r in records}
 
 
 def exploration(path: Path) -> None:

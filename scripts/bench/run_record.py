@@ -36,11 +36,15 @@ def run_record(run_dir: Path, window: int = 20_000) -> dict:
         raise SystemExit(f"{run_dir} has not finished (no final checkpoint or no evaluation): nothing recorded. "
                          f"Resume it with: python scripts/train.py --resume {run_dir}")
     episodes = column(rows, "charts/episode_return")
+    last = int(rows[-1]["step"])
+    edges = list(range(0, last, window)) + [last]  # windows labelled by their end; the last ends with the run
+    if len(edges) > 2 and last - edges[-2] < window // 2:
+        del edges[-2]  # a short last window (a handful of episodes) joins the one before it
     train_curve = []
-    for start in range(0, int(episodes[-1][0]) + 1, window) if episodes else []:
-        chunk = [ret for step, ret in episodes if start <= step < start + window]
+    for start, end in zip(edges, edges[1:]):
+        chunk = [ret for step, ret in episodes if start < step <= end]
         if chunk:
-            train_curve.append((start + window, float(np.mean(chunk))))
+            train_curve.append((end, float(np.mean(chunk))))
     run = config["run"]
     rates = column(rows, "perf/steps_per_sec")
     steps = [0] + [step for step, _ in rates]

@@ -202,6 +202,15 @@ def test_resume_after_a_crash_drops_what_was_logged_past_the_checkpoint(tmp_path
     steps = [float(r["step"]) for r in csv.DictReader(open(tmp_path / "crash" / "progress.csv"))]
     assert steps == logged  # not 16 ... 128, 80 ... 128: the resumed session's rows replace the lost ones
 
+    # killed after the final evaluation was logged, before final.pt: the resume evaluates again, at the same
+    # step as the step-128 checkpoint, so only the row count saved with that checkpoint tells the rows apart
+    for name in ("final.pt", "best.pt"):
+        (checkpoints / name).unlink(missing_ok=True)
+    resumed = resume(tmp_path / "crash", {"stop_after_steps": 0})
+    assert resumed.status == "finished" and resumed.env_steps == 128
+    steps = [float(r["step"]) for r in csv.DictReader(open(tmp_path / "crash" / "progress.csv"))]
+    assert steps == logged and steps.count(128.0) == 2  # the iteration's row and one final evaluation's
+
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     run, cfg = resolve_config("ppo", "toy_envs:ExplodingRewardEnv", {

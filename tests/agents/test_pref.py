@@ -185,7 +185,21 @@ def test_the_mujoco_preset_gives_the_rl_agent_an_entropy_bonus_that_rl_options_m
     assert inner.cfg.gamma == resolve_config("ppo", "HalfCheetah-v5")[1].gamma  # the rest: PPO's MuJoCo preset
     env.close()
     assert resolve_config("pref", "Hopper-v5", {"rl.entropy_coef": "0"})[1].rl == {"entropy_coef": 0.0}
+    assert resolve_config("pref", "Hopper-v5", {"rl": {"lr": 1e-4}})[1].rl == {"entropy_coef": 0.01, "lr": 1e-4}
     assert resolve_config("pref", "Pendulum-v1")[1].rl == {}  # not a MuJoCo env: PPO's own preset as it is
+
+
+def test_resuming_with_an_rl_option_keeps_the_saved_rl_options(tmp_path):
+    """A resumed run's config.json holds the whole rl dict; --rl.lr on resume adds to it (it used to replace it,
+    dropping the preset's entropy bonus and the user's own --rl options)."""
+    from rlkit2.config import to_dict
+    from rlkit2.run import load_run_config
+
+    run, cfg = resolve_config("pref", "Hopper-v5", {"rl.gamma": "0.98"})
+    (tmp_path / "config.json").write_text(json.dumps({"agent": "pref", "run": to_dict(run),
+                                                      "agent_config": to_dict(cfg)}))
+    assert load_run_config(tmp_path)[1].rl == {"entropy_coef": 0.01, "gamma": 0.98}
+    assert load_run_config(tmp_path, {"rl.lr": "1e-4"})[1].rl == {"entropy_coef": 0.01, "gamma": 0.98, "lr": 1e-4}
 
 
 def test_a_fifo_of_comparisons_still_asks_for_exactly_the_scheduled_labels(tmp_path):

@@ -50,6 +50,7 @@ def test_train_to_completion_returns_the_config_and_the_evaluations(tmp_path):
     assert record["run_commit"].split("+")[0] == head.strip() and record["config"]["source"]["device"] == "cpu"
     assert record["curve"] == column(rows, "eval/return_mean") and record["final"] == record["curve"][-1][1]
     assert record["train_curve"] and all(step % 256 == 0 and ret > 0 for step, ret in record["train_curve"])
+    assert record["train_curve"][-1][0] == record["steps"]  # the last window ends with the run, not past it
     assert 0 < record["seconds"] < seconds and record["steps_per_sec"] > 0
     (run_dir / "checkpoints" / "final.pt").unlink()
     with pytest.raises(SystemExit, match="has not finished.*--resume"):

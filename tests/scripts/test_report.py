@@ -35,3 +35,13 @@ def test_pref_target_block_gives_the_ratio_of_means_and_per_seed_ratios(tmp_path
     assert "| A-v5 | 90 ± 10 | 100 ± 0 | **90%, met** | s0: 80%, s1: 100% |" in text
     assert "| B-v5 | 50 ± 0 | 100 ± 0 | **50%, not met** | s0: 50% |" in text
     assert "| A-v5 | 1400 labels, entropy_coef=0.01 | 1,000 | 2 | 90 ± 10 |" in text  # the curves table follows
+
+
+def test_pref_target_refuses_a_file_that_mixes_variants_of_one_kind(tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [
+        _record("A-v5", "1400 labels", 0, 80.0), _record("A-v5", "1400 labels, entropy_coef=0.01", 0, 90.0),
+        _record("A-v5", "true reward", 0, 100.0)]))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--pref-mujoco-entropy",
+                           str(data)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "mixes" in done.stderr and "split the records" in done.stderr
