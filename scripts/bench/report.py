@@ -6,7 +6,7 @@
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
 file (NAME: throughput, atari_speed, atari_pong, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
-vpn_collect, vpn_planning, collect_env, pref_mujoco, pref_mujoco_entropy).
+vpn_collect, vpn_planning, collect_env, pref_mujoco_target and pref_mujoco, pref_mujoco_entropy).
 """
 
 from __future__ import annotations
@@ -76,8 +76,13 @@ def dsac_speed(path: Path) -> None:
               f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x |")
 
 
+def _records(path: Path) -> list[dict]:
+    """The JSON lines of a benchmark output file (blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def curves(path: Path, key: str) -> None:
-    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    records = _records(path)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
         groups[(r["env"], r[key], r["steps"])].append(r)
@@ -95,7 +100,7 @@ def curves(path: Path, key: str) -> None:
 def pref_target(path: Path, labels: int = 1400, target: float = 0.8) -> None:
     """Per env: PPO on the reward learned from ``labels`` labels against PPO on the true reward (same seeds), as a
     ratio of the final evaluation returns' means, and per seed."""
-    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    records = _records(path)
     print(f"| task | {labels} labels | true reward | ratio (target {target:.0%}) | per seed |\n|---|---|---|---|---|")
     for env in sorted({r["env"] for r in records}):
         learned = _finals_by_seed([r for r in records if r["env"] == env and r["variant"].startswith(f"{labels} ")])
@@ -124,7 +129,7 @@ def _finals_by_seed(records: list[dict]) -> dict[int, float]:
 
 
 def exploration(path: Path) -> None:
-    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    records = _records(path)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
         groups[(r["env"], r["lib"], r["steps"])].append(r)
@@ -142,7 +147,7 @@ def exploration(path: Path) -> None:
 
 
 def vpn_collect(path: Path) -> None:
-    records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    records = _records(path)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
         groups[(r["env"], r["method"], r["steps"], " ".join(r.get("overrides", [])))].append(r)
@@ -234,6 +239,7 @@ def main() -> None:
     if args.collect_env:
         blocks["collect_env"] = _capture(collect_env, args.collect_env)
     if args.pref_mujoco:
+        blocks["pref_mujoco_target"] = _capture(pref_target, args.pref_mujoco)
         blocks["pref_mujoco"] = _capture(curves, args.pref_mujoco, "variant")
     if args.pref_mujoco_entropy:
         blocks["pref_mujoco_entropy"] = (_capture(pref_target, args.pref_mujoco_entropy) + "\n\n"

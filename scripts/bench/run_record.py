@@ -50,7 +50,7 @@ def run_record(run_dir: Path, window: int = 20_000) -> dict:
     steps = [0] + [step for step, _ in rates]
     training_seconds = sum((now - before) / rate for before, (now, rate) in zip(steps, rates))
     return {"run": run["run_name"], "agent": config["agent"], "env": run["env"], "seed": run["seed"],
-            "steps": int(rows[-1]["step"]), "curve": evals, "train_curve": train_curve, "final": evals[-1][1],
+            "steps": last, "curve": evals, "train_curve": train_curve, "final": evals[-1][1],
             "best": max(v for _, v in evals),
             "steps_per_sec": float(np.median([v for _, v in rates])), "seconds": training_seconds,
             "run_commit": config.get("source", {}).get("commit", "not recorded"), "config": config}
