@@ -45,3 +45,12 @@ def test_pref_target_refuses_a_file_that_mixes_variants_of_one_kind(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--pref-mujoco-entropy",
                            str(data)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "mixes" in done.stderr and "split the records" in done.stderr
+
+
+def test_pref_reward_cost_times_a_fit_and_scoring_per_comparison():
+    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+    from pref_reward_cost import measure
+
+    result = measure(pairs=8, segment=3)
+    assert result["fit_ms_per_comparison"] > result["score_ms_per_segment"] > 0
+    assert (result["pairs"], result["segment"], result["members"], result["threads"]) == (8, 3, 3, 1)
