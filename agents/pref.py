@@ -10,8 +10,8 @@ Algorithm (``train_iteration``):
     2. labels due by now (``labels_due``: the rest of the labels at a rate ~ tau / (t + tau)): draw
        ``candidates_per_label`` x as many random segment pairs (``segment_length`` steps, within one episode)
        from the pool, keep those the ensemble disagrees on most, label them
-    3. ``reward_epochs`` passes of the reward model over all comparisons (bootstrap per member, adaptive L2),
-       then refit each member's output normalisation on the pool
+    3. ``reward_epochs`` passes of the reward model over all comparisons, or a fixed budget of ``reward_batches``
+       minibatches (bootstrap per member, adaptive L2), then refit each member's output normalisation on the pool
 The RL agent never sees the true reward; its episode statistics (and every evaluation) report the true return.
 
 Choices where the paper leaves room, and what we follow:
@@ -97,6 +97,19 @@ class PrefConfig:
     """Comparisons per reward-model minibatch."""
     reward_epochs: int = 1
     """Passes over all comparisons after each RL iteration."""
+    reward_batches: int = 0
+    """> 0: instead of reward_epochs, this many minibatches after each RL iteration, drawn at random from the
+    comparisons: a fixed reward-model budget whose cost does not grow with the labels (rl-teacher trains one
+    minibatch per 100 env steps; the paper trains the predictor asynchronously, at its own pace). For Atari on a
+    CPU, where an epoch over 3000 comparisons takes minutes (docs/benchmarks.md)."""
+    fit_eval_pairs: int = 0
+    """> 0: after each fit, measure the losses (held-out accuracy, the L2 adaptation) on this many random
+    comparisons instead of all of them (scoring all costs as much as an epoch)."""
+    normalization_steps: int = 0
+    """Recent steps the reward normalisation is refitted on after each fit; 0 = the whole pool (pool_steps)."""
+    reward_precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16 runs the Atari reward model's convolutions under bfloat16 autocast (weights stay fp32), as PPO's
+    --cnn_precision bf16: about 2x cheaper on a CPU with AVX512-BF16. Vector observations ignore it."""
     pretrain_epochs: int = 50
     """Passes over the initial comparisons before RL starts."""
     noise: float = 0.1
@@ -122,7 +135,7 @@ class PrefConfig:
             raise ConfigError(f"Option 'noise' must be in [0, 1) (1 would make every answer random), got {self.noise}")
         check_ranges(self, unit_interval=("initial_share",),
                      non_negative=("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons",
-                                   "oracle_temperature"))
+                                   "oracle_temperature", "reward_batches", "fit_eval_pairs", "normalization_steps"))
 
 
 # ------------------------------------------------------------------------------------- the env the RL agent sees
@@ -277,7 +290,7 @@ class PrefAgent:
                                   f"{obs_space.shape}. Fix: --absorbing false")
             action_dim += 1  # the reward model's 'absorbing' flag input
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
-                                    scale=cfg.reward_scale).to(self.device)
+                                    scale=cfg.reward_scale, precision=cfg.reward_precision).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
         self.human = cfg.oracle == "human"
         # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)
@@ -329,7 +342,7 @@ class PrefAgent:
             self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau))
             if self.human:
                 self._read_answers()
-            stats.update(self._fit(cfg.pretrain_epochs))
+            stats.update(self._fit(cfg.pretrain_epochs, batches=0))  # pretraining: full passes
         stats.update(self.rl.train_iteration())
         start = time.perf_counter()
         due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau)
@@ -337,7 +350,7 @@ class PrefAgent:
         if self.human:
             self._read_answers()
             stats["pref/waiting_for_people"] = float(len(self.pending))
-        stats.update(self._fit(cfg.reward_epochs))
+        stats.update(self._fit(cfg.reward_epochs, cfg.reward_batches))
         stats["time/reward_model"] = time.perf_counter() - start
         return stats
 
@@ -452,13 +465,14 @@ class PrefAgent:
             mark_absorbing(obs, actions, mask)
         return torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
 
-    def _fit(self, epochs: int) -> dict[str, float]:
-        if self.num_labels == 0 or epochs == 0:
+    def _fit(self, epochs: int, batches: int) -> dict[str, float]:
+        if self.num_labels == 0 or (epochs == 0 and batches == 0):
             return {"pref/labels": float(self.labels_asked)}
         c = self.comparisons
         obs_1, obs_2 = ((StackedSegments(c[k], self.stack) if self.stack else c[k]) for k in ("obs_1", "obs_2"))
-        report = self.trainer.fit(obs_1, c["act_1"], obs_2, c["act_2"], c["mu"], c["ids"].numpy(), epochs)
-        obs, actions, true = self.pool.recent(self.cfg.pool_steps)
+        report = self.trainer.fit(obs_1, c["act_1"], obs_2, c["act_2"], c["mu"], c["ids"].numpy(), epochs, batches,
+                                  self.cfg.fit_eval_pairs)
+        obs, actions, true = self.pool.recent(self.cfg.normalization_steps or self.cfg.pool_steps)
         obs_t, act_t = torch.as_tensor(obs, device=self.device), torch.as_tensor(actions, device=self.device)
         predicted = self.model.fit_normalization(obs_t, act_t).cpu().numpy()
         stats = {"pref/labels": float(self.labels_asked), "pref/heldout_accuracy": report.accuracy,

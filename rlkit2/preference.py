@@ -23,6 +23,7 @@ Shapes: P pairs, K steps per segment, E members, B rows of (o, a).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -120,10 +121,13 @@ class StackedSegments:
 
 class ConvRewardMember(nn.Module):
     """The paper's Atari predictor: 4 convs of 16 filters (7x7/3, 5x5/2, 3x3/1, 3x3/1), leaky ReLU, FC 64, then a
-    scalar; the action enters as a one-hot next to the conv features. Dropout on the convs (paper: 0.5)."""
+    scalar; the action enters as a one-hot next to the conv features. Dropout on the convs (paper: 0.5).
+    ``bf16``: the convolutions run under bfloat16 autocast (weights and output stay fp32), as PPO's
+    ``--cnn_precision bf16``: about 2x faster on a CPU with AVX512-BF16 (docs/bench/pref_reward_cost.json)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, dropout: float):
+    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, dropout: float, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         layers: list[nn.Module] = []
         channels = obs_shape[0]
         for k, stride in [(7, 3), (5, 2), (3, 1), (3, 1)]:
@@ -135,21 +139,26 @@ class ConvRewardMember(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat + action_dim, 64), nn.LeakyReLU(0.01), nn.Linear(64, 1))
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        return self.head(torch.cat([self.convs(obs), actions], -1)).squeeze(-1)
+        with torch.autocast(obs.device.type, torch.bfloat16) if self.bf16 else contextlib.nullcontext():
+            features = self.convs(obs)
+        return self.head(torch.cat([features.float(), actions], -1)).squeeze(-1)
 
 
 class RewardEnsemble(nn.Module):
     """r_e(o, a) for e = 1..E. ``forward(obs [B, ...], actions [B, A]) -> [E, B]`` raw member outputs;
     ``reward`` -> [B], the normalised ensemble mean the RL agent sees. Image observations (uint8) are scaled by
-    1/255; discrete actions are given one-hot."""
+    1/255; discrete actions are given one-hot. ``precision="bf16"`` runs image members' convolutions in bfloat16."""
 
     def __init__(self, obs_shape: tuple[int, ...], action_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64),
-                 dropout: float = 0.0, scale: float = 1.0):
+                 dropout: float = 0.0, scale: float = 1.0, precision: str = "fp32"):
         super().__init__()
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.image = len(obs_shape) == 3
         self.members, self.scale = members, scale
         if self.image:
-            self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout) for _ in range(members))
+            self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout, precision == "bf16")
+                                      for _ in range(members))
         else:
             self.mlp = EnsembleMLP(members, int(np.prod(obs_shape)) + action_dim, hidden, 1, act="leaky_relu")
         self.register_buffer("out_mean", torch.zeros(members))
@@ -197,7 +206,12 @@ class EnsembleTrainer:
     the pair arrives (so a pair stays in or out of a member's sample as the data grows or old pairs are dropped);
     the pairs with count 0 are that member's validation set (about 1/e of them). After each fit the member's L2
     weight moves by ``l2_step`` towards keeping validation loss at 1.1-1.5x its training loss, within
-    ``l2_bounds``. Adam."""
+    ``l2_bounds``. Adam.
+
+    A fit is either ``epochs`` passes over every member's resample, or a fixed budget of ``batches`` minibatches
+    drawn at random from it (rl-teacher trains one minibatch per 100 env steps; the paper trains the predictor
+    asynchronously at its own pace), whose cost does not grow with the number of comparisons. The losses after a
+    fit are measured on every pair, or on ``eval_pairs`` of them drawn at random."""
 
     def __init__(self, model: RewardEnsemble, lr: float = 1e-3, batch_size: int = 32, noise: float = 0.1,
                  l2_init: float = 1e-4, seed: int = 0, l2_bounds: tuple[float, float] = (1e-6, 1e-1),
@@ -240,27 +254,34 @@ class EnsembleTrainer:
         self.ids, self.counts = ids.copy(), counts
 
     def fit(self, obs_1: Tensor, act_1: Tensor, obs_2: Tensor, act_2: Tensor, mu: Tensor, ids: np.ndarray,
-            epochs: int = 1) -> FitReport:
+            epochs: int = 1, batches: int = 0, eval_pairs: int = 0) -> FitReport:
+        """``epochs`` passes over the resamples, or (``batches`` > 0) that many minibatches drawn from them; then
+        the losses on all pairs, or on ``eval_pairs`` random ones (> 0), and the L2 update."""
+        if epochs < 0 or batches < 0 or eval_pairs < 0:
+            raise ValueError(f"epochs, batches and eval_pairs must be >= 0, got {epochs}, {batches}, {eval_pairs}")
         self._sync_counts(np.asarray(ids))
         E = self.model.members
         in_bag = [np.repeat(np.arange(len(ids)), self.counts[e]) for e in range(E)]
         n = min(len(b) for b in in_bag)
         self.model.train()
-        for _ in range(epochs if n > 0 else 0):
+        if n > 0 and batches > 0:  # a fixed budget: each minibatch drawn afresh from each member's resample
+            for _ in range(batches):
+                self._step(obs_1, act_1, obs_2, act_2, mu,
+                           np.stack([self.rng.choice(b, min(self.batch_size, n), replace=False) for b in in_bag]))
+        for _ in range(epochs if n > 0 and batches == 0 else 0):
             order = [self.rng.permutation(b)[:n] for b in in_bag]  # equal-size batches for every member
             for start in range(0, n, self.batch_size):
-                idx = torch.as_tensor(np.stack([o[start:start + self.batch_size] for o in order]))  # [E, b]
-                r1 = self.member_returns(obs_1[idx], act_1[idx])  # each member on its own resample
-                r2 = self.member_returns(obs_2[idx], act_2[idx])
-                member_losses = bradley_terry_loss(r1, r2, mu[idx], self.noise)  # [E]
-                l2 = torch.stack([self.l2[e] * self._member_sq_norm(e) for e in range(E)])
-                self.opt.zero_grad(set_to_none=True)
-                (member_losses + l2).sum().backward()  # the members share no weights
-                self.opt.step()
+                self._step(obs_1, act_1, obs_2, act_2, mu, np.stack([o[start:start + self.batch_size] for o in order]))
         self.model.eval()
-        r1, r2 = self._all_returns(obs_1, act_1), self._all_returns(obs_2, act_2)  # [E, N], scored once
-        train_losses, _, _ = self._losses(r1, r2, mu, [np.unique(b) for b in in_bag])
-        val_losses, correct, total = self._losses(r1, r2, mu, [np.flatnonzero(self.counts[e] == 0) for e in range(E)])
+        scored = np.arange(len(ids))
+        if 0 < eval_pairs < len(ids):
+            scored = np.sort(self.rng.choice(len(ids), eval_pairs, replace=False))
+        # r1, r2 [E, len(scored)]: each scored pair once, in eval mode; the losses index them by position
+        r1, r2 = self._all_returns(obs_1, act_1, scored), self._all_returns(obs_2, act_2, scored)
+        mu_scored = mu[torch.as_tensor(scored)]
+        train_losses, _, _ = self._losses(r1, r2, mu_scored, [np.flatnonzero(self.counts[e, scored] > 0) for e in range(E)])
+        val_losses, correct, total = self._losses(r1, r2, mu_scored,
+                                                  [np.flatnonzero(self.counts[e, scored] == 0) for e in range(E)])
         low, high = self.l2_bounds
         for e in range(E):  # keep validation loss at 1.1-1.5x training loss
             if not math.isnan(val_losses[e]) and train_losses[e] > 0:
@@ -271,14 +292,29 @@ class EnsembleTrainer:
                     self.l2[e] = max(low, self.l2[e] / self.l2_step)
         return FitReport(train_losses, val_losses, list(self.l2), correct / max(total, 1))
 
+    def _step(self, obs_1: Tensor, act_1: Tensor, obs_2: Tensor, act_2: Tensor, mu: Tensor, pairs: np.ndarray) -> None:
+        """One Adam step of every member on its own minibatch (row e of ``pairs`` [E, b])."""
+        idx = torch.as_tensor(pairs)
+        r1 = self.member_returns(obs_1[idx], act_1[idx])
+        r2 = self.member_returns(obs_2[idx], act_2[idx])
+        member_losses = bradley_terry_loss(r1, r2, mu[idx], self.noise)  # [E]
+        l2 = torch.stack([self.l2[e] * self._member_sq_norm(e) for e in range(self.model.members)])
+        self.opt.zero_grad(set_to_none=True)
+        (member_losses + l2).sum().backward()  # the members share no weights
+        self.opt.step()
+
     @torch.no_grad()
-    def _all_returns(self, obs: Tensor, actions: Tensor, chunk: int = 256) -> Tensor:
-        """Every member's summed reward of every segment ``[E, N]``, gathering ``chunk`` pairs at a time (Atari
-        comparisons are stored compactly; all N gathered at once would be gigabytes)."""
-        if len(actions) == 0:
+    def _all_returns(self, obs: Tensor, actions: Tensor, which: np.ndarray, chunk: int = 256) -> Tensor:
+        """Every member's summed reward of the segments at positions ``which``: ``[E, len(which)]``, gathering
+        ``chunk`` of them at a time (Atari comparisons are stored compactly; all gathered at once would be
+        gigabytes)."""
+        if len(which) == 0:
             return torch.zeros(self.model.members, 0, device=actions.device)
-        return torch.cat([self.segment_returns(obs[i:i + chunk], actions[i:i + chunk])
-                          for i in range(0, len(actions), chunk)], 1)
+        parts = []
+        for i in range(0, len(which), chunk):
+            idx = torch.as_tensor(which[i:i + chunk], device=actions.device)
+            parts.append(self.segment_returns(obs[idx], actions[idx]))
+        return torch.cat(parts, 1)
 
     def _losses(self, r1: Tensor, r2: Tensor, mu: Tensor, pairs: list[np.ndarray]) -> tuple[list[float], float, int]:
         """Each member's loss on its own set of pairs, from the members' segment returns ``r1``, ``r2`` [E, N] (in

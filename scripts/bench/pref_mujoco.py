@@ -16,6 +16,15 @@ steps: 10 deterministic episodes on the true reward, separate envs. Each run app
 Every variant trains PPO with the same settings: PPO's preset, plus what the pref preset gives its RL agent on the
 env (on MuJoCo the paper's entropy bonus for the non-stationary learned reward, rl.entropy_coef = 0.01), plus each
 ``--rl-set NAME=VALUE`` (``--rl-set entropy_coef=0`` for the runs without the bonus); the variant's name lists them.
+``--set NAME=VALUE`` is a run option for every variant, ``--pref-set NAME=VALUE`` an option of the pref agent.
+
+Atari Pong at a reduced budget on a CPU (docs/benchmarks.md, "Atari Pong with synthetic labels"):
+
+    python scripts/bench/pref_mujoco.py --envs ALE/Pong-v5 --seeds 0 --variants true 1400 --steps 750000 \
+        --eval-every 250000 --rl-set cnn_precision=bf16 --set atari.repeat_action_probability=0 \
+        --pref-set reward_precision=bf16 --pref-set reward_batches=1 --pref-set reward_batch=16 \
+        --pref-set fit_eval_pairs=32 --pref-set normalization_steps=1024 --pref-set pretrain_epochs=10 \
+        --out docs/bench/pref_atari.jsonl
 """
 
 from __future__ import annotations
@@ -51,25 +60,31 @@ def shared_rl_options(env_id: str, rl_options: list[str]) -> dict[str, str]:
     return shared
 
 
-def variant_options(variant: str, rl_options: dict[str, str]) -> tuple[str, dict]:
+def variant_options(variant: str, rl_options: dict[str, str], run_options: dict[str, str] | None = None,
+                    pref_options: dict[str, str] | None = None) -> tuple[str, dict]:
     """The agent and the options a variant runs with: "true" is PPO; "N" or "N-OPTION" the pref agent with N
-    labels (and a pref option set); each of rl_options goes to PPO in either case."""
+    labels (and a pref option set); each of rl_options goes to PPO and each of run_options to the run in either
+    case; pref_options go to the pref agent only."""
     agent = "ppo" if variant == "true" else "pref"
-    options: dict = {}
+    options: dict = dict(run_options or {})
     labels, _, option = variant.partition("-")  # "1400-absorbing": 1400 labels with --absorbing true
     if agent == "pref":
         options["labels"] = int(labels)
         if option:
             options[option] = True
+        options.update(pref_options or {})
     for name, value in rl_options.items():
         options[name if agent == "ppo" else f"rl.{name}"] = value
     return agent, options
 
 
 def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
-            rl_options: list[str] | None = None) -> dict:
+            rl_options: list[str] | None = None, run_options: list[str] | None = None,
+            pref_options: list[str] | None = None) -> dict:
     shared = shared_rl_options(env_id, rl_options or [])
-    agent, options = variant_options(variant, shared)
+    run_set = dict(item.split("=", 1) for item in run_options or [])
+    pref_set = dict(item.split("=", 1) for item in pref_options or [])
+    agent, options = variant_options(variant, shared, run_set, pref_set)
     run, cfg, rows, seconds = train_to_completion(agent, env_id, {
         "seed": seed, "total_steps": steps, "eval_every": eval_every, "threads_update": 1, **options})
     curve = column(rows, "eval/return_mean")
@@ -77,8 +92,13 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
     # the name says which options the run had (the pref preset turns --absorbing on for Hopper-like envs)
     name = "true reward" if agent == "ppo" else f"{options['labels']} labels" + (", absorbing" if cfg.absorbing else "")
     name += "".join(f", {k}={v}" for k, v in shared.items())
+    name += "".join(f", {k}={v}" for k, v in run_set.items())
+    if agent == "pref":
+        name += "".join(f", {k}={v}" for k, v in pref_set.items())
     return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
             "rl_overrides": [f"{k}={v}" for k, v in shared.items()],
+            "run_overrides": [f"{k}={v}" for k, v in run_set.items()],
+            "pref_overrides": [f"{k}={v}" for k, v in pref_set.items()] if agent == "pref" else [],
             "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
             "seconds": seconds}
@@ -98,15 +118,21 @@ def main() -> None:
     parser.add_argument("--rl-set", action="append", default=[], type=name_value, metavar="NAME=VALUE",
                         help="a PPO option for every variant (PPO's own on the true reward, the RL agent's under the "
                              "learned one), e.g. entropy_coef=0; it is appended to the variant's name")
+    parser.add_argument("--set", dest="run_set", action="append", default=[], type=name_value, metavar="NAME=VALUE",
+                        help="a run option for every variant, e.g. atari.repeat_action_probability=0")
+    parser.add_argument("--pref-set", action="append", default=[], type=name_value, metavar="NAME=VALUE",
+                        help="a pref-agent option for the label variants, e.g. reward_batches=1")
     parser.add_argument("--single", nargs=3, metavar=("VARIANT", "ENV", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.single:
-        record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every, args.rl_set)
+        record = run_one(args.single[0], args.single[1], int(args.single[2]), args.steps, args.eval_every, args.rl_set,
+                         args.run_set, args.pref_set)
         append_record(args.out, record)
         return
     jobs = [(v, e, s) for s, e, v in itertools.product(args.seeds, args.envs, args.variants)]
-    extra = [x for item in args.rl_set for x in ("--rl-set", item)]
+    extra = [x for flag, items in (("--rl-set", args.rl_set), ("--set", args.run_set), ("--pref-set", args.pref_set))
+             for item in items for x in (flag, item)]
     run_jobs([[sys.executable, __file__, "--single", v, e, str(s), "--steps", str(args.steps), "--eval-every",
                str(args.eval_every), "--out", str(args.out)] + extra for v, e, s in jobs], args.jobs)
 

@@ -137,7 +137,7 @@ def test_fit_reports_each_members_loss_on_its_own_bootstrap_and_held_out_pairs()
     model.eval()
     with torch.no_grad():
         r1, r2 = trainer.segment_returns(o1[torch.arange(P)], a1), trainer.segment_returns(o2[torch.arange(P)], a2)
-    torch.testing.assert_close(trainer._all_returns(o1, a1, chunk=5), r1)  # gathered in chunks, same scores
+    torch.testing.assert_close(trainer._all_returns(o1, a1, np.arange(P), chunk=5), r1)  # in chunks, same scores
     correct = total = 0
     for e in range(3):
         train, val = np.flatnonzero(trainer.counts[e] > 0), np.flatnonzero(trainer.counts[e] == 0)
@@ -149,6 +149,52 @@ def test_fit_reports_each_members_loss_on_its_own_bootstrap_and_held_out_pairs()
         correct += float((1 - (predicted - mu[val]).abs()).sum())
         total += len(val)
     assert report.accuracy == pytest.approx(correct / total)
+
+
+def test_a_fixed_budget_fit_takes_that_many_steps_and_scores_a_random_subset_of_pairs(monkeypatch):
+    """batches=3: three Adam steps whatever the number of comparisons (epochs ignored); eval_pairs=20: the
+    report's losses are each member's Bradley-Terry loss on its own train / held-out pairs among 20 scored ones."""
+    torch.manual_seed(0)
+    model = RewardEnsemble((3,), 1, members=3)
+    trainer = EnsembleTrainer(model, batch_size=8, seed=0)
+    o1, a1, o2, a2 = torch.randn(100, 5, 3), torch.randn(100, 5, 1), torch.randn(100, 5, 3), torch.randn(100, 5, 1)
+    mu = torch.randint(0, 2, (100,)).float()
+    scored = []
+    real = trainer._all_returns
+    monkeypatch.setattr(trainer, "_all_returns", lambda o, a, which: scored.append(which) or real(o, a, which))
+    report = trainer.fit(o1, a1, o2, a2, mu, np.arange(100), epochs=7, batches=3, eval_pairs=20)
+    assert all(state["step"] == 3 for state in trainer.opt.state.values())
+    which = scored[0]
+    assert len(which) == 20 and len(set(which.tolist())) == 20 and np.array_equal(scored[1], which)
+    with torch.no_grad():
+        r1, r2 = trainer.segment_returns(o1[which], a1[which]), trainer.segment_returns(o2[which], a2[which])
+    for e in range(3):
+        train, val = np.flatnonzero(trainer.counts[e, which] > 0), np.flatnonzero(trainer.counts[e, which] == 0)
+        m = mu[which]
+        assert report.train_loss[e] == pytest.approx(float(bradley_terry_loss(r1[e, train], r2[e, train], m[train])),
+                                                     rel=1e-5)
+        assert report.val_loss[e] == pytest.approx(float(bradley_terry_loss(r1[e, val], r2[e, val], m[val])), rel=1e-5)
+    trainer.fit(o1, a1, o2, a2, mu, np.arange(100), epochs=1)  # a full epoch: ceil(n / 8) more steps
+    n = min(int(c.sum()) for c in trainer.counts)
+    assert all(state["step"] == 3 + -(-n // 8) for state in trainer.opt.state.values())
+    with pytest.raises(ValueError, match="batches"):
+        trainer.fit(o1, a1, o2, a2, mu, np.arange(100), batches=-1)
+
+
+def test_bf16_conv_members_compute_the_fp32_rewards_to_bf16_rounding():
+    torch.manual_seed(0)
+    fp32 = RewardEnsemble((4, 44, 44), 3, members=2)
+    bf16 = RewardEnsemble((4, 44, 44), 3, members=2, precision="bf16")
+    bf16.load_state_dict(fp32.state_dict())
+    obs = torch.randint(0, 255, (16, 4, 44, 44), dtype=torch.uint8)
+    actions = torch.nn.functional.one_hot(torch.randint(0, 3, (16,)), 3)
+    with torch.no_grad():
+        exact, rounded = fp32(obs, actions), bf16(obs, actions)
+    assert rounded.dtype == torch.float32 and all(p.dtype == torch.float32 for p in bf16.parameters())
+    assert not torch.equal(exact, rounded)  # it did run in bf16
+    torch.testing.assert_close(rounded, exact, rtol=0.05, atol=0.02 * exact.abs().max().item())
+    with pytest.raises(ValueError, match="precision"):
+        RewardEnsemble((4, 44, 44), 3, precision="fp16")
 
 
 def test_adaptive_l2_moves_towards_the_target_ratio_within_bounds():

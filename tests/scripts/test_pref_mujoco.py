@@ -39,6 +39,18 @@ def test_both_variants_train_ppo_alike_and_without_the_bonus_on_request():
     assert shared_rl_options("Pendulum-v1", []) == {}  # no MuJoCo preset there
 
 
+def test_run_options_reach_every_variant_and_pref_options_the_label_variants_only():
+    run_set, pref_set = {"atari.repeat_action_probability": "0"}, {"reward_batches": "2", "reward_precision": "bf16"}
+    agent, options = variant_options("true", {"cnn_precision": "bf16"}, run_set, pref_set)
+    run, cfg = resolve_config(agent, "ALE/Pong-v5", options)
+    assert run.atari.repeat_action_probability == 0.0 and cfg.cnn_precision == "bf16"
+    assert not hasattr(cfg, "reward_batches")
+    agent, options = variant_options("1400", {"cnn_precision": "bf16"}, run_set, pref_set)
+    run, cfg = resolve_config(agent, "ALE/Pong-v5", options)
+    assert run.atari.repeat_action_probability == 0.0 and cfg.rl == {"cnn_precision": "bf16"}
+    assert (cfg.labels, cfg.reward_batches, cfg.reward_precision) == (1400, 2, "bf16")
+
+
 def test_an_rl_option_without_a_value_is_refused_with_the_expected_form():
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "pref_mujoco.py"), "--rl-set",
                            "entropy_coef"], capture_output=True, text=True)

@@ -51,6 +51,8 @@ def test_pref_reward_cost_times_a_fit_and_scoring_per_comparison():
     sys.path.insert(0, str(ROOT / "scripts" / "bench"))
     from pref_reward_cost import measure
 
-    result = measure(pairs=8, segment=3)
-    assert result["fit_ms_per_comparison"] > result["score_ms_per_segment"] > 0
-    assert (result["pairs"], result["segment"], result["members"], result["threads"]) == (8, 3, 3, 1)
+    for precision in ("fp32", "bf16"):
+        result = measure(pairs=8, segment=3, precision=precision)
+        assert result["fit_ms_per_comparison"] > result["score_ms_per_segment"] > result["reward_ms_per_step"] > 0
+        assert result["minibatch_ms"] > 0 and result["minibatch"] == 8 and result["precision"] == precision
+        assert (result["pairs"], result["segment"], result["members"], result["threads"]) == (8, 3, 3, 1)
