@@ -35,6 +35,12 @@ Choices where the paper leaves room, and what we follow:
 - The RL agent's learning-rate schedule counts its own steps, not the warm-up's.
 - Labels are asked for between RL iterations; the RL agent never waits for them (a synthetic oracle answers at
   once).
+- The reward model trains in step with the RL agent: ``reward_epochs`` passes after each iteration (the default,
+  cheap on MuJoCo), or a fixed budget of ``reward_batches`` minibatches (as rl-teacher's one minibatch per 100 env
+  steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
+  ensemble takes minutes, so the reduced-budget Pong benchmark uses one minibatch of 16 per iteration, bf16
+  convolutions, held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
+  (docs/benchmarks.md, "Atari Pong with synthetic labels").
 """
 
 from __future__ import annotations

@@ -116,6 +116,21 @@ def pref_target(path: Path, labels: int = 1400, target: float = 0.8) -> None:
               f"**{ratio:.0%}, {verdict}** | {per_seed} |")
 
 
+def eval_steps(path: Path) -> None:
+    """Each variant's evaluation return at each evaluation step (mean over seeds, and the seeds' count): for tasks
+    like Pong, whose returns (-21 to 21) make a ratio meaningless."""
+    records = _records(path)
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        groups[(r["env"], r["variant"])].append(r)
+    for (env, name), runs in sorted(groups.items()):
+        print(f"{env}, {name}, {len(runs)} seed(s):\n")
+        print("| env steps | " + " | ".join(f"{step:,}" for step, _ in runs[0]["curve"]) + " |")
+        print("|---|" + "---|" * len(runs[0]["curve"]))
+        means = np.mean([[v for _, v in r["curve"]] for r in runs], axis=0)
+        print("| eval return | " + " | ".join(f"{v:.1f}" for v in means) + " |\n")
+
+
 def _finals_by_seed(records: list[dict]) -> dict[int, float]:
     """Final returns by seed, refusing a mix of variants or two runs of one seed (which one would count?)."""
     names = {r["variant"] for r in records}
@@ -211,6 +226,7 @@ def main() -> None:
     parser.add_argument("--pref-mujoco", type=Path, help="scripts/bench/pref_mujoco.py output (block pref_mujoco)")
     parser.add_argument("--pref-mujoco-entropy", type=Path,
                         help="pref_mujoco.py output with --rl-set entropy_coef=0.01 (block pref_mujoco_entropy)")
+    parser.add_argument("--pref-atari", type=Path, help="pref_mujoco.py output on Atari (block pref_atari)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -244,6 +260,9 @@ def main() -> None:
     if args.pref_mujoco_entropy:
         blocks["pref_mujoco_entropy"] = (_capture(pref_target, args.pref_mujoco_entropy) + "\n\n"
                                          + _capture(curves, args.pref_mujoco_entropy, "variant"))
+    if args.pref_atari:
+        blocks["pref_atari"] = (_capture(curves, args.pref_atari, "variant") + "\n\n"
+                                + _capture(eval_steps, args.pref_atari).rstrip())
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return

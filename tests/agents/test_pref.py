@@ -312,3 +312,25 @@ def test_atari_comparisons_keep_distinct_frames_and_the_reward_model_trains_on_t
     assert comparisons["obs_1"].shape == (8, 8 + 3, 84, 84) and comparisons["obs_2"].shape == (8, 8 + 3, 84, 84)
     rows = [r for r in read_progress(result.run_dir) if "pref/train_loss" in r]
     assert rows and np.isfinite(rows[-1]["pref/train_loss"])
+
+
+def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkeypatch):
+    """--reward_batches, --fit_eval_pairs, --normalization_steps and --reward_precision bf16 (the reduced-budget
+    Pong benchmark's settings): pretraining makes full passes; each later fit takes the fixed number of
+    minibatches and scores the given number of pairs; normalisation refits on that many recent steps."""
+    from rlkit2.preference import EnsembleTrainer, RewardEnsemble
+
+    fits, norm_rows, models = [], [], []
+    real_fit, real_norm = EnsembleTrainer.fit, RewardEnsemble.fit_normalization
+    monkeypatch.setattr(EnsembleTrainer, "fit", lambda self, *a, **kw: fits.append(a[6:]) or real_fit(self, *a, **kw))
+    monkeypatch.setattr(RewardEnsemble, "fit_normalization",
+                        lambda self, obs, act: norm_rows.append(len(obs)) or models.append(self) or real_norm(self, obs, act))
+    overrides = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
+                 "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+                 "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
+                 "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64, "reward_batches": 3, "fit_eval_pairs": 4,
+                 "normalization_steps": 64, "reward_precision": "bf16"}
+    run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
+    train(run, cfg)
+    assert fits[0] == (2, 0, 4) and len(fits) >= 3 and all(f == (1, 3, 4) for f in fits[1:])
+    assert set(norm_rows) == {64} and all(net.bf16 for net in models[0].nets)
