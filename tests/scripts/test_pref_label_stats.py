@@ -1,0 +1,46 @@
+"""pref_label_stats.py: the tie share and the final ensemble's accuracy on decisive held-out pairs of a finished
+preference run, recomputed here from its checkpoint."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+from pref_label_stats import label_stats  # noqa: E402
+
+from rlkit2 import checkpoint as ckpt  # noqa: E402
+from rlkit2.preference import RewardEnsemble  # noqa: E402
+from rlkit2.run import resolve_config, train  # noqa: E402
+
+
+def test_label_stats_separate_ties_from_the_decisive_pairs_the_model_orders(tmp_path):
+    run, cfg = resolve_config("pref", "Pendulum-v1", {"total_steps": 4096, "labels": 40, "warmup_steps": 1024,
+                                                      "pretrain_epochs": 5, "eval_every": 0, "runs_dir": str(tmp_path),
+                                                      "progress": False, "tensorboard": False})
+    result = train(run, cfg)
+    stats = label_stats(Path(result.run_dir))
+    state = ckpt.load(Path(result.run_dir) / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
+    c = state["comparisons"]
+    mu = c["mu"].numpy()
+    assert stats["labels"] == len(mu) == 40 and stats["tie_share"] == pytest.approx(float((mu == 0.5).mean()))
+    model = RewardEnsemble((3,), 1, cfg.members, tuple(cfg.reward_hidden))
+    model.load_state_dict(state["reward_model"])
+    with torch.no_grad():  # member e's segment returns, by hand
+        ret = lambda o, a: model(o.flatten(0, 1), a.flatten(0, 1)).view(cfg.members, len(mu), -1).sum(-1)  # noqa: E731
+        r1, r2 = ret(c["obs_1"], c["act_1"]), ret(c["obs_2"], c["act_2"])
+    counts = dict(zip(state["trainer"]["ids"].tolist(), state["trainer"]["counts"].T.tolist()))
+    right, pairs = 0, 0
+    for e in range(cfg.members):
+        for p, pair_id in enumerate(c["ids"].tolist()):
+            if counts[pair_id][e] == 0 and mu[p] != 0.5:
+                right += int(bool(r1[e, p] > r2[e, p]) == (mu[p] == 1.0))
+                pairs += 1
+    assert stats["heldout_decisive_pairs"] == pairs > 0
+    assert stats["heldout_decisive_accuracy"] == pytest.approx(right / pairs)
+    assert all(a is None or 0 <= a <= 1 for a in stats["member_heldout_decisive_accuracy"])
+    assert np.isfinite(stats["ensemble_decisive_accuracy_all"])
