@@ -40,7 +40,8 @@ Choices where the paper leaves room, and what we follow:
   steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
   ensemble takes minutes, so the reduced-budget Pong benchmark uses one minibatch of 16 per iteration, bf16
   convolutions, held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
-  (docs/benchmarks.md, "Atari Pong with synthetic labels").
+  (docs/benchmarks.md, "Atari Pong with synthetic labels": there the reward model ranked 89.5% of decisive held-out
+  pairs right, but PPO on it stayed at -21 for 750k steps, against -13.2 on the true reward).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def main() -> None:
             grid = np.array([[dict(c).get(s, np.nan) for s in steps] for c in curves], dtype=float)
             mean, std = np.nanmean(grid, 0), np.nanstd(grid, 0)
             seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
-            ax.plot(steps, mean, color=colours[name], label=f"{name} ({seeds})")
+            ax.plot(steps, mean, color=colours[name], label=textwrap.fill(f"{name} ({seeds})", 60))  # long names wrap
             ax.fill_between(steps, mean - std, mean + std, color=colours[name], alpha=0.2)
         if env in hlines:
             ax.axhline(hlines[env], color="gray", linestyle="--", label=args.hline_label)
@@ -63,7 +64,7 @@ def main() -> None:
         ax.set_xlabel("env steps")
         ax.set_ylabel(args.ylabel)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
     args.png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=110)

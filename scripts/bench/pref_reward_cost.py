@@ -5,7 +5,7 @@ train/validation losses included), per comparison; one minibatch of 32 compariso
 ``--reward_batches``); scoring one segment with all members (query selection, held-out losses); the reward of one
 env step (rollouts, the normalisation refit). Random frames: the cost does not depend on the pixels.
 
-    python scripts/bench/pref_reward_cost.py --out docs/bench/pref_reward_cost.json
+    python scripts/bench/pref_reward_cost.py --out docs/bench/pref_reward_cost.jsonl
 """
 
 from __future__ import annotations
