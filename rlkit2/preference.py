@@ -123,7 +123,7 @@ class ConvRewardMember(nn.Module):
     """The paper's Atari predictor: 4 convs of 16 filters (7x7/3, 5x5/2, 3x3/1, 3x3/1), leaky ReLU, FC 64, then a
     scalar; the action enters as a one-hot next to the conv features. Dropout on the convs (paper: 0.5).
     ``bf16``: the convolutions run under bfloat16 autocast (weights and output stay fp32), as PPO's
-    ``--cnn_precision bf16``: about 2x faster on a CPU with AVX512-BF16 (docs/bench/pref_reward_cost.json)."""
+    ``--cnn_precision bf16``: about 2x faster on a CPU with AVX512-BF16 (docs/bench/pref_reward_cost.jsonl)."""
 
     def __init__(self, obs_shape: tuple[int, ...], action_dim: int, dropout: float, bf16: bool = False):
         super().__init__()
@@ -268,10 +268,12 @@ class EnsembleTrainer:
             for _ in range(batches):
                 self._step(obs_1, act_1, obs_2, act_2, mu,
                            np.stack([self.rng.choice(b, min(self.batch_size, n), replace=False) for b in in_bag]))
-        for _ in range(epochs if n > 0 and batches == 0 else 0):
-            order = [self.rng.permutation(b)[:n] for b in in_bag]  # equal-size batches for every member
-            for start in range(0, n, self.batch_size):
-                self._step(obs_1, act_1, obs_2, act_2, mu, np.stack([o[start:start + self.batch_size] for o in order]))
+        elif n > 0:
+            for _ in range(epochs):
+                order = [self.rng.permutation(b)[:n] for b in in_bag]  # equal-size batches for every member
+                for start in range(0, n, self.batch_size):
+                    self._step(obs_1, act_1, obs_2, act_2, mu,
+                               np.stack([o[start:start + self.batch_size] for o in order]))
         self.model.eval()
         scored = np.arange(len(ids))
         if 0 < eval_pairs < len(ids):

@@ -30,7 +30,11 @@ def label_stats(run_dir: Path) -> dict:
     run, cfg = load_run_config(run_dir)
     if run.agent != "pref":
         raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
-    state = ckpt.load(Path(run_dir) / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
+    final = Path(run_dir) / "checkpoints" / "final.pt"
+    if not final.is_file():
+        raise SystemExit(f"{run_dir} has no checkpoints/final.pt: the run has not finished (resume it with "
+                         f"python scripts/train.py --resume {run_dir})")
+    state = ckpt.load(final, map_location="cpu")["agent_state"]
     c, trainer_state = state["comparisons"], state["trainer"]
     actions = c["act_1"]
     stack = run.atari.frame_stack if c["obs_1"].dim() == 4 and c["obs_1"].dtype == torch.uint8 else 0

@@ -49,6 +49,16 @@ def name_value(text: str) -> str:
     return text
 
 
+def as_options(items: list[str]) -> dict[str, str]:
+    """["NAME=VALUE", ...] (validated by name_value) -> {NAME: VALUE}."""
+    return dict(item.split("=", 1) for item in items)
+
+
+def listed(options: dict[str, str]) -> list[str]:
+    """{NAME: VALUE} -> ["NAME=VALUE", ...], as records and variant names show them."""
+    return [f"{k}={v}" for k, v in options.items()]
+
+
 def shared_rl_options(env_id: str, rl_options: list[str]) -> dict[str, str]:
     """The PPO options every variant runs with beyond PPO's own preset: what the pref preset gives its RL agent on
     this env (e.g. the MuJoCo entropy bonus, rl.entropy_coef = 0.01), then each --rl-set NAME=VALUE. The true-reward
@@ -56,7 +66,7 @@ def shared_rl_options(env_id: str, rl_options: list[str]) -> dict[str, str]:
     from rlkit2.run import resolve_config
 
     shared = {name: str(value) for name, value in resolve_config("pref", env_id)[1].rl.items()}
-    shared.update(item.split("=", 1) for item in rl_options)
+    shared.update(as_options(rl_options))
     return shared
 
 
@@ -82,8 +92,7 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
             rl_options: list[str] | None = None, run_options: list[str] | None = None,
             pref_options: list[str] | None = None) -> dict:
     shared = shared_rl_options(env_id, rl_options or [])
-    run_set = dict(item.split("=", 1) for item in run_options or [])
-    pref_set = dict(item.split("=", 1) for item in pref_options or [])
+    run_set, pref_set = as_options(run_options or []), as_options(pref_options or [])
     agent, options = variant_options(variant, shared, run_set, pref_set)
     run, cfg, rows, seconds = train_to_completion(agent, env_id, {
         "seed": seed, "total_steps": steps, "eval_every": eval_every, "threads_update": 1, **options})
@@ -91,14 +100,10 @@ def run_one(variant: str, env_id: str, seed: int, steps: int, eval_every: int,
     corr = [v for _, v in column(rows, "pref/reward_correlation")]
     # the name says which options the run had (the pref preset turns --absorbing on for Hopper-like envs)
     name = "true reward" if agent == "ppo" else f"{options['labels']} labels" + (", absorbing" if cfg.absorbing else "")
-    name += "".join(f", {k}={v}" for k, v in shared.items())
-    name += "".join(f", {k}={v}" for k, v in run_set.items())
-    if agent == "pref":
-        name += "".join(f", {k}={v}" for k, v in pref_set.items())
+    pref_listed = listed(pref_set) if agent == "pref" else []
+    name += "".join(f", {item}" for item in listed(shared) + listed(run_set) + pref_listed)
     return {"variant": name, "env": env_id, "seed": seed, "steps": steps, "train_env_kwargs": run.train_env_kwargs,
-            "rl_overrides": [f"{k}={v}" for k, v in shared.items()],
-            "run_overrides": [f"{k}={v}" for k, v in run_set.items()],
-            "pref_overrides": [f"{k}={v}" for k, v in pref_set.items()] if agent == "pref" else [],
+            "rl_overrides": listed(shared), "run_overrides": listed(run_set), "pref_overrides": pref_listed,
             "curve": curve, "final": curve[-1][1],
             "reward_correlation": float(np.mean(corr[-5:])) if corr else None,
             "seconds": seconds}

@@ -44,3 +44,14 @@ def test_label_stats_separate_ties_from_the_decisive_pairs_the_model_orders(tmp_
     assert stats["heldout_decisive_accuracy"] == pytest.approx(right / pairs)
     assert all(a is None or 0 <= a <= 1 for a in stats["member_heldout_decisive_accuracy"])
     assert np.isfinite(stats["ensemble_decisive_accuracy_all"])
+    (Path(result.run_dir) / "checkpoints" / "final.pt").unlink()  # as if the run had been interrupted
+    with pytest.raises(SystemExit, match="has no checkpoints/final.pt: the run has not finished"):
+        label_stats(Path(result.run_dir))
+
+
+
+def test_label_stats_refuse_a_run_of_another_agent(tmp_path):
+    run, cfg = resolve_config("ppo", "CartPole-v1", {"total_steps": 256, "eval_every": 0, "runs_dir": str(tmp_path),
+                                                     "progress": False, "tensorboard": False})
+    with pytest.raises(SystemExit, match="a run of agent 'ppo', not of --agent pref"):
+        label_stats(Path(train(run, cfg).run_dir))
