@@ -296,8 +296,11 @@ class PrefAgent:
                 raise ConfigError(f"Env '{env.name}': --absorbing is implemented for vector observations, got shape "
                                   f"{obs_space.shape}. Fix: --absorbing false")
             action_dim += 1  # the reward model's 'absorbing' flag input
+        # Atari observations stack S frames: comparisons keep each segment's K + S - 1 distinct frames only
+        self.stack = obs_space.shape[0] if is_atari(env.name) and len(obs_space.shape) >= 3 else 0
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
-                                    scale=cfg.reward_scale, precision=cfg.reward_precision).to(self.device)
+                                    scale=cfg.reward_scale, precision=cfg.reward_precision,
+                                    frame_stack=self.stack > 0 and len(obs_space.shape) == 3).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
         self.human = cfg.oracle == "human"
         # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)
@@ -305,8 +308,6 @@ class PrefAgent:
         self.pool = SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim, state_dim)
         self.env = LearnedRewardEnv(env, self.model, self.pool, self.device)
         self.env.record_states = self.clip_source == "states"
-        # Atari observations stack S frames: comparisons keep each segment's K + S - 1 distinct frames only
-        self.stack = obs_space.shape[0] if is_atari(env.name) and len(obs_space.shape) >= 3 else 0
         self.store = LabelStore(ctx.run_dir / "labels.sqlite") if self.human and ctx.run_dir is not None else None
         self.pending: dict[int, dict[str, Tensor]] = {}  # pairs shown to people, waiting for an answer
         self.label_seq = 0  # the last answer read from the store

@@ -119,6 +119,22 @@ class StackedSegments:
         return chosen.index_select(d, self.window).unflatten(d, (-1, self.stack))
 
 
+def fill_stack_padding(frames: Tensor) -> Tensor:
+    """Frame stacks ``[B, S, H, W]`` (newest last) with the all-zero slots that follow a reset (our Atari envs pad
+    with zeros, as ale-py's vector env does) filled with the oldest real frame, as the paper's frame stack
+    (openai baselines: copies of the first frame) pads. The reward model has almost no labelled segments at episode
+    starts to learn zero frames from: left in, its output there was ~1000 std off the normal range on Pong, which
+    swamped PPO's value loss and advantage normalisation (docs/benchmarks.md, "Atari Pong with synthetic
+    labels"). Stacks without padding pass through unchanged (a copy is made only if one has some)."""
+    empty = frames.flatten(2).amax(-1) == 0  # [B, S]
+    if not empty[:, :-1].any():
+        return frames
+    frames = frames.clone()
+    for i in range(frames.shape[1] - 2, -1, -1):  # newest to oldest: each empty slot copies the next newer one
+        frames[:, i] = torch.where(empty[:, i, None, None], frames[:, i + 1], frames[:, i])
+    return frames
+
+
 class ConvRewardMember(nn.Module):
     """The paper's Atari predictor: 4 convs of 16 filters (7x7/3, 5x5/2, 3x3/1, 3x3/1), leaky ReLU, FC 64, then a
     scalar; the action enters as a one-hot next to the conv features. Dropout on the convs (paper: 0.5).
@@ -147,14 +163,19 @@ class ConvRewardMember(nn.Module):
 class RewardEnsemble(nn.Module):
     """r_e(o, a) for e = 1..E. ``forward(obs [B, ...], actions [B, A]) -> [E, B]`` raw member outputs;
     ``reward`` -> [B], the normalised ensemble mean the RL agent sees. Image observations (uint8) are scaled by
-    1/255; discrete actions are given one-hot. ``precision="bf16"`` runs image members' convolutions in bfloat16."""
+    1/255; discrete actions are given one-hot. ``precision="bf16"`` runs image members' convolutions in bfloat16.
+    ``frame_stack``: image observations are frame stacks [S, H, W] whose reset padding (all-zero frames) is filled
+    with the oldest real frame (``fill_stack_padding``); leave it off for images whose channels are not frames."""
 
     def __init__(self, obs_shape: tuple[int, ...], action_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64),
-                 dropout: float = 0.0, scale: float = 1.0, precision: str = "fp32"):
+                 dropout: float = 0.0, scale: float = 1.0, precision: str = "fp32", frame_stack: bool = False):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.image = len(obs_shape) == 3
+        if frame_stack and not self.image:
+            raise ValueError(f"frame_stack needs image observations [S, H, W], got shape {tuple(obs_shape)}")
+        self.frame_stack = frame_stack
         self.members, self.scale = members, scale
         if self.image:
             self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout, precision == "bf16")
@@ -168,9 +189,16 @@ class RewardEnsemble(nn.Module):
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
         actions = actions.float()
         if self.image:
-            x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+            x = self.image_input(obs)
             return torch.stack([net(x, actions) for net in self.nets])
         return self.mlp(torch.cat([obs.flatten(1).float(), actions], -1)).squeeze(-1)
+
+    def image_input(self, obs: Tensor) -> Tensor:
+        """Image observations ``[B, S, H, W]`` as the conv members take them: reset padding filled (frame stacks),
+        uint8 scaled to [0, 1]."""
+        if self.frame_stack:
+            obs = fill_stack_padding(obs)
+        return obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
 
     @torch.no_grad()
     def fit_normalization(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> Tensor:
@@ -237,7 +265,7 @@ class EnsembleTrainer:
         """Member e's summed reward of its own segments: obs ``[E, P, K, ...]``, actions ``[E, P, K, A]`` -> ``[E, P]``."""
         E, P, K = actions.shape[:3]
         if self.model.image:
-            x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+            x = self.model.image_input(obs.flatten(0, 2)).unflatten(0, (E, P, K))
             out = torch.stack([net(x[e].flatten(0, 1), actions[e].flatten(0, 1).float())
                                for e, net in enumerate(self.model.nets)])
         else:

@@ -29,7 +29,8 @@ from rlkit2.preference import EnsembleTrainer, RewardEnsemble  # noqa: E402
 def measure(pairs: int = 256, segment: int = 25, actions: int = 6, seed: int = 0, precision: str = "fp32") -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    model = RewardEnsemble((4, 84, 84), actions, members=3, dropout=0.5, precision=precision)
+    model = RewardEnsemble((4, 84, 84), actions, members=3, dropout=0.5, precision=precision,
+                           frame_stack=True)
     trainer = EnsembleTrainer(model, seed=seed)
     obs_1 = torch.randint(0, 255, (pairs, segment, 4, 84, 84), dtype=torch.uint8)
     obs_2 = obs_1.flip(0)

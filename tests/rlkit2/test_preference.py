@@ -10,7 +10,7 @@ import torch
 
 import envs
 from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, SyntheticOracle, bradley_terry_loss, disagreement,
-                               labels_due, select_pairs)
+                               fill_stack_padding, labels_due, select_pairs)
 
 SIGMOID_2 = 1.0 / (1.0 + math.exp(-2.0))  # 0.88079707797788
 
@@ -195,6 +195,45 @@ def test_bf16_conv_members_compute_the_fp32_rewards_to_bf16_rounding():
     torch.testing.assert_close(rounded, exact, rtol=0.05, atol=0.02 * exact.abs().max().item())
     with pytest.raises(ValueError, match="precision"):
         RewardEnsemble((4, 44, 44), 3, precision="fp16")
+
+
+def test_reset_padding_of_a_frame_stack_is_filled_with_the_oldest_real_frame():
+    a, b, c = (torch.full((2, 2), v, dtype=torch.uint8) for v in (7, 8, 9))
+    zero = torch.zeros(2, 2, dtype=torch.uint8)
+    stacks = torch.stack([torch.stack([zero, zero, zero, a]),  # the first step of an episode
+                          torch.stack([zero, zero, a, b]),
+                          torch.stack([a, zero, b, c]),        # a black frame inside the stack: only padding before it
+                          torch.stack([a, b, c, zero])])       # a black newest frame is real: kept
+    filled = fill_stack_padding(stacks)
+    expected = torch.stack([torch.stack([a, a, a, a]), torch.stack([a, a, a, b]), torch.stack([a, b, b, c]),
+                            torch.stack([a, b, c, zero])])
+    assert torch.equal(filled, expected)
+    assert stacks[0, 0].max() == 0  # the input is not modified
+    full = torch.stack([torch.stack([a, b, c, a])])
+    assert fill_stack_padding(full) is full  # nothing to fill: no copy
+
+
+def test_a_frame_stack_reward_model_scores_a_padded_stack_as_the_repeated_first_frame():
+    """After a reset our Atari stacks hold zeros where the paper's (openai baselines) hold copies of the first frame;
+    the reward model must score them alike, in the RL agent's rewards and in segment returns."""
+    torch.manual_seed(0)
+    model = RewardEnsemble((4, 44, 44), 3, members=2, frame_stack=True).eval()
+    first = torch.randint(1, 255, (44, 44), dtype=torch.uint8)
+    padded = torch.stack([torch.zeros_like(first)] * 3 + [first])[None]
+    repeated = first.expand(4, 44, 44)[None]
+    action = torch.nn.functional.one_hot(torch.tensor([1]), 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, action), model(repeated, action))
+        trainer = EnsembleTrainer(model)
+        segment = torch.stack([padded, repeated], 1)  # [P=1, K=2, 4, 44, 44]
+        returns = trainer.member_returns(segment.expand(2, 1, 2, 4, 44, 44), action.expand(2, 1, 2, 3))
+        torch.testing.assert_close(returns[:, 0], 2 * model(repeated, action)[:, 0])
+    plain = RewardEnsemble((4, 44, 44), 3, members=2).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(padded, action), plain(repeated, action))  # channels left as they are
+    with pytest.raises(ValueError, match="frame_stack"):
+        RewardEnsemble((17,), 3, frame_stack=True)
 
 
 def test_adaptive_l2_moves_towards_the_target_ratio_within_bounds():

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Where a finished preference run's reward model puts its reward around the steps that earn true reward: plays
+the run's final policy (sampled actions) for ``--steps`` env steps and averages the learned reward r_hat at each
+offset from every step whose true reward is positive or negative (an event-triggered average; on Pong, the steps
+where a point is scored). r_hat is shown in units of its std over all played steps, after subtracting its mean.
+
+A reward model that credits the right frames dips just before (o_t, a_t) of a lost point (offset 0 is the step
+that earns it); one that ranks segments by something else (the score digits, the ball's absence after a point)
+shows its dip after offset 0, or none.
+
+    python scripts/bench/pref_reward_events.py RUN_DIR [--steps 8000] [--window 20] --out docs/bench/X.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from rlkit2 import checkpoint as ckpt  # noqa: E402
+from rlkit2.agent import get_agent_spec  # noqa: E402
+from rlkit2.device import set_threads  # noqa: E402
+from rlkit2.run import build_agent, load_run_config, make_env  # noqa: E402
+
+
+def event_average(learned: np.ndarray, true: np.ndarray, window: int) -> dict[str, dict]:
+    """learned, true: [T, N] per-step rewards of N envs. For each sign of the true reward, the mean standardised
+    learned reward at offsets -window..window from the steps with that sign (events whose window leaves the array
+    are skipped): {"negative"/"positive": {"events": n, "mean": [2 * window + 1]}}."""
+    z = (learned - learned.mean()) / max(float(learned.std()), 1e-12)
+    offsets = np.arange(-window, window + 1)
+    out = {}
+    for name, sign in (("negative", -1), ("positive", 1)):
+        t, env = np.nonzero(np.sign(true) == sign)
+        inside = (t - window >= 0) & (t + window < len(true))
+        t, env = t[inside], env[inside]
+        rows = z[t[:, None] + offsets, env[:, None]]  # [events, 2 * window + 1]
+        out[name] = {"events": int(len(t)), "mean": rows.mean(0).round(4).tolist() if len(t) else []}
+    return out
+
+
+def play(run_dir: Path, steps: int, num_envs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """[T, N] learned and true rewards of the run's final policy (sampled actions) on its own env settings."""
+    run, agent_config = load_run_config(run_dir, {"device": "cpu"})
+    if run.agent != "pref":
+        raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
+    final = Path(run_dir) / "checkpoints" / "final.pt"
+    if not final.is_file():
+        raise SystemExit(f"{run_dir} has no checkpoints/final.pt: the run has not finished (resume it with "
+                         f"python scripts/train.py --resume {run_dir})")
+    env = make_env(run, num_envs, seed)
+    agent = build_agent(get_agent_spec("pref"), run, agent_config, env, training=False)
+    agent.load_state_dict(ckpt.load(final, map_location="cpu")["agent_state"])
+    agent.model.eval()
+    wrapped = agent.env  # steps the env and scores each (o_t, a_t) with the reward model
+    obs, _ = wrapped.reset(seed=seed)
+    learned, true = [], []
+    with torch.no_grad():
+        for _ in range(steps // num_envs):
+            actions = agent.act(torch.as_tensor(obs), deterministic=False).numpy()
+            obs, reward, _, _, info = wrapped.step(actions)
+            learned.append(reward)
+            true.append(info["true_reward"])
+    env.close()
+    return np.array(learned), np.array(true, np.float32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--steps", type=int, default=8000, help="env steps in all (all envs together)")
+    parser.add_argument("--envs", type=int, default=8)
+    parser.add_argument("--window", type=int, default=20, help="offsets shown on each side of an event")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    set_threads(1)
+    learned, true = play(args.run_dir, args.steps, args.envs, args.seed)
+    flat_l, flat_t = learned.ravel(), true.ravel()
+    record = {"run": args.run_dir.name, "steps": int(flat_l.size), "window": args.window,
+              "step_correlation": float(np.corrcoef(flat_l, flat_t)[0, 1]) if flat_t.std() > 0 else None,
+              **event_average(learned, true, args.window)}
+    for name in ("negative", "positive"):
+        e = record[name]
+        if e["events"]:
+            mean = np.array(e["mean"])
+            print(f"{name}: {e['events']} events; z of r_hat at offsets -{args.window}..{args.window}:")
+            print("  " + " ".join(f"{o:+d}:{m:+.2f}" for o, m in zip(range(-args.window, args.window + 1), mean)))
+    print(json.dumps({k: v for k, v in record.items() if k not in ("negative", "positive")}))
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
