@@ -125,6 +125,12 @@ class PrefConfig:
     """Initial L2 weight of each member (then adapted to keep validation/training loss in 1.1-1.5)."""
     reward_scale: float = 1.0
     """Std of the reward the RL agent sees on recent steps (paper: 1 on MuJoCo, 0.05 on Atari)."""
+    reward_clip: float = 0.0
+    """> 0: the reward the RL agent sees is clipped to +-reward_clip std (its std being reward_scale): a bound on what
+    the model says about inputs the comparisons never covered (Atari preset: 5)."""
+    normalization_trim: float = 0.0
+    """> 0: each member's normalisation is fitted on its outputs winsorised at the normalization_trim and
+    1 - normalization_trim quantiles, so that a few off-range steps do not inflate the std (Atari preset: 0.005)."""
     pool_steps: int = 50_000
     """Recent env steps (all envs together) kept for drawing segments."""
     max_comparisons: int = 0
@@ -138,11 +144,15 @@ class PrefConfig:
     def validate(self) -> None:
         check_ranges(self, positive=("labels", "segment_length", "candidates_per_label", "members", "reward_lr",
                                      "reward_batch", "pool_steps", "label_tau"))
+        if not 0.0 <= self.normalization_trim < 0.5:
+            raise ConfigError(f"Option 'normalization_trim' must be in [0, 0.5) (a share trimmed at each end), got "
+                              f"{self.normalization_trim}")
         if not 0.0 <= self.noise < 1.0:
             raise ConfigError(f"Option 'noise' must be in [0, 1) (1 would make every answer random), got {self.noise}")
         check_ranges(self, unit_interval=("initial_share",),
                      non_negative=("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons",
-                                   "oracle_temperature", "reward_batches", "fit_eval_pairs", "normalization_steps"))
+                                   "oracle_temperature", "reward_batches", "fit_eval_pairs", "normalization_steps",
+                                   "reward_clip"))
 
 
 # ------------------------------------------------------------------------------------- the env the RL agent sees
@@ -300,7 +310,8 @@ class PrefAgent:
         self.stack = obs_space.shape[0] if is_atari(env.name) and len(obs_space.shape) >= 3 else 0
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale, precision=cfg.reward_precision,
-                                    frame_stack=self.stack > 0 and len(obs_space.shape) == 3).to(self.device)
+                                    frame_stack=self.stack > 0 and len(obs_space.shape) == 3, clip=cfg.reward_clip,
+                                    trim=cfg.normalization_trim).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
         self.human = cfg.oracle == "human"
         # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)

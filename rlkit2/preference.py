@@ -165,10 +165,16 @@ class RewardEnsemble(nn.Module):
     ``reward`` -> [B], the normalised ensemble mean the RL agent sees. Image observations (uint8) are scaled by
     1/255; discrete actions are given one-hot. ``precision="bf16"`` runs image members' convolutions in bfloat16.
     ``frame_stack``: image observations are frame stacks [S, H, W] whose reset padding (all-zero frames) is filled
-    with the oldest real frame (``fill_stack_padding``); leave it off for images whose channels are not frames."""
+    with the oldest real frame (``fill_stack_padding``); leave it off for images whose channels are not frames.
+
+    Guards against inputs the comparisons never covered (on Pong, the power-on frame some episodes start with gets
+    rewards ~100 std off; docs/benchmarks.md): ``clip`` > 0 bounds ``reward`` to +-clip std, and ``trim`` > 0 fits
+    the normalisation on outputs winsorised at their ``trim`` and ``1 - trim`` quantiles, so that a few such steps
+    among the rows do not inflate the std (and shrink every other reward) for that fit."""
 
     def __init__(self, obs_shape: tuple[int, ...], action_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64),
-                 dropout: float = 0.0, scale: float = 1.0, precision: str = "fp32", frame_stack: bool = False):
+                 dropout: float = 0.0, scale: float = 1.0, precision: str = "fp32", frame_stack: bool = False,
+                 clip: float = 0.0, trim: float = 0.0):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -176,7 +182,9 @@ class RewardEnsemble(nn.Module):
         if frame_stack and not self.image:
             raise ValueError(f"frame_stack needs image observations [S, H, W], got shape {tuple(obs_shape)}")
         self.frame_stack = frame_stack
-        self.members, self.scale = members, scale
+        if clip < 0 or not 0 <= trim < 0.5:
+            raise ValueError(f"clip must be >= 0 and trim in [0, 0.5), got clip={clip}, trim={trim}")
+        self.members, self.scale, self.clip, self.trim = members, scale, clip, trim
         if self.image:
             self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout, precision == "bf16")
                                       for _ in range(members))
@@ -206,18 +214,28 @@ class RewardEnsemble(nn.Module):
         members' normalised mean, so that ``reward`` has mean 0 and std ``scale`` on these rows. Returns
         ``reward`` of these rows (computed from the same forward pass)."""
         outs = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
-        self.out_mean.copy_(outs.mean(1))
-        self.out_std.copy_(outs.std(1).clamp(min=1e-6))
-        mean = ((outs - self.out_mean[:, None]) / self.out_std[:, None]).mean(0)
+        fit = outs
+        if self.trim > 0:  # winsorise each member's outputs
+            bounds = torch.quantile(outs, torch.tensor([self.trim, 1 - self.trim], device=outs.device), dim=1)
+            fit = outs.clamp(bounds[0, :, None], bounds[1, :, None])
+        self.out_mean.copy_(fit.mean(1))
+        self.out_std.copy_(fit.std(1).clamp(min=1e-6))
+        mean = ((fit - self.out_mean[:, None]) / self.out_std[:, None]).mean(0)
         self.mean_std.copy_(mean.std().clamp(min=1e-6))
-        return self.scale * mean / self.mean_std
+        return self._scaled(((outs - self.out_mean[:, None]) / self.out_std[:, None]).mean(0))
 
     @torch.no_grad()
     def reward(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> Tensor:
-        """The reward the RL agent sees: the mean of the normalised members, scaled to std ``scale``."""
+        """The reward the RL agent sees: the mean of the normalised members, scaled to std ``scale`` (clipped to
+        +-``clip`` std if set)."""
         out = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
         normalised = (out - self.out_mean[:, None]) / self.out_std[:, None]
-        return self.scale * normalised.mean(0) / self.mean_std
+        return self._scaled(normalised.mean(0))
+
+    def _scaled(self, normalised_mean: Tensor) -> Tensor:
+        """Unit std on the normalisation rows, clipped to +-``clip`` std if set, then times ``scale``."""
+        z = normalised_mean / self.mean_std
+        return self.scale * (z.clamp(-self.clip, self.clip) if self.clip > 0 else z)
 
 
 @dataclass

@@ -6,7 +6,11 @@ where a point is scored). r_hat is shown in units of its std over all played ste
 
 A reward model that credits the right frames dips just before (o_t, a_t) of a lost point (offset 0 is the step
 that earns it); one that ranks segments by something else (the score digits, the ball's absence after a point)
-shows its dip after offset 0, or none.
+shows its dip after offset 0, or none. The record also has the largest |r_hat| in std units and the steps since an
+episode start where it occurs.
+
+``--zero-padding`` scores the raw zero-padded stacks of an Atari episode's first steps, as the reward model did
+before it filled them (commit 7ef815e): this is how the failed Pong run's reward looked to PPO.
 
     python scripts/bench/pref_reward_events.py RUN_DIR [--steps 8000] [--window 20] --out docs/bench/X.jsonl
 """
@@ -45,8 +49,10 @@ def event_average(learned: np.ndarray, true: np.ndarray, window: int) -> dict[st
     return out
 
 
-def play(run_dir: Path, steps: int, num_envs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """[T, N] learned and true rewards of the run's final policy (sampled actions) on its own env settings."""
+def play(run_dir: Path, steps: int, num_envs: int, seed: int,
+         zero_padding: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[T, N] learned rewards, true rewards and steps since the episode started, of the run's final policy (sampled
+    actions) on its own env settings."""
     run, agent_config = load_run_config(run_dir, {"device": "cpu"})
     if run.agent != "pref":
         raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
@@ -58,17 +64,22 @@ def play(run_dir: Path, steps: int, num_envs: int, seed: int) -> tuple[np.ndarra
     agent = build_agent(get_agent_spec("pref"), run, agent_config, env, training=False)
     agent.load_state_dict(ckpt.load(final, map_location="cpu")["agent_state"])
     agent.model.eval()
+    if zero_padding:
+        agent.model.frame_stack = False
     wrapped = agent.env  # steps the env and scores each (o_t, a_t) with the reward model
     obs, _ = wrapped.reset(seed=seed)
-    learned, true = [], []
+    learned, true, age = [], [], []
+    since_start = np.zeros(num_envs, np.int64)
     with torch.no_grad():
         for _ in range(steps // num_envs):
             actions = agent.act(torch.as_tensor(obs), deterministic=False).numpy()
-            obs, reward, _, _, info = wrapped.step(actions)
+            obs, reward, terminated, truncated, info = wrapped.step(actions)
             learned.append(reward)
             true.append(info["true_reward"])
+            age.append(since_start.copy())
+            since_start = np.where(terminated | truncated, 0, since_start + 1)
     env.close()
-    return np.array(learned), np.array(true, np.float32)
+    return np.array(learned), np.array(true, np.float32), np.array(age)
 
 
 def main() -> None:
@@ -78,12 +89,17 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--window", type=int, default=20, help="offsets shown on each side of an event")
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--zero-padding", action="store_true",
+                        help="score Atari reset stacks with their zero padding (the reward model before 7ef815e)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     set_threads(1)
-    learned, true = play(args.run_dir, args.steps, args.envs, args.seed)
+    learned, true, age = play(args.run_dir, args.steps, args.envs, args.seed, args.zero_padding)
     flat_l, flat_t = learned.ravel(), true.ravel()
-    record = {"run": args.run_dir.name, "steps": int(flat_l.size), "window": args.window,
+    z = np.abs(flat_l - flat_l.mean()) / max(float(flat_l.std()), 1e-12)
+    record = {"run": args.run_dir.name, "zero_padding": args.zero_padding, "steps": int(flat_l.size),
+              "window": args.window, "std": float(flat_l.std()),
+              "max_abs_z": float(z.max()), "max_abs_z_episode_step": int(age.ravel()[z.argmax()]),
               "step_correlation": float(np.corrcoef(flat_l, flat_t)[0, 1]) if flat_t.std() > 0 else None,
               **event_average(learned, true, args.window)}
     for name in ("negative", "positive"):

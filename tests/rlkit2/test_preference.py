@@ -236,6 +236,32 @@ def test_a_frame_stack_reward_model_scores_a_padded_stack_as_the_repeated_first_
         RewardEnsemble((17,), 3, frame_stack=True)
 
 
+def test_clip_bounds_the_reward_and_trim_keeps_outliers_out_of_the_normalisation():
+    """One member r(o) = o: 98 rows at -1 / +1 alternating and two outliers at 50. Without guards the outliers set
+    the std (~7.1); with trim 0.03 the statistics come from the winsorised rows (the outliers count as +1: mean
+    0.02, std ~1.0) and with clip 3 the outliers' reward is 3 std."""
+    o = torch.tensor([-1.0, 1.0] * 49 + [50.0, 50.0])[:, None]
+    a = torch.zeros(100, 0)
+    plain = RewardEnsemble((1,), 0, members=1, hidden=())
+    guarded = RewardEnsemble((1,), 0, members=1, hidden=(), clip=3.0, trim=0.03)
+    for m in (plain, guarded):
+        with torch.no_grad():
+            m.mlp.weights[0].fill_(1.0)
+            m.mlp.biases[0].zero_()
+    plain.fit_normalization(o, a)
+    assert plain.out_std.item() == pytest.approx(o.std().item(), rel=1e-5)
+    rewards = guarded.fit_normalization(o, a)
+    winsorised = torch.tensor([-1.0, 1.0] * 49 + [1.0, 1.0])
+    assert guarded.out_mean.item() == pytest.approx(0.02, abs=1e-6)
+    assert guarded.out_std.item() == pytest.approx(winsorised.std().item(), rel=1e-5)
+    z_normal = (1.0 - 0.02) / winsorised.std().item()
+    torch.testing.assert_close(guarded.reward(torch.tensor([[1.0], [50.0]]), torch.zeros(2, 0)),
+                               torch.tensor([z_normal, 3.0]))
+    assert rewards.max().item() == pytest.approx(3.0) and rewards.min().item() > -3.0
+    with pytest.raises(ValueError, match="trim"):
+        RewardEnsemble((1,), 0, trim=0.5)
+
+
 def test_adaptive_l2_moves_towards_the_target_ratio_within_bounds():
     model = RewardEnsemble((3,), 1, members=2)
     trainer = EnsembleTrainer(model, seed=0, l2_init=1e-2, l2_bounds=(1e-3, 2e-2), l2_step=2.0)
