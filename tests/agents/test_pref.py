@@ -159,6 +159,8 @@ def test_labels_and_reward_model_survive_a_resume(tmp_path):
     ("rl.no_such_option", "1", r"--rl.no_such_option are not options of agent 'ppo'"),
     ("rl_agent", "dsac", "cannot train on the learned reward"),
     ("noise", "1.5", "'noise' must be in"),
+    ("normalization_trim", "0.5", "'normalization_trim' must be in"),
+    ("reward_clip", "-1", "reward_clip"),
     ("oracle", "human", "needs clips, rendered from Atari frames or from MuJoCo simulator states"),
 ])
 def test_bad_options_get_a_clear_error(tmp_path, option, value, message):
@@ -317,7 +319,8 @@ def test_atari_comparisons_keep_distinct_frames_and_the_reward_model_trains_on_t
 def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkeypatch):
     """--reward_batches, --fit_eval_pairs, --normalization_steps and --reward_precision bf16 (the reduced-budget
     Pong benchmark's settings): pretraining makes full passes; each later fit takes the fixed number of
-    minibatches and scores the given number of pairs; normalisation refits on that many recent steps."""
+    minibatches and scores the given number of pairs; normalisation refits on that many recent steps. The Atari
+    preset's guards reach the model: reset padding filled, rewards clipped at 5 std, winsorised normalisation."""
     from rlkit2.preference import EnsembleTrainer, RewardEnsemble
 
     fits, norm_rows, models = [], [], []
@@ -334,3 +337,4 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     train(run, cfg)
     assert fits[0] == (2, 0, 4) and len(fits) >= 3 and all(f == (1, 3, 4) for f in fits[1:])
     assert set(norm_rows) == {64} and all(net.bf16 for net in models[0].nets)
+    assert models[0].frame_stack and models[0].clip == 5.0 and models[0].trim == 0.005
