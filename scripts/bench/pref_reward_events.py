@@ -2,12 +2,14 @@
 """Where a finished preference run's reward model puts its reward around the steps that earn true reward: plays
 the run's final policy (sampled actions) for ``--steps`` env steps and averages the learned reward r_hat at each
 offset from every step whose true reward is positive or negative (an event-triggered average; on Pong, the steps
-where a point is scored). r_hat is shown in units of its std over all played steps, after subtracting its mean.
+where a point is scored). r_hat is shown in units of the std it was normalised to in training (``reward_scale``):
+the RL agent's reward, in the units the run meant it to have, so that a few off-range steps show as what they are.
 
 A reward model that credits the right frames dips just before (o_t, a_t) of a lost point (offset 0 is the step
 that earns it); one that ranks segments by something else (the score digits, the ball's absence after a point)
-shows its dip after offset 0, or none. The record also has the largest |r_hat| in std units and the steps since an
-episode start where it occurs.
+shows its dip after offset 0, or none. The record also has the std of r_hat over the played steps with and without
+its 0.1% largest |r_hat|, the largest |r_hat| and the steps since an episode start where it occurs, and the share of
+steps at the ``reward_clip`` bound (all in those units).
 
 ``--zero-padding`` scores the raw zero-padded stacks of an Atari episode's first steps, as the reward model did
 before it filled them (commit 7ef815e): this is how the failed Pong run's reward looked to PPO.
@@ -34,10 +36,10 @@ from rlkit2.run import build_agent, load_run_config, make_env  # noqa: E402
 
 
 def event_average(learned: np.ndarray, true: np.ndarray, window: int) -> dict[str, dict]:
-    """learned, true: [T, N] per-step rewards of N envs. For each sign of the true reward, the mean standardised
-    learned reward at offsets -window..window from the steps with that sign (events whose window leaves the array
-    are skipped): {"negative"/"positive": {"events": n, "mean": [2 * window + 1]}}."""
-    z = (learned - learned.mean()) / max(float(learned.std()), 1e-12)
+    """learned, true: [T, N] per-step rewards of N envs. For each sign of the true reward, the mean learned reward
+    minus its median over all steps, at offsets -window..window from the steps with that sign (events whose window
+    leaves the array are skipped): {"negative"/"positive": {"events": n, "mean": [2 * window + 1]}}."""
+    z = learned - np.median(learned)
     offsets = np.arange(-window, window + 1)
     out = {}
     for name, sign in (("negative", -1), ("positive", 1)):
@@ -50,9 +52,9 @@ def event_average(learned: np.ndarray, true: np.ndarray, window: int) -> dict[st
 
 
 def play(run_dir: Path, steps: int, num_envs: int, seed: int,
-         zero_padding: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[T, N] learned rewards, true rewards and steps since the episode started, of the run's final policy (sampled
-    actions) on its own env settings."""
+         zero_padding: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """[T, N] learned rewards (in units of the run's reward_scale), true rewards and steps since the episode
+    started, of the run's final policy (sampled actions) on its own env settings; and the run's reward_clip."""
     run, agent_config = load_run_config(run_dir, {"device": "cpu"})
     if run.agent != "pref":
         raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
@@ -79,7 +81,8 @@ def play(run_dir: Path, steps: int, num_envs: int, seed: int,
             age.append(since_start.copy())
             since_start = np.where(terminated | truncated, 0, since_start + 1)
     env.close()
-    return np.array(learned), np.array(true, np.float32), np.array(age)
+    return (np.array(learned) / agent_config.reward_scale, np.array(true, np.float32), np.array(age),
+            agent_config.reward_clip)
 
 
 def main() -> None:
@@ -94,19 +97,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     set_threads(1)
-    learned, true, age = play(args.run_dir, args.steps, args.envs, args.seed, args.zero_padding)
+    learned, true, age, clip = play(args.run_dir, args.steps, args.envs, args.seed, args.zero_padding)
     flat_l, flat_t = learned.ravel(), true.ravel()
-    z = np.abs(flat_l - flat_l.mean()) / max(float(flat_l.std()), 1e-12)
+    size = np.abs(flat_l)
+    bulk = flat_l[size <= np.quantile(size, 0.999)]
     record = {"run": args.run_dir.name, "zero_padding": args.zero_padding, "steps": int(flat_l.size),
-              "window": args.window, "std": float(flat_l.std()),
-              "max_abs_z": float(z.max()), "max_abs_z_episode_step": int(age.ravel()[z.argmax()]),
+              "window": args.window, "std": float(flat_l.std()), "std_without_top_0.1%": float(bulk.std()),
+              "max_abs": float(size.max()), "max_abs_episode_step": int(age.ravel()[size.argmax()]),
+              "share_at_clip": float((size >= clip - 1e-4).mean()) if clip > 0 else None,
               "step_correlation": float(np.corrcoef(flat_l, flat_t)[0, 1]) if flat_t.std() > 0 else None,
               **event_average(learned, true, args.window)}
     for name in ("negative", "positive"):
         e = record[name]
         if e["events"]:
             mean = np.array(e["mean"])
-            print(f"{name}: {e['events']} events; z of r_hat at offsets -{args.window}..{args.window}:")
+            print(f"{name}: {e['events']} events; r_hat - median at offsets -{args.window}..{args.window}:")
             print("  " + " ".join(f"{o:+d}:{m:+.2f}" for o, m in zip(range(-args.window, args.window + 1), mean)))
     print(json.dumps({k: v for k, v in record.items() if k not in ("negative", "positive")}))
     if args.out:

@@ -14,14 +14,10 @@ from pref_reward_events import event_average  # noqa: E402
 def test_event_average_lines_up_the_learned_reward_on_each_event_by_hand():
     true = np.zeros((10, 2), np.float32)
     true[4, 0], true[6, 1], true[5, 1], true[0, 0] = -1, -1, 1, -1  # the event at t=0 has no room: skipped
-    learned = np.zeros((10, 2), np.float32)
-    learned[3, 0], learned[5, 1] = -2.0, -4.0  # each a step before a lost point
-    z = (learned - learned.mean()) / learned.std()
+    learned = np.full((10, 2), 0.5, np.float32)  # the median, subtracted
+    learned[3, 0], learned[5, 1] = -1.5, -3.5  # each a step before a lost point
     out = event_average(learned, true, window=2)
     assert out["negative"]["events"] == 2 and out["positive"]["events"] == 1
-    expected = [(z[2, 0] + z[4, 1]) / 2, (z[3, 0] + z[5, 1]) / 2, (z[4, 0] + z[6, 1]) / 2,
-                (z[5, 0] + z[7, 1]) / 2, (z[6, 0] + z[8, 1]) / 2]
-    assert out["negative"]["mean"] == pytest.approx(expected, abs=1e-4)
-    assert out["negative"]["mean"][1] == min(out["negative"]["mean"])  # the dip is at offset -1
-    assert out["positive"]["mean"] == pytest.approx(z[3:8, 1].tolist(), abs=1e-4)
+    assert out["negative"]["mean"] == pytest.approx([0.0, -3.0, 0.0, 0.0, 0.0])  # (-2 - 4) / 2 at offset -1
+    assert out["positive"]["mean"] == pytest.approx([0.0, 0.0, -4.0, 0.0, 0.0])  # the +1 at t=5 shares that step
     assert event_average(learned, np.zeros_like(true), 2)["positive"] == {"events": 0, "mean": []}
