@@ -125,6 +125,9 @@ class PrefConfig:
     """Initial L2 weight of each member (then adapted to keep validation/training loss in 1.1-1.5)."""
     reward_scale: float = 1.0
     """Std of the reward the RL agent sees on recent steps (paper: 1 on MuJoCo, 0.05 on Atari)."""
+    reward_actions: bool = True
+    """The reward model sees the action too, r(o, a) (paper MuJoCo); false: r(o) from observations only (paper Atari:
+    frames only; with a one-hot action input the policy can farm a per-action bias the labels never pinned down)."""
     reward_clip: float = 0.0
     """> 0: the reward the RL agent sees is clipped to +-reward_clip std (its std being reward_scale): a bound on what
     the model says about inputs the comparisons never covered (Atari preset: 5)."""
@@ -305,13 +308,16 @@ class PrefAgent:
             if len(obs_space.shape) != 1:
                 raise ConfigError(f"Env '{env.name}': --absorbing is implemented for vector observations, got shape "
                                   f"{obs_space.shape}. Fix: --absorbing false")
+            if not cfg.reward_actions:
+                raise ConfigError("--absorbing marks absorbing steps in the reward model's action input; it needs "
+                                  "--reward_actions true")
             action_dim += 1  # the reward model's 'absorbing' flag input
         # Atari observations stack S frames: comparisons keep each segment's K + S - 1 distinct frames only
         self.stack = obs_space.shape[0] if is_atari(env.name) and len(obs_space.shape) >= 3 else 0
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale, precision=cfg.reward_precision,
                                     frame_stack=self.stack > 0 and len(obs_space.shape) == 3, clip=cfg.reward_clip,
-                                    trim=cfg.normalization_trim).to(self.device)
+                                    trim=cfg.normalization_trim, use_actions=cfg.reward_actions).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
         self.human = cfg.oracle == "human"
         # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)

@@ -170,11 +170,15 @@ class RewardEnsemble(nn.Module):
     Guards against inputs the comparisons never covered (on Pong, the power-on frame some episodes start with gets
     rewards ~100 std off; docs/benchmarks.md): ``clip`` > 0 bounds ``reward`` to +-clip std, and ``trim`` > 0 fits
     the normalisation on outputs winsorised at their ``trim`` and ``1 - trim`` quantiles, so that a few such steps
-    among the rows do not inflate the std (and shrink every other reward) for that fit."""
+    among the rows do not inflate the std (and shrink every other reward) for that fit.
+
+    ``use_actions=False``: r_e(o) from observations only (the paper's Atari predictor sees frames only; an action
+    input lets the policy collect a per-action bias the labels never pinned down instead of playing). The action
+    arguments keep their shapes and are ignored."""
 
     def __init__(self, obs_shape: tuple[int, ...], action_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64),
                  dropout: float = 0.0, scale: float = 1.0, precision: str = "fp32", frame_stack: bool = False,
-                 clip: float = 0.0, trim: float = 0.0):
+                 clip: float = 0.0, trim: float = 0.0, use_actions: bool = True):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -185,6 +189,8 @@ class RewardEnsemble(nn.Module):
         if clip < 0 or not 0 <= trim < 0.5:
             raise ValueError(f"clip must be >= 0 and trim in [0, 0.5), got clip={clip}, trim={trim}")
         self.members, self.scale, self.clip, self.trim = members, scale, clip, trim
+        self.use_actions = use_actions
+        action_dim = action_dim if use_actions else 0
         if self.image:
             self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout, precision == "bf16")
                                       for _ in range(members))
@@ -195,11 +201,15 @@ class RewardEnsemble(nn.Module):
         self.register_buffer("mean_std", torch.ones(()))  # std of the mean of the normalised members
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        actions = actions.float()
+        actions = self.action_input(actions)
         if self.image:
             x = self.image_input(obs)
             return torch.stack([net(x, actions) for net in self.nets])
         return self.mlp(torch.cat([obs.flatten(1).float(), actions], -1)).squeeze(-1)
+
+    def action_input(self, actions: Tensor) -> Tensor:
+        """Actions as the members take them: float, or no columns at all without ``use_actions``."""
+        return actions.float() if self.use_actions else actions[..., :0].float()
 
     def image_input(self, obs: Tensor) -> Tensor:
         """Image observations ``[B, S, H, W]`` as the conv members take them: reset padding filled (frame stacks),
@@ -282,12 +292,13 @@ class EnsembleTrainer:
     def member_returns(self, obs: Tensor, actions: Tensor) -> Tensor:
         """Member e's summed reward of its own segments: obs ``[E, P, K, ...]``, actions ``[E, P, K, A]`` -> ``[E, P]``."""
         E, P, K = actions.shape[:3]
+        actions = self.model.action_input(actions)
         if self.model.image:
             x = self.model.image_input(obs.flatten(0, 2)).unflatten(0, (E, P, K))
-            out = torch.stack([net(x[e].flatten(0, 1), actions[e].flatten(0, 1).float())
+            out = torch.stack([net(x[e].flatten(0, 1), actions[e].flatten(0, 1))
                                for e, net in enumerate(self.model.nets)])
         else:
-            out = self.model.mlp(torch.cat([obs.flatten(3).float(), actions.float()], -1).flatten(1, 2)).squeeze(-1)
+            out = self.model.mlp(torch.cat([obs.flatten(3).float(), actions], -1).flatten(1, 2)).squeeze(-1)
         return out.view(E, P, K).sum(-1)
 
     def _sync_counts(self, ids: np.ndarray) -> None:

@@ -40,7 +40,8 @@ def label_stats(run_dir: Path) -> dict:
     stack = run.atari.frame_stack if c["obs_1"].dim() == 4 and c["obs_1"].dtype == torch.uint8 else 0
     obs_shape = (stack, *c["obs_1"].shape[2:]) if stack else tuple(c["obs_1"].shape[2:])
     model = RewardEnsemble(obs_shape, actions.shape[-1], cfg.members, tuple(cfg.reward_hidden), scale=cfg.reward_scale,
-                           precision=cfg.reward_precision, frame_stack=stack > 0)
+                           precision=cfg.reward_precision, frame_stack=stack > 0,
+                           use_actions=cfg.reward_actions)
     model.load_state_dict(state["reward_model"])
     model.eval()
     trainer = EnsembleTrainer(model)

@@ -320,7 +320,8 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     """--reward_batches, --fit_eval_pairs, --normalization_steps and --reward_precision bf16 (the reduced-budget
     Pong benchmark's settings): pretraining makes full passes; each later fit takes the fixed number of
     minibatches and scores the given number of pairs; normalisation refits on that many recent steps. The Atari
-    preset's guards reach the model: reset padding filled, rewards clipped at 5 std, winsorised normalisation."""
+    preset's guards reach the model: reset padding filled, rewards clipped at 5 std, winsorised normalisation, and
+    the model sees frames only."""
     from rlkit2.preference import EnsembleTrainer, RewardEnsemble
 
     fits, norm_rows, models = [], [], []
@@ -338,3 +339,4 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     assert fits[0] == (2, 0, 4) and len(fits) >= 3 and all(f == (1, 3, 4) for f in fits[1:])
     assert set(norm_rows) == {64} and all(net.bf16 for net in models[0].nets)
     assert models[0].frame_stack and models[0].clip == 5.0 and models[0].trim == 0.005
+    assert not models[0].use_actions and models[0].nets[0].head[0].in_features == 16 * 7 * 7  # frames only

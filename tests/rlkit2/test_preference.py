@@ -236,6 +236,22 @@ def test_a_frame_stack_reward_model_scores_a_padded_stack_as_the_repeated_first_
         RewardEnsemble((17,), 3, frame_stack=True)
 
 
+def test_a_reward_model_without_actions_ignores_them_everywhere():
+    torch.manual_seed(0)
+    for shape in ((4, 44, 44), (5,)):
+        model = RewardEnsemble(shape, 3, members=2, use_actions=False).eval()
+        obs = torch.randint(0, 255, (6, *shape), dtype=torch.uint8) if len(shape) == 3 else torch.randn(6, *shape)
+        left, right = (torch.nn.functional.one_hot(torch.full((6,), k), 3) for k in (0, 2))
+        with torch.no_grad():
+            torch.testing.assert_close(model(obs, left), model(obs, right))
+            segments = obs.view(1, 2, 3, *shape).expand(2, 2, 3, *shape)  # [E, P, K, ...]
+            returns = EnsembleTrainer(model).member_returns(segments, left.view(1, 2, 3, 3).expand(2, 2, 3, 3))
+            torch.testing.assert_close(returns, model(obs, right).view(2, 2, 3).sum(-1))
+    with_actions = RewardEnsemble((5,), 3, members=2).eval()
+    with torch.no_grad():
+        assert not torch.allclose(with_actions(obs, left), with_actions(obs, right))
+
+
 def test_clip_bounds_the_reward_and_trim_keeps_outliers_out_of_the_normalisation():
     """One member r(o) = o: 98 rows at -1 / +1 alternating and two outliers at 50. Without guards the outliers set
     the std (~7.1); with trim 0.03 the statistics come from the winsorised rows (the outliers count as +1: mean
