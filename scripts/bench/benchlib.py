@@ -24,6 +24,12 @@ def source_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def record_name(record: dict, key: str) -> str:
+    """What names a record in tables and plots: the field ``key``, or several fields joined by '+' in ``key``
+    (e.g. 'variant+commit': the variant, then '@ <commit>', for runs of one command on different code)."""
+    return " @ ".join(str(record[k]) for k in key.split("+"))
+
+
 STARTED_ON = source_commit()  # at import, i.e. when the run's process starts: the tree may change while it runs
 
 

@@ -18,14 +18,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from benchlib import record_name  # noqa: E402
 
 
 def group_curves(records: list[dict], key: str, only: list[str] | None, curve: str) -> dict[str, dict[str, list]]:
     """{env: {name: [one curve per seed]}} for the records whose ``key`` is in ``only`` (all when None)."""
     by_env: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if only is None or r[key] in only:
-            by_env[r["env"]][r[key]].append(r[curve])
+        if only is None or record_name(r, key) in only:
+            by_env[r["env"]][record_name(r, key)].append(r[curve])
     return by_env
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("jsonl", type=Path)
     parser.add_argument("png", type=Path)
-    parser.add_argument("--key", default="lib", help="record field that names a curve (lib, variant)")
+    parser.add_argument("--key", default="lib", help="record field that names a curve (lib, variant), or fields joined by '+' (variant+commit)")
     parser.add_argument("--ylabel", default="deterministic eval return")
     parser.add_argument("--hline", action="append", default=[], metavar="ENV=VALUE",
                         help="a dashed reference line in that env's panel (e.g. a random policy's return)")

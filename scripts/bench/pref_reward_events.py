@@ -9,7 +9,9 @@ A reward model that credits the right frames dips just before (o_t, a_t) of a lo
 that earns it); one that ranks segments by something else (the score digits, the ball's absence after a point)
 shows its dip after offset 0, or none. The record also has the std of r_hat over the played steps with and without
 its 0.1% largest |r_hat|, the largest |r_hat| and the steps since an episode start where it occurs, and the share of
-steps at the ``reward_clip`` bound (all in those units).
+steps at the ``reward_clip`` bound (all in those units); and, for a model with an action input and discrete actions,
+the mean reward of each action on the played observations (minus the mean over actions) next to how often the
+policy took it: a policy that farms a per-action bias takes the action the model pays most for.
 
 ``--zero-padding`` scores the raw zero-padded stacks of an Atari episode's first steps, as the reward model did
 before it filled them (commit 7ef815e): this is how the failed Pong run's reward looked to PPO.
@@ -52,9 +54,10 @@ def event_average(learned: np.ndarray, true: np.ndarray, window: int) -> dict[st
 
 
 def play(run_dir: Path, steps: int, num_envs: int, seed: int,
-         zero_padding: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+         zero_padding: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, dict | None]:
     """[T, N] learned rewards (in units of the run's reward_scale), true rewards and steps since the episode
-    started, of the run's final policy (sampled actions) on its own env settings; and the run's reward_clip."""
+    started, of the run's final policy (sampled actions) on its own env settings; the run's reward_clip; and, with
+    an action input and discrete actions, each action's mean reward (minus the mean over actions) and share."""
     run, agent_config = load_run_config(run_dir, {"device": "cpu"})
     if run.agent != "pref":
         raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
@@ -72,17 +75,29 @@ def play(run_dir: Path, steps: int, num_envs: int, seed: int,
     obs, _ = wrapped.reset(seed=seed)
     learned, true, age = [], [], []
     since_start = np.zeros(num_envs, np.int64)
+    n = env.single_action_space.n if agent.env.discrete and agent.model.use_actions else 0
+    per_action, taken = np.zeros(n), np.zeros(n)
     with torch.no_grad():
         for _ in range(steps // num_envs):
             actions = agent.act(torch.as_tensor(obs), deterministic=False).numpy()
+            if n:  # r_hat of every action on these observations
+                o = torch.as_tensor(obs).repeat_interleave(n, 0)
+                every = torch.as_tensor(wrapped.model_input(np.tile(np.arange(n), len(obs))))
+                per_action += agent.model.reward(o, every).view(len(obs), n).sum(0).numpy()
+                taken += np.bincount(actions, minlength=n)
             obs, reward, terminated, truncated, info = wrapped.step(actions)
             learned.append(reward)
             true.append(info["true_reward"])
             age.append(since_start.copy())
             since_start = np.where(terminated | truncated, 0, since_start + 1)
     env.close()
+    actions = None
+    if n:
+        mean = per_action / taken.sum() / agent_config.reward_scale
+        actions = {"reward_minus_mean": (mean - mean.mean()).round(4).tolist(),
+                   "policy_share": (taken / taken.sum()).round(4).tolist()}
     return (np.array(learned) / agent_config.reward_scale, np.array(true, np.float32), np.array(age),
-            agent_config.reward_clip)
+            agent_config.reward_clip, actions)
 
 
 def main() -> None:
@@ -97,7 +112,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     set_threads(1)
-    learned, true, age, clip = play(args.run_dir, args.steps, args.envs, args.seed, args.zero_padding)
+    learned, true, age, clip, actions = play(args.run_dir, args.steps, args.envs, args.seed, args.zero_padding)
     flat_l, flat_t = learned.ravel(), true.ravel()
     size = np.abs(flat_l)
     bulk = flat_l[size <= np.quantile(size, 0.999)]
@@ -106,7 +121,7 @@ def main() -> None:
               "max_abs": float(size.max()), "max_abs_episode_step": int(age.ravel()[size.argmax()]),
               "share_at_clip": float((size >= clip - 1e-4).mean()) if clip > 0 else None,
               "step_correlation": float(np.corrcoef(flat_l, flat_t)[0, 1]) if flat_t.std() > 0 else None,
-              **event_average(learned, true, args.window)}
+              "actions": actions, **event_average(learned, true, args.window)}
     for name in ("negative", "positive"):
         e = record[name]
         if e["events"]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchlib import record_name
+
 
 def throughput(path: Path) -> None:
     data = json.loads(path.read_text())
@@ -85,7 +87,7 @@ def curves(path: Path, key: str) -> None:
     records = _records(path)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
-        groups[(r["env"], r[key], r["steps"])].append(r)
+        groups[(r["env"], record_name(r, key), r["steps"])].append(r)
     print(f"| env | {key} | budget | seeds | final eval return mean ± std over seeds | per seed | "
           f"best eval (mean over seeds) | wall time per run |\n|---|---|---|---|---|---|---|---|")
     for (env, name, steps), runs in sorted(groups.items()):
@@ -116,14 +118,14 @@ def pref_target(path: Path, labels: int = 1400, target: float = 0.8) -> None:
               f"**{ratio:.0%}, {verdict}** | {per_seed} |")
 
 
-def eval_steps(path: Path) -> None:
+def eval_steps(path: Path, key: str = "variant") -> None:
     """Each variant's evaluation return at each evaluation step (mean over seeds, and the seeds' count): for tasks
     like Pong, whose returns (-21 to 21) make a ratio meaningless."""
     records = _records(path)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
-        groups[(r["env"], r["variant"])].append(r)
-    for (env, name), runs in sorted(groups.items()):
+        groups[(r["env"], record_name(r, key), r["steps"])].append(r)
+    for (env, name, _), runs in sorted(groups.items()):
         print(f"{env}, {name}, {len(runs)} seed(s):\n")
         print("| env steps | " + " | ".join(f"{step:,}" for step, _ in runs[0]["curve"]) + " |")
         print("|---|" + "---|" * len(runs[0]["curve"]))
@@ -261,8 +263,9 @@ def main() -> None:
         blocks["pref_mujoco_entropy"] = (_capture(pref_target, args.pref_mujoco_entropy) + "\n\n"
                                          + _capture(curves, args.pref_mujoco_entropy, "variant"))
     if args.pref_atari:
-        blocks["pref_atari"] = (_capture(curves, args.pref_atari, "variant") + "\n\n"
-                                + _capture(eval_steps, args.pref_atari).rstrip())
+        # one command ran on successive code (reward-model fixes): each run is named by its variant and commit
+        blocks["pref_atari"] = (_capture(curves, args.pref_atari, "variant+commit") + "\n\n"
+                                + _capture(eval_steps, args.pref_atari, "variant+commit").rstrip())
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return

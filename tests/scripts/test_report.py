@@ -53,19 +53,25 @@ def test_pref_reward_cost_times_a_fit_and_scoring_per_comparison():
 
     for precision in ("fp32", "bf16"):
         result = measure(pairs=8, segment=3, precision=precision)
-        assert result["fit_ms_per_comparison"] > result["score_ms_per_segment"] > result["reward_ms_per_step"] > 0
+        # times only (their order is for the benchmark: under load a tiny fit can beat a tiny scoring pass)
+        assert min(result["fit_ms_per_comparison"], result["score_ms_per_segment"], result["reward_ms_per_step"]) > 0
         assert result["minibatch_ms"] > 0 and result["minibatch"] == 8 and result["precision"] == precision
         assert (result["pairs"], result["segment"], result["members"], result["threads"]) == (8, 3, 3, 1)
 
 
 def test_pref_atari_block_gives_each_variants_mean_return_at_each_evaluation(tmp_path):
+    """Runs are named by variant and commit: one command run again on fixed code is a separate row."""
     records = [_record("P-v5", "1400 labels", 0, -10.0), _record("P-v5", "1400 labels", 1, -20.0),
-               _record("P-v5", "true reward", 0, 4.0)]
+               _record("P-v5", "true reward", 0, 4.0), _record("P-v5", "1400 labels", 0, 6.0)]
+    for r, commit in zip(records, ["abc", "abc", "abc", "def"]):
+        r["commit"] = commit
     data = tmp_path / "atari.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--pref-atari", str(data)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "P-v5, 1400 labels, 2 seed(s):" in done.stdout and "| env steps | 500 | 1,000 |" in done.stdout
+    assert "P-v5, 1400 labels @ abc, 2 seed(s):" in done.stdout and "| env steps | 500 | 1,000 |" in done.stdout
     assert "| eval return | -7.5 | -15.0 |" in done.stdout  # means over seeds of -5/-10 and -10/-20
     assert "| eval return | 2.0 | 4.0 |" in done.stdout
+    assert "P-v5, 1400 labels @ def, 1 seed(s):" in done.stdout and "| eval return | 3.0 | 6.0 |" in done.stdout
+    assert "| P-v5 | 1400 labels @ def | 1,000 | 1 | 6 ± 0 |" in done.stdout
