@@ -31,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchlib import STARTED_ON  # noqa: E402
+
 from rlkit2 import checkpoint as ckpt  # noqa: E402
 from rlkit2.agent import get_agent_spec  # noqa: E402
 from rlkit2.device import set_threads  # noqa: E402
@@ -121,7 +123,7 @@ def main() -> None:
               "max_abs": float(size.max()), "max_abs_episode_step": int(age.ravel()[size.argmax()]),
               "share_at_clip": float((size >= clip - 1e-4).mean()) if clip > 0 else None,
               "step_correlation": float(np.corrcoef(flat_l, flat_t)[0, 1]) if flat_t.std() > 0 else None,
-              "actions": actions, **event_average(learned, true, args.window)}
+              "actions": actions, **event_average(learned, true, args.window), "commit": STARTED_ON}
     for name in ("negative", "positive"):
         e = record[name]
         if e["events"]:

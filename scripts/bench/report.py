@@ -6,7 +6,7 @@
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
 file (NAME: throughput, atari_speed, atari_pong, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
-vpn_collect, vpn_planning, collect_env, pref_mujoco_target and pref_mujoco, pref_mujoco_entropy).
+vpn_collect, vpn_planning, collect_env, pref_mujoco_target and pref_mujoco, pref_mujoco_entropy, pref_atari, pref_events).
 """
 
 from __future__ import annotations
@@ -133,6 +133,22 @@ def eval_steps(path: Path, key: str = "variant") -> None:
         print("| eval return | " + " | ".join(f"{v:.1f}" for v in means) + " |\n")
 
 
+def pref_events(path: Path, offsets: tuple[int, ...] = (-10, -8, -6, -4, -2, -1, 0, 1, 2, 3)) -> None:
+    """pref_reward_events.py records: how the learned reward looks on played steps (in the std units it was
+    normalised to) and its mean around lost points (true reward < 0), one row per record."""
+    records = _records(path)
+    print("| run | reset padding | std | std without the 0.1% largest | largest \\|r\\| (episode step) | "
+          + " | ".join(f"{o:+d}" for o in offsets) + " | lost points |\n|---|---|---|---|---|"
+          + "---|" * len(offsets) + "---|")
+    for r in records:
+        w = r["window"]
+        mean = r["negative"]["mean"]
+        around = " | ".join(f"{mean[o + w]:+.2f}" if -w <= o <= w and mean else "" for o in offsets)
+        print(f"| {r['run']} | {'zeros' if r['zero_padding'] else 'filled'} | "
+              f"{r['std']:.2f} | {r['std_without_top_0.1%']:.2f} | {r['max_abs']:.0f} ({r['max_abs_episode_step']}) | "
+              f"{around} | {r['negative']['events']} |")
+
+
 def _finals_by_seed(records: list[dict]) -> dict[int, float]:
     """Final returns by seed, refusing a mix of variants or two runs of one seed (which one would count?)."""
     names = {r["variant"] for r in records}
@@ -228,6 +244,7 @@ def main() -> None:
     parser.add_argument("--pref-mujoco", type=Path, help="scripts/bench/pref_mujoco.py output (block pref_mujoco)")
     parser.add_argument("--pref-mujoco-entropy", type=Path,
                         help="pref_mujoco.py output with --rl-set entropy_coef=0.01 (block pref_mujoco_entropy)")
+    parser.add_argument("--pref-events", type=Path, help="pref_reward_events.py output (block pref_events)")
     parser.add_argument("--pref-atari", type=Path, help="pref_mujoco.py output on Atari (block pref_atari)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
@@ -262,6 +279,8 @@ def main() -> None:
     if args.pref_mujoco_entropy:
         blocks["pref_mujoco_entropy"] = (_capture(pref_target, args.pref_mujoco_entropy) + "\n\n"
                                          + _capture(curves, args.pref_mujoco_entropy, "variant"))
+    if args.pref_events:
+        blocks["pref_events"] = _capture(pref_events, args.pref_events)
     if args.pref_atari:
         # one command ran on successive code (reward-model fixes): each run is named by its variant and commit
         blocks["pref_atari"] = (_capture(curves, args.pref_atari, "variant+commit") + "\n\n"

@@ -75,3 +75,18 @@ def test_pref_atari_block_gives_each_variants_mean_return_at_each_evaluation(tmp
     assert "| eval return | 2.0 | 4.0 |" in done.stdout
     assert "P-v5, 1400 labels @ def, 1 seed(s):" in done.stdout and "| eval return | 3.0 | 6.0 |" in done.stdout
     assert "| P-v5 | 1400 labels @ def | 1,000 | 1 | 6 ± 0 |" in done.stdout
+
+
+def test_pref_events_block_shows_the_learned_reward_around_lost_points(tmp_path):
+    record = {"run": "pref-Pong-s0", "zero_padding": True, "window": 2, "std": 80.5, "std_without_top_0.1%": 1.04,
+              "max_abs": 1331.9, "max_abs_episode_step": 1,
+              "negative": {"events": 7, "mean": [0.5, -1.0, -0.9, 42.3, 1.0]},
+              "positive": {"events": 0, "mean": []}}
+    data = tmp_path / "events.jsonl"
+    data.write_text(json.dumps(record) + "\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--pref-events", str(data)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # offsets beyond the record's window stay empty; -2..+2 line up with the means
+    assert ("| pref-Pong-s0 | zeros | 80.50 | 1.04 | 1332 (1) |  |  |  |  | +0.50 | -1.00 | -0.90 | +42.30 | +1.00 "
+            "|  | 7 |") in done.stdout
