@@ -40,8 +40,11 @@ Choices where the paper leaves room, and what we follow:
   steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
   ensemble takes minutes, so the reduced-budget Pong benchmark uses one minibatch of 16 per iteration, bf16
   convolutions, held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
-  (docs/benchmarks.md, "Atari Pong with synthetic labels": there the reward model ranked 89.5% of decisive held-out
-  pairs right, but PPO on it stayed at -21 for 750k steps, against -13.2 on the true reward).
+  (docs/benchmarks.md, "Atari Pong with synthetic labels": -11.8 at 500k steps against -15.6 on the true reward).
+- The Atari reward model follows the paper's: frames only (``reward_actions false``: an action input gives the
+  policy a per-action bias to collect), and, our additions, reset padding filled with the first frame as the
+  paper's frame stack pads, the reward clipped at +-5 std and a winsorised normalisation; without them PPO stayed
+  at -21 (a zero-padded reset stack scored ~1000 std).
 """
 
 from __future__ import annotations
