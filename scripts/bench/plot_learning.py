@@ -65,10 +65,10 @@ def main() -> None:
         ax.set_xlabel("env steps")
         ax.set_ylabel(args.ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: never over a curve
+    fig.subplots_adjust(wspace=0.3)  # no tight_layout: it would shrink the axes to fit the legends below them
     args.png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.png, dpi=110)
+    fig.savefig(args.png, dpi=110, bbox_inches="tight")
     print(f"wrote {args.png}")
 
 
