@@ -26,14 +26,23 @@ from rlkit2.preference import EnsembleTrainer, RewardEnsemble, StackedSegments  
 from rlkit2.run import load_run_config  # noqa: E402
 
 
-def label_stats(run_dir: Path) -> dict:
-    run, cfg = load_run_config(run_dir)
+def finished_pref_run(run_dir: Path, overrides: dict | None = None):
+    """(run config, pref config, path of final.pt) of a finished preference run; a clear exit otherwise."""
+    try:
+        run, cfg = load_run_config(run_dir, overrides)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     if run.agent != "pref":
         raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
     final = Path(run_dir) / "checkpoints" / "final.pt"
     if not final.is_file():
         raise SystemExit(f"{run_dir} has no checkpoints/final.pt: the run has not finished (resume it with "
                          f"python scripts/train.py --resume {run_dir})")
+    return run, cfg, final
+
+
+def label_stats(run_dir: Path) -> dict:
+    run, cfg, final = finished_pref_run(run_dir)
     state = ckpt.load(final, map_location="cpu")["agent_state"]
     c, trainer_state = state["comparisons"], state["trainer"]
     actions = c["act_1"]

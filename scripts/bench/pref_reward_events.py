@@ -32,11 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchlib import STARTED_ON  # noqa: E402
+from pref_label_stats import finished_pref_run  # noqa: E402
 
 from rlkit2 import checkpoint as ckpt  # noqa: E402
 from rlkit2.agent import get_agent_spec  # noqa: E402
 from rlkit2.device import set_threads  # noqa: E402
-from rlkit2.run import build_agent, load_run_config, make_env  # noqa: E402
+from rlkit2.run import build_agent, make_env  # noqa: E402
 
 
 def event_average(learned: np.ndarray, true: np.ndarray, window: int) -> dict[str, dict]:
@@ -60,13 +61,7 @@ def play(run_dir: Path, steps: int, num_envs: int, seed: int,
     """[T, N] learned rewards (in units of the run's reward_scale), true rewards and steps since the episode
     started, of the run's final policy (sampled actions) on its own env settings; the run's reward_clip; and, with
     an action input and discrete actions, each action's mean reward (minus the mean over actions) and share."""
-    run, agent_config = load_run_config(run_dir, {"device": "cpu"})
-    if run.agent != "pref":
-        raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
-    final = Path(run_dir) / "checkpoints" / "final.pt"
-    if not final.is_file():
-        raise SystemExit(f"{run_dir} has no checkpoints/final.pt: the run has not finished (resume it with "
-                         f"python scripts/train.py --resume {run_dir})")
+    run, agent_config, final = finished_pref_run(run_dir, {"device": "cpu"})
     env = make_env(run, num_envs, seed)
     agent = build_agent(get_agent_spec("pref"), run, agent_config, env, training=False)
     agent.load_state_dict(ckpt.load(final, map_location="cpu")["agent_state"])

@@ -55,3 +55,12 @@ def test_label_stats_refuse_a_run_of_another_agent(tmp_path):
                                                      "progress": False, "tensorboard": False})
     with pytest.raises(SystemExit, match="a run of agent 'ppo', not of --agent pref"):
         label_stats(Path(train(run, cfg).run_dir))
+
+
+def test_a_folder_that_is_not_a_run_is_a_clear_exit_for_both_pref_diagnostics(tmp_path):
+    from pref_reward_events import play
+
+    with pytest.raises(SystemExit, match="is not a run directory"):
+        label_stats(tmp_path)
+    with pytest.raises(SystemExit, match="is not a run directory"):
+        play(tmp_path, 8, 1, 0)
