@@ -142,7 +142,9 @@ class ReplayBuffer:
         self.fresh = torch.ones(N, dtype=torch.bool, device=dev)       # next add starts an episode
         self._envs = torch.arange(N, device=dev)
         self.num_adds = 0  # host-side, so "empty?" needs no device sync
-        self.high_water = 0  # CPU buffers: slots [0, high_water) have been written (for rejection sampling)
+        # CPU buffers only: every valid slot lies in [0, high_water) (the rejection sampler's range). Kept on the
+        # host where reading ptr is free; never saved (an accelerator buffer does not keep it), derived on load.
+        self.high_water = 0
 
     # ------------------------------------------------------------------ writing
     def add(self, obs: Any, actions: Any, rewards: Any, terminated: Any, truncated: Any,
@@ -324,10 +326,10 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, ints and a string: loadable with ``torch.load(weights_only=True)``. The generator is the
-        caller's and is not included."""
+        caller's and is not included. The same on every device: what only one device's code path keeps (the CPU
+        sampler's ``high_water``) is left out and derived again on load."""
         state: dict[str, Any] = {f: getattr(self, f) for f in _TRANSITION_FIELDS}
-        state.update(ptr=self.ptr, fresh=self.fresh, num_adds=self.num_adds, high_water=self.high_water,
-                     capacity=self.capacity,
+        state.update(ptr=self.ptr, fresh=self.fresh, num_adds=self.num_adds, capacity=self.capacity,
                      num_envs=self.num_envs, frame_stack=self.frame_stack, stack_padding=self.stack_padding)
         return state
 
@@ -344,7 +346,10 @@ class ReplayBuffer:
                                  f"{tuple(dst.shape)} {dst.dtype}; build the buffer with the same shapes")
             dst.copy_(src)
         self.num_adds = int(state["num_adds"])
-        self.high_water = int(state.get("high_water", self.capacity_per_env))
+        # From the data, never from a saved counter: states saved on CUDA before this was derived carry
+        # high_water = 0, and trusting it confined sampling to the slots below the write pointer.
+        written = self.valid.any(1).nonzero()
+        self.high_water = min(self.capacity_per_env, int(written.max()) + 2) if len(written) else 0
 
 
 def _masked(x: Tensor, mask: Tensor) -> Tensor:

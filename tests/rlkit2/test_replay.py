@@ -396,6 +396,48 @@ def test_state_dict_round_trip(frame_stack, padding):
             assert torch.equal(u, v)
 
 
+def ring_sampled_after_resume(state, device="cpu"):
+    """Load ``state`` into a fresh buffer on ``device`` as a resumed run does (break the episodes, add one step
+    of the new session) and return (distinct transitions in 20000 draws, valid transitions)."""
+    buf = make_buffer(200, 1, device=device)
+    buf.load_state_dict(state)
+    buf.break_episodes()
+    buf.add(*scripted([[(10_000, "trunc")]], 1)[0][0])
+    slot, env = buf._sample_starts(20_000)
+    assert bool(buf.valid[slot, env].all())
+    return len(set(zip(slot.tolist(), env.tolist()))), len(buf)
+
+
+def full_ring_state(device="cpu"):
+    """One env, capacity 200 (202 slots), one endless episode written 392 times: the ring is full, ptr = 190."""
+    buf = make_buffer(200, 1, device=device)
+    fill(buf, scripted([[(10_000, "trunc")]], 392)[0])
+    assert int(buf.ptr[0]) == 190 and len(buf) == 201
+    f = io.BytesIO()
+    torch.save(buf.state_dict(), f)
+    f.seek(0)
+    return torch.load(f, weights_only=True)
+
+
+def test_resumed_full_ring_samples_every_slot_whatever_device_saved_it():
+    """Issue 20, item 4: a buffer saved on CUDA carried high_water = 0 (a counter only CPU buffers kept), and a
+    CPU buffer that loaded it drew only from the slots below its write pointer: 191 of 201 transitions. The
+    saved state no longer has device-specific counters; the sampled extent is derived from ``valid``."""
+    state = full_ring_state()
+    cuda_like = {**state, "high_water": 0}  # what a CUDA buffer saved before the fix
+    for saved in (cuda_like, state):
+        distinct, valid = ring_sampled_after_resume(saved)
+        assert valid == 200 and distinct == valid  # before the fix: 191 from the CUDA-saved state
+    assert "high_water" not in state  # nothing in the saved state depends on the device that wrote it
+
+
+@pytest.mark.parametrize("saved_on, loaded_on", [("cuda", "cpu"), ("cpu", "cuda"), ("cuda", "cuda")])
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resumed_full_ring_samples_every_slot_across_devices(saved_on, loaded_on):
+    distinct, valid = ring_sampled_after_resume(full_ring_state(saved_on), loaded_on)
+    assert valid == 200 and distinct == valid
+
+
 def test_seeded_sampling_is_reproducible():
     stream, _ = scripted(SPECS_2, 20)
     a, b, c = make_buffer(100, 2, seed=1), make_buffer(100, 2, seed=1), make_buffer(100, 2, seed=2)
