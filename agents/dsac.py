@@ -22,9 +22,15 @@ Algorithm (one gradient update, ``update``):
         Polyak targets (tau) for the critics *and* the policy.
 
 Where the defaults come from (and where they differ; see also agents/presets/dsac.toml):
-  - Paper / official code: 3x256 GELU MLPs, Adam lr 3e-4 for alpha, log alpha = 1 at the start, batch 256,
-    replay 1e6, warm-up 10k, gamma 0.99, tau = tau_b = 0.005, delay 2, xi = 3, eps = 0.1, log-std clamp
-    [-20, 0.5], reward scale 1 (DSAC-v2; GOPS DSAC-T uses 0.2); v1 TD bound 10 (see ``td_bound``).
+  - Paper / official code: 3x256 GELU MLPs, Adam lr 3e-4 for alpha, batch 256, replay 1e6, gamma 0.99,
+    tau = tau_b = 0.005, delay 2, xi = 3, eps = 0.1, log-std clamp [-20, 0.5], reward scale 1 (DSAC-v2; GOPS
+    DSAC-T uses 0.2); v1 TD bound 10 (see ``td_bound``).
+  - Warm-up and initial temperature: the official 10k random steps and log alpha = 1 (alpha = e) are the MuJoCo
+    preset's. They suit 30M-step MuJoCo runs, not a user's own env at a small budget: a budget below 10k trained
+    nothing, and with alpha_lr 3e-4 and delay 2 alpha needs ~6.7k updates just to fall from e to 1. The
+    defaults elsewhere: a warm-up of 5% of the budget, at most 10k (``learning_starts = None``), and log alpha =
+    0 (alpha = 1, as SB3 and CleanRL SAC); docs/benchmarks.md, "DSAC on small envs". A budget that cannot
+    reach the first update is refused.
   - Update-to-data ratio and learning rates: the official serial trainer does 1 update per 20 env steps
     (for 30M env steps) with lr 1e-4 for critic and policy. At the 100k-1M step budgets this library
     benchmarks we default to the regime of the authors' Stable-Baselines3 port of DSAC-T (and of SAC):
@@ -57,6 +63,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -103,8 +110,9 @@ class DSACConfig:
     """Transitions per gradient update."""
     buffer_size: int = 1_000_000
     """Replay capacity in transitions (all envs together)."""
-    learning_starts: int = 10_000
-    """Env steps of warm-up before the first update (official: 10k)."""
+    learning_starts: int | None = None
+    """Env steps of warm-up before the first update; None = 5% of total_steps, at most 10k (the official 10k is
+    the MuJoCo preset's). Must be below total_steps."""
     warmup_actions: Literal["uniform", "policy"] = "uniform"
     """Warm-up actions: uniform over the action box, or samples from the initial policy."""
     replay_ratio: float = 1.0
@@ -117,8 +125,9 @@ class DSACConfig:
     """Tune the entropy temperature towards ``target_entropy``; otherwise alpha stays at ``alpha``."""
     alpha: float = 0.2
     """Fixed temperature when auto_alpha is false."""
-    log_alpha_init: float = 1.0
-    """Initial log alpha when auto_alpha is true (official: 1.0, i.e. alpha = e)."""
+    log_alpha_init: float = 0.0
+    """Initial log alpha when auto_alpha is true: 0, alpha = 1, as SB3 (official: 1.0, i.e. alpha = e: the MuJoCo
+    preset's)."""
     target_entropy: float | None = None
     """Entropy target; None = -dim(A)."""
     log_std_min: float = -20.0
@@ -151,7 +160,10 @@ class DSACConfig:
         check_ranges(self, positive=("critic_lr", "policy_lr", "alpha_lr", "batch_size", "buffer_size", "delay",
                                      "replay_ratio", "steps_per_iteration", "sample_clip", "td_bound",
                                      "td_bound_sigmas", "epsilon", "huber_delta", "reward_scale"),
-                     unit_interval=("gamma", "tau", "tau_b"), non_negative=("learning_starts",))
+                     unit_interval=("gamma", "tau", "tau_b"))
+        if self.learning_starts is not None and self.learning_starts < 0:
+            raise ConfigError(f"Option 'learning_starts' must be >= 0 (or none: 5% of total_steps, at most 10k), "
+                              f"got {self.learning_starts}")
         if self.log_std_min >= self.log_std_max:
             raise ConfigError(f"Options 'log_std_min' ({self.log_std_min}) must be below 'log_std_max' "
                               f"({self.log_std_max})")
@@ -199,6 +211,11 @@ def critic_loss_t_huber(q: Tensor, std: Tensor, y_q: Tensor, y_z: Tensor, sigma_
     mean_term = F.huber_loss(q, y_q, delta=delta, reduction="none")
     std_term = std * (std_sg.square() - F.huber_loss(q_sg, y_b, delta=delta, reduction="none")) / (std_sg + eps)
     return (weight * (mean_term + std_term)).mean(1).sum()
+
+
+def warmup_steps(learning_starts: int | None, total_steps: int) -> int:
+    """Env steps of random warm-up: ``learning_starts``, or when None 5% of the budget, at most the official 10k."""
+    return min(10_000, total_steps // 20) if learning_starts is None else learning_starts
 
 
 def update_sigma_bar(sigma_bar: Tensor, batch_std: Tensor, tau_b: float) -> Tensor:
@@ -268,7 +285,10 @@ class DSACAgent:
         self.env_steps = 0
         self.updates = 0
         self._update_debt = 0.0  # fractional updates owed (replay_ratio * env steps since learning_starts)
-        self.learning_starts_at = cfg.learning_starts  # env step of the first update (moves if replay is lost)
+        self.warmup = warmup_steps(cfg.learning_starts, ctx.total_steps)
+        if ctx.training:
+            _check_budget(self.warmup, ctx.total_steps)
+        self.learning_starts_at = self.warmup  # env step of the first update (moves if replay is lost)
         self._obs_np: np.ndarray | None = None
         if ctx.training:
             self._obs_np, _ = env.reset(seed=ctx.seed)
@@ -458,10 +478,24 @@ class DSACAgent:
 
     def load_resume_state(self, state: dict[str, Any] | None) -> None:
         if state is None:  # no buffer saved: refill it, starting with a new warm-up
-            self.learning_starts_at = max(self.learning_starts_at, self.env_steps + self.cfg.learning_starts)
+            self.learning_starts_at = max(self.learning_starts_at, self.env_steps + self.warmup)
+            if self.learning_starts_at >= self.ctx.total_steps:
+                warnings.warn(f"DSAC: this resumed run has no replay buffer (checkpoint_replay was false), so it "
+                              f"warms up again for {self.warmup} random steps, up to step {self.learning_starts_at}"
+                              f"; the budget ends at {self.ctx.total_steps}, so this session makes no update. Fix: "
+                              f"resume with --total_steps above {self.learning_starts_at}.", stacklevel=2)
             return
         self.replay.load_state_dict(state["replay"])
         self.replay.break_episodes()  # the envs were reset: the stored episodes do not continue
+
+
+def _check_budget(warmup: int, total_steps: int) -> None:
+    """Refuse a budget that ends before the first update: such a run acted at random throughout and exited 0."""
+    if warmup >= total_steps:
+        raise ConfigError(f"DSAC would never update: total_steps ({total_steps}) is not above learning_starts "
+                          f"({warmup}), the env steps of random warm-up before the first update. Fix: raise "
+                          f"--total_steps above {warmup}, or lower the warm-up (--learning_starts none takes 5% of "
+                          f"the budget, here {warmup_steps(None, total_steps)}).")
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:

@@ -3,6 +3,7 @@ temperature, sigma_bar and Polyak updates, stop-gradients inside a full update, 
 seed, save -> resume (replay included) -> evaluate, and the bad-input errors."""
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -336,6 +337,54 @@ def test_replay_break_keeps_the_last_transition_and_stops_windows():
         last = int(ptr_before[env_index]) - 1  # the last stored transition before the break
         assert bool(replay.valid[last, env_index]) and not bool(replay.valid[last + 1, env_index])
         assert bool(replay.episode_start[last + 2, env_index])
+
+
+# --------------------------------------------------------------------- defaults, warm-up and the budget
+def test_custom_env_defaults_serve_small_budgets_and_mujoco_keeps_the_official_values():
+    """Issue 20, item 5: an env outside the preset's families gets a warm-up of 5% of the budget (at most 10k) and
+    alpha = 1 at the start (SB3's); the MuJoCo section keeps the official 10k steps and log alpha = 1."""
+    for env_id in ("my_package.envs:PointMass", "tests.toy_envs:ReachTargetEnv"):
+        _, cfg = resolve_config("dsac", env_id)
+        assert cfg.learning_starts is None and cfg.log_alpha_init == 0.0  # before: 10_000 and 1.0
+    from agents.dsac import warmup_steps
+
+    assert [warmup_steps(None, t) for t in (2_000, 20_000, 100_000, 1_000_000)] == [100, 1_000, 5_000, 10_000]
+    assert warmup_steps(300, 1_000_000) == 300
+    for env_id in ("Hopper-v5", "HalfCheetah-v5", "Humanoid-v5"):
+        _, cfg = resolve_config("dsac", env_id)
+        assert cfg.learning_starts == 10_000 and cfg.log_alpha_init == 1.0
+    agent = make_agent(learning_starts=None)  # total_steps 10_000: 500 warm-up steps, alpha starts at 1
+    assert agent.learning_starts_at == 500 and agent.log_alpha.item() == 0.0
+
+
+def test_a_budget_that_never_reaches_an_update_is_refused_with_a_fix():
+    """Before: --total_steps 5000 with the 10k warm-up acted at random throughout and exited 0."""
+    run, cfg = resolve_config("dsac", "Hopper-v5", {**QUIET, "total_steps": 5_000})
+    env = envs.make("Pendulum-v1", num_envs=1, seed=0)  # the check needs no MuJoCo: Hopper's config, any env
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=run.total_steps, seed=0, threads_collect=1,
+                       threads_update=1)
+    with pytest.raises(ConfigError) as error:
+        DSACAgent(cfg, ctx)
+    assert str(error.value) == (
+        "DSAC would never update: total_steps (5000) is not above learning_starts (10000), the env steps of random "
+        "warm-up before the first update. Fix: raise --total_steps above 10000, or lower the warm-up "
+        "(--learning_starts none takes 5% of the budget, here 250).")
+    DSACAgent(override(cfg, {"learning_starts": None}), ctx)  # the fix it names works
+    DSACAgent(cfg, dataclasses.replace(ctx, training=False))  # evaluating a saved policy: no budget to check
+
+
+def test_resume_without_replay_warns_when_the_new_warm_up_outlasts_the_budget(tmp_path):
+    overrides = {**QUIET, "runs_dir": str(tmp_path), "run_name": "r", "total_steps": 600, "stop_after_steps": 400,
+                 "eval_every": 0, "eval_episodes": 1, "num_envs": 1, "learning_starts": 200,
+                 "steps_per_iteration": 200, "hidden": "16", "checkpoint_replay": "false"}
+    run, cfg = resolve_config("dsac", "Pendulum-v1", overrides)
+    first = train(run, cfg)
+    with pytest.warns(UserWarning, match="DSAC: this resumed run") as caught:
+        resume(first.run_dir, {"stop_after_steps": 0})
+    assert [str(w.message) for w in caught if "DSAC" in str(w.message)] == [(
+        "DSAC: this resumed run has no replay buffer (checkpoint_replay was false), so it warms up again for 200 "
+        "random steps, up to step 600; the budget ends at 600, so this session makes no update. Fix: resume with "
+        "--total_steps above 600.")]
 
 
 # ------------------------------------------------------------------------------------------ bad input
