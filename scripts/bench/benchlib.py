@@ -96,16 +96,18 @@ def raw_env_rate(env_id: str, backend: str, num_envs: int, seconds: float) -> fl
     return rate
 
 
-def learn_with_evaluation(model, env_id: str, seed: int, steps: int, eval_every: int) -> list[tuple[int, float]]:
+def learn_with_evaluation(model, env_id: str, seed: int, steps: int, eval_every: int,
+                          max_episode_steps: int | None = None) -> list[tuple[int, float]]:
     """``model.learn(steps)`` with a deterministic evaluation (10 episodes on 5 separate envs, seeds 10000+, raw
-    reward: rlkit2's protocol) every ``eval_every`` env steps and at the end; returns the curve."""
+    reward: rlkit2's protocol) every ``eval_every`` env steps and at the end; returns the curve. ``max_episode_steps``
+    sets the evaluation envs' time limit (an env given as 'module:Class' has none of its own)."""
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
 
     import envs
     from rlkit2.evaluation import evaluate
 
-    eval_env = envs.make(env_id, 5, seed=seed + 10_000, backend="sync")
+    eval_env = envs.make(env_id, 5, seed=seed + 10_000, backend="sync", max_episode_steps=max_episode_steps)
     curve: list[tuple[int, float]] = []
 
     def act(obs):
