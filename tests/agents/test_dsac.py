@@ -350,6 +350,8 @@ def test_custom_env_defaults_serve_small_budgets_and_mujoco_keeps_the_official_v
 
     assert [warmup_steps(None, t) for t in (2_000, 20_000, 100_000, 1_000_000)] == [100, 1_000, 5_000, 10_000]
     assert warmup_steps(300, 1_000_000) == 300
+    run, cfg = resolve_config("dsac", "Pendulum-v1")  # the classic preset's budget of 20k: 1k, its former value
+    assert warmup_steps(cfg.learning_starts, run.total_steps) == 1_000
     for env_id in ("Hopper-v5", "HalfCheetah-v5", "Humanoid-v5"):
         _, cfg = resolve_config("dsac", env_id)
         assert cfg.learning_starts == 10_000 and cfg.log_alpha_init == 1.0
