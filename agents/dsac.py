@@ -27,7 +27,7 @@ Where the defaults come from (and where they differ; see also agents/presets/dsa
     DSAC-T uses 0.2); v1 TD bound 10 (see ``td_bound``).
   - Warm-up and initial temperature: the official 10k random steps and log alpha = 1 (alpha = e) are the MuJoCo
     preset's. They suit 30M-step MuJoCo runs, not a user's own env at a small budget: a budget below 10k trained
-    nothing, and with alpha_lr 3e-4 and delay 2 alpha needs ~6.7k updates just to fall from e to 1. The
+    nothing, and with alpha_lr 3e-4 and delay 2 alpha needs at least 6.7k updates to fall from e to 1. The
     defaults elsewhere: a warm-up of 5% of the budget, at most 10k (``learning_starts = None``), and log alpha =
     0 (alpha = 1, as SB3 and CleanRL SAC); docs/benchmarks.md, "DSAC on small envs". A budget that cannot
     reach the first update is refused.
