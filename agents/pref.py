@@ -40,17 +40,21 @@ Choices where the paper leaves room, and what we follow:
   steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
   ensemble takes minutes, so the reduced-budget Pong benchmark uses one minibatch of 16 per iteration, bf16
   convolutions, held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
-  (docs/benchmarks.md, "Atari Pong with synthetic labels": -11.8 at 500k steps against -15.6 on the true reward).
+  (docs/benchmarks.md, "Atari Pong with synthetic labels": -11.8 at 500k steps against -15.6 on the true reward,
+  with the reward model as it was before batch norm and dropout).
 - The Atari reward model follows the paper's: frames only (``reward_actions false``: an action input gives the
-  policy a per-action bias to collect), and, our additions, reset padding filled with the first frame as the
-  paper's frame stack pads, the reward clipped at +-5 std and a winsorised normalisation; without them PPO stayed
-  at -21 (a zero-padded reset stack scored ~1000 std).
+  policy a per-action bias to collect), batch norm and dropout 0.5 after every conv (``reward_batch_norm``,
+  ``reward_dropout``: training steps use batch statistics and dropout; every reward, query score and held-out loss
+  uses eval mode), and, our additions, reset padding filled with the first frame as the paper's frame stack pads,
+  the reward clipped at +-5 std and a winsorised normalisation; without them PPO stayed at -21 (a zero-padded
+  reset stack scored ~1000 std).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -120,6 +124,13 @@ class PrefConfig:
     reward_precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 runs the Atari reward model's convolutions under bfloat16 autocast (weights stay fp32), as PPO's
     --cnn_precision bf16: about 2x cheaper on a CPU with AVX512-BF16. Vector observations ignore it."""
+    reward_batch_norm: bool = True
+    """Batch norm after each conv of the image reward model (paper Atari: "all convolutional layers use batch norm and
+    dropout"); its running statistics score every reward. Vector observations ignore it (the paper's MuJoCo MLP has
+    none). Checkpoints from before it existed need --reward_batch_norm false --reward_dropout 0 to resume."""
+    reward_dropout: float = 0.5
+    """Dropout after each conv of the image reward model, in its training steps only (paper Atari: 0.5). Vector
+    observations ignore it (the paper's MuJoCo MLP has none)."""
     pretrain_epochs: int = 50
     """Passes over the initial comparisons before RL starts."""
     noise: float = 0.1
@@ -155,6 +166,9 @@ class PrefConfig:
                               f"{self.normalization_trim}")
         if not 0.0 <= self.noise < 1.0:
             raise ConfigError(f"Option 'noise' must be in [0, 1) (1 would make every answer random), got {self.noise}")
+        if not 0.0 <= self.reward_dropout < 1.0:
+            raise ConfigError(f"Option 'reward_dropout' must be in [0, 1) (the share of conv units dropped in training; "
+                              f"0 turns dropout off), got {self.reward_dropout}")
         check_ranges(self, unit_interval=("initial_share",),
                      non_negative=("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons",
                                    "oracle_temperature", "reward_batches", "fit_eval_pairs", "normalization_steps",
@@ -320,7 +334,8 @@ class PrefAgent:
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale, precision=cfg.reward_precision,
                                     frame_stack=self.stack > 0 and len(obs_space.shape) == 3, clip=cfg.reward_clip,
-                                    trim=cfg.normalization_trim, use_actions=cfg.reward_actions).to(self.device)
+                                    trim=cfg.normalization_trim, use_actions=cfg.reward_actions,
+                                    dropout=cfg.reward_dropout, batch_norm=cfg.reward_batch_norm).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
         self.human = cfg.oracle == "human"
         # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)
@@ -522,8 +537,7 @@ class PrefAgent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rl.load_state_dict(state["rl"])
-        self.model.load_state_dict(state["reward_model"])
-        self.trainer.load_state_dict(state["trainer"])
+        _load_reward_model(self.model, self.trainer, state, self.ctx.training)
         self.comparisons = {k: v.to(self.device) for k, v in state["comparisons"].items()}
         self.extra_steps, self.started = int(state["extra_steps"]), bool(state["started"])
         self.labels_asked = int(state["labels_asked"])
@@ -573,6 +587,22 @@ def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:
                           "MuJoCo simulator states (which needs a MuJoCo env on the sync backend). Fix: an Atari "
                           "env, --backend sync with a MuJoCo env, or --oracle synthetic.")
     return "states", len(mujoco_state(envs_[0]))
+
+
+def _load_reward_model(model: RewardEnsemble, trainer: EnsembleTrainer, state: dict, training: bool) -> None:
+    """The saved reward model and its trainer, or a clear error naming the options of its conv layout (a checkpoint
+    from before the paper's batch norm and dropout were added has neither). Evaluation only acts: it goes on
+    without them."""
+    try:
+        model.load_state_dict(state["reward_model"])
+    except ValueError as e:
+        fix = "--reward_batch_norm false --reward_dropout 0" if model.batch_norm else "--reward_batch_norm true"
+        if training:
+            raise ConfigError(f"Checkpoint: {e}. Resume it with {fix}: python scripts/train.py --resume RUN_DIR "
+                              f"{fix}") from None
+        warnings.warn(f"Checkpoint: {e}; the policy is evaluated without it (to load it: {fix})", stacklevel=3)
+        return
+    trainer.load_state_dict(state["trainer"])
 
 
 def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):

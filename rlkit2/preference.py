@@ -243,7 +243,7 @@ class RewardEnsemble(nn.Module):
         """As ``nn.Module.load_state_dict``, with a clear error for a state saved with or without the conv members'
         batch norm when this model is the other kind (their layer keys differ)."""
         if self.image:
-            saved = any(k.endswith("running_mean") for k in state_dict)
+            saved = has_batch_norm(state_dict)
             if saved and not self.batch_norm:
                 raise ValueError("the saved reward model has batch norm on its convolutions and this one has none: "
                                  "build it with batch_norm=True")
@@ -301,6 +301,11 @@ class RewardEnsemble(nn.Module):
         """Unit std on the normalisation rows, clipped to +-``clip`` std if set, then times ``scale``."""
         z = normalised_mean / self.mean_std
         return self.scale * (z.clamp(-self.clip, self.clip) if self.clip > 0 else z)
+
+
+def has_batch_norm(state_dict: dict) -> bool:
+    """Whether a saved ``RewardEnsemble`` state has batch-norm statistics (conv members built with batch norm)."""
+    return any(k.endswith("running_mean") for k in state_dict)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 learns Pendulum through the scripts; the RL agent sees only the learned reward; segments never straddle
 episodes; the labels survive a resume; bad options get a clear error."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -161,6 +162,8 @@ def test_labels_and_reward_model_survive_a_resume(tmp_path):
     ("noise", "1.5", "'noise' must be in"),
     ("normalization_trim", "0.5", "'normalization_trim' must be in"),
     ("reward_clip", "-1", "reward_clip"),
+    ("reward_dropout", "1.0", r"'reward_dropout' must be in \[0, 1\)"),
+    ("reward_dropout", "-0.1", r"'reward_dropout' must be in \[0, 1\)"),
     ("oracle", "human", "needs clips, rendered from Atari frames or from MuJoCo simulator states"),
 ])
 def test_bad_options_get_a_clear_error(tmp_path, option, value, message):
@@ -340,3 +343,76 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     assert set(norm_rows) == {64} and all(net.bf16 for net in models[0].nets)
     assert models[0].frame_stack and models[0].clip == 5.0 and models[0].trim == 0.005
     assert not models[0].use_actions and models[0].nets[0].head[0].in_features == 16 * 7 * 7  # frames only
+
+
+ATARI_TINY = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
+              "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1, "atari.max_episode_frames": 200,
+              "progress": False, "tensorboard": False, "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64}
+
+
+def test_on_atari_the_reward_model_trains_in_train_mode_and_scores_in_eval_mode_also_after_a_resume(tmp_path,
+                                                                                                   monkeypatch):
+    """Every forward pass of a conv member that builds a graph (a training step) runs in train mode (batch
+    statistics, dropout); every one without (the RL agent's rewards, the normalisation, query selection, held-out
+    losses) in eval mode; also after a resume, whose model is built afresh and loads the saved batch-norm
+    statistics."""
+    from rlkit2 import checkpoint as ckpt
+    from rlkit2.preference import ConvRewardMember
+
+    calls = []
+    real_forward = ConvRewardMember.forward
+    monkeypatch.setattr(ConvRewardMember, "forward", lambda self, obs, actions: calls.append(
+        (torch.is_grad_enabled(), self.training, self.convs[3].training)) or real_forward(self, obs, actions))
+    loaded = []
+    from agents.pref import PrefAgent
+
+    real_load = PrefAgent.load_state_dict
+    monkeypatch.setattr(PrefAgent, "load_state_dict", lambda self, state: real_load(self, state) or loaded.append(
+        (state["reward_model"], {k: v.clone() for k, v in self.model.state_dict().items()})))
+    run, cfg = resolve_config("pref", "ALE/Pong-v5", {**ATARI_TINY, "stop_after_steps": 256, "runs_dir": str(tmp_path),
+                                                      "checkpoint_every": 128})
+    first = train(run, cfg)
+    assert first.status == "interrupted"
+    session_one = len(calls)
+    second = resume(first.run_dir, {"stop_after_steps": 0})
+    assert second.status == "finished" and len(calls) > session_one
+    training, scoring = [c for c in calls if c[0]], [c for c in calls if not c[0]]
+    assert training and scoring
+    assert all(c[1] and c[2] for c in training)  # member and its dropout in train mode
+    assert not any(c[1] or c[2] for c in scoring)
+    assert not any(c[1] for c in calls[session_one:] if not c[0])  # after the resume too
+    saved, after_load = loaded[0]
+    assert any(k.endswith("running_var") for k in saved)  # the batch-norm statistics are in the checkpoint ...
+    for key, value in saved.items():  # ... and the resumed model has them
+        torch.testing.assert_close(after_load[key], value.to(after_load[key].dtype), rtol=0, atol=0)
+    final = ckpt.load(Path(second.run_dir) / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
+    assert not torch.equal(final["reward_model"]["nets.0.convs.1.running_mean"],
+                           saved["nets.0.convs.1.running_mean"])  # and kept training them
+
+
+def test_a_checkpoint_saved_without_batch_norm_needs_its_options_to_resume_and_still_evaluates():
+    """Runs from before the paper's batch norm and dropout saved a reward model without them: resuming with the
+    new defaults is a clear error naming the options that rebuild it; evaluation (which only acts) goes on."""
+    from agents.pref import PrefAgent, PrefConfig
+    from rlkit2.agent import BuildContext
+    from rlkit2.config import override
+
+    env = envs.make("ALE/Pong-v5", num_envs=1, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=1000, seed=0, threads_collect=1,
+                       threads_update=1)
+    small = {"pool_steps": 64, "reward_actions": "false", "rl.num_steps": "64", "rl.minibatch_size": "64"}
+    old = PrefAgent(override(PrefConfig(), {**small, "reward_batch_norm": "false", "reward_dropout": "0"}), ctx)
+    assert [type(m).__name__ for m in old.model.nets[0].convs][:3] == ["Conv2d", "LeakyReLU", "Dropout"]
+    state = old.state_dict()
+    new = PrefAgent(override(PrefConfig(), small), ctx)
+    assert type(new.model.nets[0].convs[1]).__name__ == "BatchNorm2d" and new.model.nets[0].convs[3].p == 0.5
+    with pytest.raises(ConfigError, match="no batch norm.*Resume it with --reward_batch_norm false --reward_dropout 0"):
+        new.load_state_dict(state)
+    evaluating = PrefAgent(override(PrefConfig(), small), dataclasses.replace(ctx, training=False))
+    with pytest.warns(UserWarning, match="evaluated without it"):
+        evaluating.load_state_dict(state)
+    for mine, saved in zip(evaluating.rl.state_dict()["model"].values(), state["rl"]["model"].values()):
+        torch.testing.assert_close(mine, saved)
+    PrefAgent(override(PrefConfig(), {**small, "reward_batch_norm": "false", "reward_dropout": "0"}),
+              ctx).load_state_dict(state)  # with the options it was saved with
+    env.close()
