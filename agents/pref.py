@@ -4,12 +4,14 @@ synthetic oracle that knows the true reward. The learning pieces are in rlkit2/p
 
 Algorithm (``train_iteration``):
     first call: play the initial policy for ``warmup_steps`` env steps into the segment pool; ask for
-        ``initial_share`` of the labels on pairs from it; fit the reward model for ``pretrain_epochs``
+        ``initial_labels`` (else ``initial_share`` of the labels) on pairs from it; fit the reward model for
+        ``pretrain_epochs``
     1. one iteration of the RL agent, which sees r_hat(o, a) (the ensemble's normalised mean) instead of the
        env reward; every step also goes into the pool of recent steps (obs, action, true reward, episode)
-    2. labels due by now (``labels_due``: the rest of the labels at a rate ~ tau / (t + tau)): draw
-       ``candidates_per_label`` x as many random segment pairs (``segment_length`` steps, within one episode)
-       from the pool, keep those the ensemble disagrees on most, label them
+    2. labels due by now (``labels_due``: the rest at a rate ~ tau / (t + tau), t in env steps, held for
+       ``label_rate_every`` steps at a time if set): draw ``candidates_per_label`` x as many random segment pairs
+       (``segment_length`` steps, within one episode) from the pool, keep those the ensemble disagrees on most,
+       label them
     3. ``reward_epochs`` passes of the reward model over all comparisons, or a fixed budget of ``reward_batches``
        minibatches (bootstrap per member, adaptive L2), then refit each member's output normalisation on the pool
 The RL agent never sees the true reward; its episode statistics (and every evaluation) report the true return.
@@ -84,9 +86,17 @@ class PrefConfig:
     labels: int = 1400
     """Comparisons asked for over the whole run (paper MuJoCo: 350, 700, 1400 synthetic; 700 human)."""
     initial_share: float = 0.25
-    """Share of the labels asked for before RL starts, on the initial policy's segments (paper: 25%)."""
+    """Share of the labels asked for before RL starts, on the initial policy's segments (paper MuJoCo: 25%); ignored
+    when initial_labels > 0."""
+    initial_labels: int = 0
+    """> 0: the number of labels asked for before RL starts, instead of initial_share (paper Atari: 500, the Atari
+    preset). At most labels."""
     label_tau: float = 2e6
-    """The rest come at a rate ~ tau / (t + tau) (paper MuJoCo: 2e6 steps)."""
+    """The rest come at a rate ~ tau / (t + tau), t in env steps of all envs together (paper MuJoCo: 2e6 steps; paper
+    Atari: 5e6 frames = 1.25e6 steps at frame skip 4, the Atari preset)."""
+    label_rate_every: int = 0
+    """> 0: that rate is lowered only every this many env steps, held at its value at the start of each stretch
+    (paper Atari: every 5e6 frames = 1.25e6 steps, the Atari preset); 0: it changes continuously (paper MuJoCo)."""
     warmup_steps: int = 10_000
     """Env steps of the initial policy for the first segments (counted in the run's budget)."""
     segment_length: int = 25
@@ -166,13 +176,17 @@ class PrefConfig:
                               f"{self.normalization_trim}")
         if not 0.0 <= self.noise < 1.0:
             raise ConfigError(f"Option 'noise' must be in [0, 1) (1 would make every answer random), got {self.noise}")
+        if self.initial_labels > self.labels:
+            raise ConfigError(f"Option 'initial_labels' ({self.initial_labels}) is more than 'labels' ({self.labels}), "
+                              "the total it is part of: lower --initial_labels (0: --initial_share of the labels) or "
+                              "raise --labels")
         if not 0.0 <= self.reward_dropout < 1.0:
-            raise ConfigError(f"Option 'reward_dropout' must be in [0, 1) (the share of conv units dropped in training; "
-                              f"0 turns dropout off), got {self.reward_dropout}")
+            raise ConfigError(f"Option 'reward_dropout' must be in [0, 1) (the share of conv units dropped in "
+                              f"training; 0 turns dropout off), got {self.reward_dropout}")
         check_ranges(self, unit_interval=("initial_share",),
                      non_negative=("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons",
                                    "oracle_temperature", "reward_batches", "fit_eval_pairs", "normalization_steps",
-                                   "reward_clip"))
+                                   "reward_clip", "initial_labels", "label_rate_every"))
 
 
 # ------------------------------------------------------------------------------------- the env the RL agent sees
@@ -382,13 +396,15 @@ class PrefAgent:
         if not self.started:
             self.started = True
             self._warm_up()
-            self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau))
+            self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau,
+                                 cfg.initial_labels, cfg.label_rate_every))
             if self.human:
                 self._read_answers()
             stats.update(self._fit(cfg.pretrain_epochs, batches=0))  # pretraining: full passes
         stats.update(self.rl.train_iteration())
         start = time.perf_counter()
-        due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau)
+        due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau,
+                         cfg.initial_labels, cfg.label_rate_every)
         self._ask(due - self.labels_asked)
         if self.human:
             self._read_answers()

@@ -82,14 +82,27 @@ class SyntheticOracle:
         return (self.rng.random(len(p)) < p).astype(np.float32)
 
 
-def labels_due(step: int, total: int, total_steps: int, initial_share: float = 0.25, tau: float = 2e6) -> int:
-    """Labels that should exist by env step ``step``: ``initial_share`` of ``total`` at step 0, the rest at a rate
-    proportional to tau / (t + tau) (the paper's MuJoCo schedule), all ``total`` by ``total_steps``."""
-    initial = round(initial_share * total)
+def labels_due(step: int, total: int, total_steps: int, initial_share: float = 0.25, tau: float = 2e6,
+               initial_labels: int = 0, rate_every: int = 0) -> int:
+    """Labels that should exist by env step ``step``: ``initial_labels`` (if > 0, else ``initial_share`` of
+    ``total``) at step 0, the rest at a rate proportional to tau / (t + tau), all ``total`` by ``total_steps``.
+    ``rate_every`` > 0 holds the rate for that many steps at a time, at its value at the start of each stretch (the
+    paper's Atari schedule: lowered every 5e6 frames); 0 lets it change continuously (its MuJoCo schedule)."""
+    initial = initial_labels if initial_labels > 0 else round(initial_share * total)
+    if not 0 <= initial <= total:
+        raise ValueError(f"initial labels ({initial}) must be in [0, total = {total}]")
     if step >= total_steps:
         return total
-    grown = math.log1p(max(step, 0) / tau) / math.log1p(total_steps / tau)
-    return min(total, initial + int((total - initial) * grown))
+
+    def grown(t: float) -> float:  # the integral of the rate from 0 to t, in units of tau
+        if rate_every <= 0:
+            return math.log1p(t / tau)
+        k = int(t // rate_every)
+        held = float(np.sum(rate_every / (np.arange(k) * rate_every + tau)))  # the whole stretches
+        return held + (t - k * rate_every) / (k * rate_every + tau)
+
+    share = grown(max(step, 0)) / grown(total_steps)
+    return min(total, initial + int((total - initial) * share))
 
 
 # ----------------------------------------------------------------------------------------- the reward model

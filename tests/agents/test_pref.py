@@ -163,6 +163,9 @@ def test_labels_and_reward_model_survive_a_resume(tmp_path):
     ("normalization_trim", "0.5", "'normalization_trim' must be in"),
     ("reward_clip", "-1", "reward_clip"),
     ("reward_dropout", "1.0", r"'reward_dropout' must be in \[0, 1\)"),
+    ("initial_labels", "500", r"'initial_labels' \(500\) is more than 'labels' \(300\).*lower --initial_labels"),
+    ("initial_labels", "-1", "'initial_labels' must be >= 0"),
+    ("label_rate_every", "-5", "'label_rate_every' must be >= 0"),
     ("reward_dropout", "-0.1", r"'reward_dropout' must be in \[0, 1\)"),
     ("oracle", "human", "needs clips, rendered from Atari frames or from MuJoCo simulator states"),
 ])
@@ -278,9 +281,9 @@ def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
 
     from rlkit2 import checkpoint as ckpt
 
-    overrides = {"total_steps": 384, "labels": 4, "warmup_steps": 128, "pretrain_epochs": 1, "oracle": "human",
-                 "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
-                 "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False,
+    overrides = {"total_steps": 384, "labels": 4, "initial_labels": 1, "warmup_steps": 128, "pretrain_epochs": 1,
+                 "oracle": "human", "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1,
+                 "eval_envs": 1, "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False,
                  "tensorboard": False, "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64,
                  "run_name": "atari"}
     run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
@@ -306,8 +309,8 @@ def test_atari_comparisons_keep_distinct_frames_and_the_reward_model_trains_on_t
     from rlkit2 import checkpoint as ckpt
     from rlkit2.logger import read_progress
 
-    overrides = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
-                 "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+    overrides = {"total_steps": 384, "labels": 8, "initial_labels": 2, "warmup_steps": 128, "pretrain_epochs": 2,
+                 "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
                  "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
                  "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64}
     run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
@@ -332,8 +335,8 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     monkeypatch.setattr(EnsembleTrainer, "fit", lambda self, *a, **kw: fits.append(a[6:]) or real_fit(self, *a, **kw))
     monkeypatch.setattr(RewardEnsemble, "fit_normalization",
                         lambda self, obs, act: norm_rows.append(len(obs)) or models.append(self) or real_norm(self, obs, act))
-    overrides = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
-                 "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+    overrides = {"total_steps": 384, "labels": 8, "initial_labels": 2, "warmup_steps": 128, "pretrain_epochs": 2,
+                 "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
                  "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
                  "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64, "reward_batches": 3, "fit_eval_pairs": 4,
                  "normalization_steps": 64, "reward_precision": "bf16"}
@@ -345,9 +348,10 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     assert not models[0].use_actions and models[0].nets[0].head[0].in_features == 16 * 7 * 7  # frames only
 
 
-ATARI_TINY = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
-              "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1, "atari.max_episode_frames": 200,
-              "progress": False, "tensorboard": False, "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64}
+ATARI_TINY = {"total_steps": 384, "labels": 8, "initial_labels": 2, "warmup_steps": 128, "pretrain_epochs": 2,
+              "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+              "atari.max_episode_frames": 200, "progress": False, "tensorboard": False, "num_envs": 2,
+              "rl.num_steps": 64, "rl.minibatch_size": 64}
 
 
 def test_on_atari_the_reward_model_trains_in_train_mode_and_scores_in_eval_mode_also_after_a_resume(tmp_path,
@@ -415,4 +419,42 @@ def test_a_checkpoint_saved_without_batch_norm_needs_its_options_to_resume_and_s
         torch.testing.assert_close(mine, saved)
     PrefAgent(override(PrefConfig(), {**small, "reward_batch_norm": "false", "reward_dropout": "0"}),
               ctx).load_state_dict(state)  # with the options it was saved with
+    env.close()
+
+
+def test_the_atari_preset_has_the_papers_label_schedule_and_mujoco_keeps_its_own():
+    """App. A.2: 500 comparisons before RL, 200 pretraining epochs, a rate ~ 5e6 / (T + 5e6) with T in frames,
+    lowered every 5e6 frames (1.25e6 agent steps at frame skip 4). App. A.1: 25% up front, 2e6 / (T + 2e6)."""
+    atari = resolve_config("pref", "ALE/Pong-v5")[1]
+    assert (atari.initial_labels, atari.pretrain_epochs, atari.label_tau, atari.label_rate_every) == (500, 200, 1.25e6,
+                                                                                                      1_250_000)
+    assert (atari.labels, atari.max_comparisons, atari.reward_batch_norm, atari.reward_dropout) == (5500, 3000, True,
+                                                                                                    0.5)
+    for env_id in ("Hopper-v5", "HalfCheetah-v5"):
+        mujoco = resolve_config("pref", env_id)[1]
+        assert (mujoco.initial_labels, mujoco.initial_share, mujoco.label_tau, mujoco.label_rate_every) == (0, 0.25,
+                                                                                                            2e6, 0)
+
+
+def test_the_first_iteration_asks_for_initial_labels_and_the_rest_follow_the_stretched_schedule(monkeypatch):
+    from agents.pref import PrefAgent, PrefConfig
+    from rlkit2.agent import BuildContext
+    from rlkit2.config import override
+    from rlkit2.preference import labels_due
+
+    env = envs.make("Pendulum-v1", num_envs=4, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=4096, seed=0, threads_collect=1,
+                       threads_update=1)
+    cfg = override(PrefConfig(), {"labels": 40, "initial_labels": 7, "warmup_steps": 256, "pretrain_epochs": 1,
+                                  "label_tau": 512, "label_rate_every": 1024, "segment_length": 10,
+                                  "rl.num_steps": 64, "rl.minibatch_size": 64})
+    agent = PrefAgent(cfg, ctx)
+    fitted = []
+    real_fit = agent._fit
+    monkeypatch.setattr(agent, "_fit", lambda *a, **kw: fitted.append(agent.num_labels) or real_fit(*a, **kw))
+    for _ in range(3):
+        agent.train_iteration()
+    assert fitted[0] == 7  # pretraining on the initial labels alone
+    assert agent.labels_asked == labels_due(agent.env_steps, 40, 4096, tau=512, initial_labels=7, rate_every=1024)
+    assert agent.labels_asked != labels_due(agent.env_steps, 40, 4096, tau=512, initial_labels=7)  # stretches count
     env.close()

@@ -64,6 +64,21 @@ def test_label_schedule_front_loads_a_quarter_then_decays():
     assert increments[0] > increments[-1]  # a decaying rate ~ tau / (t + tau)
 
 
+def test_label_schedule_with_an_initial_count_and_a_rate_lowered_in_stretches_matches_hand_computed_values():
+    """The paper's Atari schedule: a number of labels up front (500), then a rate ~ tau / (t + tau) lowered only
+    every ``rate_every`` steps. tau = rate_every = 100, 300 steps: the rate is 1, 1/2, 1/3 in the three stretches,
+    so the 900 later labels come in shares 100 : 50 : 33.3 of 183.3, linearly within each stretch."""
+    due = lambda t: labels_due(t, 1000, 300, tau=100, initial_labels=100, rate_every=100)  # noqa: E731
+    total_grown = 100 + 50 + 100 / 3
+    for t, grown in [(0, 0), (50, 50), (100, 100), (150, 125), (200, 150), (250, 150 + 50 / 3), (299, 150 + 99 / 3)]:
+        assert due(t) == 100 + int(900 * grown / total_grown), t
+    assert due(300) == 1000
+    assert labels_due(0, 5500, 10_000_000, initial_labels=500, tau=1.25e6, rate_every=1_250_000) == 500
+    assert labels_due(0, 1400, 500_000, initial_share=0.25, initial_labels=0) == 350  # 0: the share
+    with pytest.raises(ValueError, match=r"initial labels \(600\) must be in \[0, total = 500\]"):
+        labels_due(0, 500, 1000, initial_labels=600)
+
+
 def _halfcheetah_segments(count: int, length: int, seed: int):
     """Random-action segments of HalfCheetah-v5 and the known reward to learn: the forward velocity in the
     observation (obs[8], the torso's x velocity), a function of what the reward model sees."""
