@@ -462,7 +462,7 @@ class OnPolicyAgent:
             clipped_values = old_values + (values - old_values).clamp(-cfg.value_clip, cfg.value_clip)
             value_loss = torch.max(value_loss, self._value_loss(clipped_values, targets))
         value_loss = value_loss.mean()
-        entropy = self._entropy(dist, actions).mean()
+        entropy = self._entropy(dist).mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
         return loss, policy_loss, value_loss, entropy, ratio, log_ratio
 
@@ -483,12 +483,14 @@ class OnPolicyAgent:
         self._losses = compiled
         return out
 
-    def _entropy(self, dist: DiagGaussian | Categorical, actions: Tensor) -> Tensor:
-        """Policy entropy. With tanh squashing the Gaussian's entropy grows without bound as std -> inf (all
-        actions saturate at +-1), so use the one-sample estimate -log pi(tanh(u)) of the squashed policy."""
+    def _entropy(self, dist: DiagGaussian | Categorical) -> Tensor:
+        """Policy entropy. With tanh squashing, the entropy of the squashed policy (a one-sample estimate at a
+        fresh sample: rlkit2.distributions.TanhGaussian.entropy_estimate). Not -log pi of the *stored* samples:
+        that estimates H(pi_old) + KL(pi_old || pi), whose gradient pushes the policy away from pi_old rather
+        than toward higher entropy."""
         if self.model.discrete or self.cfg.action_handling != "tanh":
             return dist.entropy()
-        return -TanhGaussian(dist.mean, dist.std).log_prob_from_pre_tanh(actions)
+        return TanhGaussian(dist.mean, dist.std).entropy_estimate()
 
     def _value_loss(self, values: Tensor, targets: Tensor) -> Tensor:
         if self.cfg.value_loss == "huber":
