@@ -50,6 +50,8 @@ Choices where the paper leaves room, and what we follow:
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,14 +459,16 @@ class PrefAgent:
         priority = (torch.sigmoid(return_gaps).var(0).cpu().numpy() if return_gaps is not None
                     else np.zeros(len(new["ids"])))
         rows = []
-        for j, pair in enumerate(new["ids"].tolist()):
-            for side, data in ((0, clips_1[j]), (1, clips_2[j])):
-                tmp = folder / f"seg{2 * pair + side}.part.npy"
-                np.save(tmp, data)
-                tmp.replace(folder / f"seg{2 * pair + side}.npy")
+        for j in range(len(new["ids"])):
+            # a fresh name per pair, never derived from a pair id: no file (or rendered clip) of a pair already
+            # stored can be replaced, whatever checkpoint this run was resumed from
+            name = f"seg-{secrets.token_hex(8)}"
+            for side, data in ((1, clips_1[j]), (2, clips_2[j])):
+                _save_new_npy(folder / f"{name}-{side}.npy", data)
+            rows.append((f"{name}-1.mp4", f"{name}-2.mp4", float(priority[j])))
+        ids = self.store.add_new_pairs(rows)  # the store allocates the ids
+        for j, pair in enumerate(ids):
             self.pending[pair] = {k: v[j] for k, v in new.items() if k != "ids"}
-            rows.append((pair, f"seg{2 * pair}.mp4", f"seg{2 * pair + 1}.mp4", float(priority[j])))
-        self.store.add_pairs(rows)
 
     def _read_answers(self) -> None:
         """Move the pairs people answered since the last read into the comparisons (can't-tell answers drop the
@@ -551,6 +555,17 @@ class PrefAgent:
         self.env._episode = int(state["next_episode"]) + np.arange(n)
         self.rng.bit_generator.state = state["rng"]
         self.oracle.rng.bit_generator.state = state["oracle_rng"]
+
+
+def _save_new_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path``, which must not exist: to a temporary file, then hard-linked into place, so a
+    reader never sees half a file and an existing file is never replaced (os.link fails instead)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.npy")
+    np.save(tmp, array)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()
 
 
 def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:

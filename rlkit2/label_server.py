@@ -206,9 +206,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def segment_renderer(run_dir: str | Path) -> Callable[[str, Path], None] | None:
-    """For a run whose pairs are stored on disk by ``--agent pref --oracle human`` (RUN_DIR/segments/segN.npy:
-    MuJoCo simulator states, float [steps, nq + nv], or Atari frames, uint8 [steps, H, W]): render segN.mp4 from
-    segN.npy on request. All rendering happens on one worker thread, which owns the GL context; None if the run
+    """For a run whose pairs are stored on disk by ``--agent pref --oracle human`` (RUN_DIR/segments/NAME.npy:
+    MuJoCo simulator states, float [steps, nq + nv], or Atari frames, uint8 [steps, H, W]): render NAME.mp4 from
+    NAME.npy on request. All rendering happens on one worker thread, which owns the GL context; None if the run
     has no config."""
     import numpy as np
 

@@ -107,11 +107,24 @@ class LabelStore:
 
     # --- the trainer's side -----------------------------------------------------------------------------------
     def add_pairs(self, pairs: list[tuple[int, str, str, float]]) -> None:
-        """(pair id, clip 1, clip 2, priority) rows; ids must be new."""
+        """(pair id, clip 1, clip 2, priority) rows with ids chosen by the caller; ids must be new. A trainer uses
+        ``add_new_pairs``, which lets the store choose."""
         now = self.clock()
         with self._db(immediate=True) as db:
             db.executemany("INSERT INTO pairs (id, clip_1, clip_2, priority, created) VALUES (?, ?, ?, ?, ?)",
                            [(int(i), str(c1), str(c2), float(p), now) for i, c1, c2, p in pairs])
+
+    def add_new_pairs(self, pairs: list[tuple[str, str, float]]) -> list[int]:
+        """Add (clip 1, clip 2, priority) rows and return their ids: the next ids after every id in the store,
+        allocated in the insert's own transaction. The store, not a trainer's counter, is the truth: a run resumed
+        from a checkpoint older than its last stored pairs must not reuse their ids."""
+        now = self.clock()
+        with self._db(immediate=True) as db:
+            first = db.execute("SELECT COALESCE(MAX(id), -1) + 1 FROM pairs").fetchone()[0]
+            ids = list(range(first, first + len(pairs)))
+            db.executemany("INSERT INTO pairs (id, clip_1, clip_2, priority, created) VALUES (?, ?, ?, ?, ?)",
+                           [(i, str(c1), str(c2), float(p), now) for i, (c1, c2, p) in zip(ids, pairs)])
+        return ids
 
     def labels_since(self, seq: int = 0) -> list[Label]:
         with self._db() as db:

@@ -217,6 +217,17 @@ def test_a_fifo_of_comparisons_still_asks_for_exactly_the_scheduled_labels(tmp_p
     assert state["comparisons"]["ids"].tolist() == list(range(35, 60))  # the newest 25
 
 
+def _pair_clips(run_dir: Path) -> dict[int, tuple[str, str]]:
+    """The clip names of every pair in the run's label store, by pair id."""
+    import sqlite3
+
+    db = sqlite3.connect(run_dir / "labels.sqlite")
+    try:
+        return {i: (c1, c2) for i, c1, c2 in db.execute("SELECT id, clip_1, clip_2 FROM pairs")}
+    finally:
+        db.close()
+
+
 def _fetch_clip(run_dir: Path, name: str) -> tuple[int, bytes]:
     """GET /clips/NAME from the run's labeling page (rendered on request): (HTTP status, body)."""
     import http.client
@@ -250,9 +261,10 @@ def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
     run_dir = Path(first.run_dir)
     store = LabelStore(run_dir / "labels.sqlite")
     assert store.progress()["pairs"] == 12 and store.progress()["answered"] == 0  # nobody answered: training went on
-    assert (run_dir / "segments" / "seg0.npy").exists() and np.load(run_dir / "segments" / "seg0.npy").shape == (8, 18)
+    clip_1 = _pair_clips(run_dir)[0][0]  # pair 0's first clip, rendered from its stored MuJoCo states
+    assert np.load(run_dir / "segments" / clip_1.replace(".mp4", ".npy")).shape == (8, 18)
 
-    status, body = _fetch_clip(run_dir, "seg0.mp4")
+    status, body = _fetch_clip(run_dir, clip_1)
     assert status == 200 and body[4:8] == b"ftyp"
 
     answers = ["left", "right", "equal", "cant_tell"] * 3
@@ -266,6 +278,46 @@ def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
     state = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
     assert sorted(state["comparisons"]["mu"].tolist()) == sorted([1.0, 0.0, 0.5] * 3)  # can't tell: dropped
     assert state["pending"] == {} and state["label_seq"] == 12
+
+
+def test_a_resumed_human_run_never_reuses_a_pair_id_or_rewrites_a_stored_segment(tmp_path):
+    """Issue 20, item 6: a session stores pairs after its last checkpoint and dies before the next one; the run is
+    resumed from that checkpoint. Its new pairs must get ids the store has not given out, and no file of a pair
+    already stored may change (ids used to restart at the checkpoint's labels_asked: the resumed run overwrote
+    those pairs' segment files, then died with an IntegrityError)."""
+    import shutil
+
+    from rlkit2.labels import LabelStore
+
+    overrides = {"total_steps": 2048, "stop_after_steps": 256, "labels": 12, "warmup_steps": 256,
+                 "pretrain_epochs": 1, "oracle": "human", "backend": "sync", "segment_length": 8, "eval_every": 0,
+                 "eval_episodes": 1, "eval_envs": 1, "runs_dir": str(tmp_path), "progress": False,
+                 "tensorboard": False, "num_envs": 2, "rl.num_steps": 128, "rl.minibatch_size": 64,
+                 "run_name": "crash"}
+    run, cfg = resolve_config("pref", "HalfCheetah-v5", overrides)
+    run_dir = Path(train(run, cfg).run_dir)
+    shutil.copytree(run_dir / "checkpoints", tmp_path / "saved")  # the last checkpoint before the crash
+    assert resume(run_dir, {"stop_after_steps": 512}).status == "interrupted"  # stores more pairs, then "dies"
+    shutil.rmtree(run_dir / "checkpoints")
+    shutil.copytree(tmp_path / "saved", run_dir / "checkpoints")
+    before = _pair_clips(run_dir)
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (run_dir / "segments").iterdir()}
+    assert len(before) > 3 and len(files) == 2 * len(before)
+
+    assert resume(run_dir, {"stop_after_steps": 0}).status == "finished"
+    after = _pair_clips(run_dir)
+    new_ids = set(after) - set(before)
+    assert new_ids and min(new_ids) > max(before) and {i: after[i] for i in before} == before  # old pairs untouched
+    new_clips = [c for i in new_ids for c in after[i]]
+    assert not set(new_clips) & {c for pair in before.values() for c in pair}  # new pairs, new files
+    for name, (data, mtime) in files.items():  # every file of an old pair byte-identical, never rewritten
+        path = run_dir / "segments" / name
+        assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime, name
+    from rlkit2 import checkpoint as ckpt
+
+    pending = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]["pending"]
+    assert new_ids <= {int(i) for i in pending} <= set(after)  # the new pairs wait for answers under their ids
+    assert LabelStore(run_dir / "labels.sqlite").progress()["pairs"] == len(after)
 
 
 def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
@@ -283,15 +335,16 @@ def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
     run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
     result = train(run, cfg)
     run_dir = Path(result.run_dir)
-    stored = np.load(run_dir / "segments" / "seg0.npy")
+    clip_1 = _pair_clips(run_dir)[0][0]
+    stored = np.load(run_dir / "segments" / clip_1.replace(".mp4", ".npy"))
     assert stored.dtype == np.uint8 and stored.shape == (8, 84, 84)
     pending = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]["pending"]
     assert pending["0"]["obs_1"].shape == (8 + 3, 84, 84)  # the segment's distinct frames (StackedSegments)
     np.testing.assert_array_equal(stored, pending["0"]["obs_1"][3:].numpy())  # the newest frame of each stack
 
-    status, body = _fetch_clip(run_dir, "seg0.mp4")
+    status, body = _fetch_clip(run_dir, clip_1)
     assert status == 200 and body[4:8] == b"ftyp"
-    frames = np.stack(list(iio.imiter(run_dir / "clips" / "seg0.mp4")))
+    frames = np.stack(list(iio.imiter(run_dir / "clips" / clip_1)))
     assert frames.shape == (8 + 8, 336, 336, 3)  # 8 steps, then the last held for 0.5 s at 15 fps
     expected = stored[0].repeat(4, 0).repeat(4, 1).astype(int)
     assert np.abs(frames[0, :, :, 0].astype(int) - expected).mean() < 6  # lossy, but the same picture

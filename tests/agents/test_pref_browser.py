@@ -55,7 +55,7 @@ def test_a_rater_labels_pairs_with_the_keyboard_and_the_reward_model_learns_thei
 
     labels = server.store.labels_since(0)
     assert [l.answer for l in labels] == ["left", "left", "equal", "left", "cant_tell", "left", "left", "left"]
-    assert all(l.rater == "rater" for l in labels) and (run_dir / "clips" / "seg0.mp4").exists()
+    assert all(l.rater == "rater" for l in labels) and len(list((run_dir / "clips").glob("seg-*-[12].mp4"))) == 16
 
     resume(run_dir, {"total_steps": 3072, "reward_epochs": 30})  # training reads the answers as it goes on
     state = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]

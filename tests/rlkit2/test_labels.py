@@ -104,3 +104,23 @@ def test_a_reopened_store_keeps_every_answer(tmp_path):
     assert [(l.pair_id, l.mu) for l in again.labels_since(0)] == [(lease.pair_id, 0.5)]
     again.add_pairs([(10, "a", "b", 0.0)])
     assert again.progress()["pairs"] == 4
+
+
+def test_new_pairs_get_ids_after_every_stored_id_even_from_concurrent_writers(tmp_path):
+    """add_new_pairs allocates ids in the insert's transaction: after ids chosen by a caller (an earlier session's
+    pairs) and never the same id twice when two writers add pairs at once."""
+    store = store_with_pairs(tmp_path, count=3)
+    assert store.add_new_pairs([("a.mp4", "b.mp4", 0.0)]) == [3]
+    got = []
+
+    def writer(name):
+        mine = LabelStore(tmp_path / "labels.sqlite")
+        for k in range(20):
+            got.extend(mine.add_new_pairs([(f"{name}{k}a.mp4", f"{name}{k}b.mp4", 0.0)] * 2))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(4, 84)) and store.progress()["pairs"] == 84
