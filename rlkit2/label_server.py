@@ -222,8 +222,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(self.server.page)))
             self.end_headers()
             self.wfile.write(self.server.page)
-        elif path in ("/api/next", "/api/answer"):  # GET changes nothing: a link or an image on any page would
-            raise LabelError(405, f"use POST {path} with a JSON body")  # otherwise lease pairs away
+        elif path in ("/api/next", "/api/answer"):
+            # GET changes nothing: otherwise a link or an image on any page a rater visits could lease pairs away
+            raise LabelError(405, f"use POST {path} with a JSON body")
         elif path.startswith("/clips/"):
             self._clip(path[len("/clips/"):])
         else:

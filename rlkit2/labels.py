@@ -1,8 +1,8 @@
 """The label store for preference queries answered by people: one SQLite file in the run directory.
 
 Training writes pairs to label (two clip references and a priority, e.g. the ensemble's disagreement); raters
-lease a pair, watch the two clips and answer; training reads new answers whenever it likes (it never waits for
-a person). Everything goes through short transactions on a WAL-mode database, so several raters (threads or
+lease a pair, watch the two clips and answer; training reads new answers whenever it likes (agents/pref.py waits
+only for the initial pairs, before RL starts). Everything goes through short transactions on a WAL-mode database, so several raters (threads or
 processes) and the trainer can use the same file at once without losing an answer.
 
 Tables:
