@@ -175,8 +175,8 @@ class RunResult:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current iteration. A second SIGINT
-    interrupts immediately."""
+    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current iteration (an agent that waits inside
+    an iteration polls the flag through ``BuildContext.stop_requested``). A second SIGINT interrupts immediately."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -234,12 +234,13 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
 
 
 def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
-                training: bool = True, env_seed: int | None = None, run_dir: Path | None = None) -> Agent:
+                training: bool = True, env_seed: int | None = None, run_dir: Path | None = None,
+                stop_requested: Callable[[], bool] | None = None) -> Agent:
     device = resolve_device(run.device)
     seed = run.seed if env_seed is None else env_seed
     context = BuildContext(env=env, device=device, total_steps=run.total_steps, seed=seed,
                            threads_collect=run.threads_collect, threads_update=run.threads_update,
-                           training=training, run_dir=run_dir)
+                           training=training, run_dir=run_dir, stop_requested=stop_requested or (lambda: False))
     return spec.build(agent_config, context)
 
 
@@ -280,8 +281,10 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
     # A resumed session seeds its training envs differently, so it does not replay the first session's
     # initial states (iteration 0 = a fresh run: the plain seed).
+    stop = _StopFlag()  # handlers installed around the loop below; the agent may poll it (BuildContext)
     try:
-        agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"], run_dir=run_dir)
+        agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"], run_dir=run_dir,
+                            stop_requested=lambda: stop.requested)
     except BaseException:
         env.close()
         eval_env.close()
@@ -314,7 +317,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     start_wall = time.perf_counter() - counters["wall_time"]
     session_start_steps = agent.env_steps
     try:
-        with _StopFlag() as stop:
+        with stop:
             while agent.env_steps < run.total_steps:
                 steps_before = agent.env_steps
                 iter_start = time.perf_counter()
