@@ -245,10 +245,11 @@ def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.Ve
 
 
 def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None = None,
-          resume_from: str | Path | None = None) -> RunResult:
+          resume_from: str | Path | None = None, on_eval: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train ``run.agent`` on ``run.env`` for ``run.total_steps`` env steps. ``resume_from``: an existing run
     directory to continue (its latest checkpoint); then ``run``/``agent_config`` are the resolved configs
-    (e.g. from ``load_run_config``), possibly with a larger budget."""
+    (e.g. from ``load_run_config``), possibly with a larger budget. ``on_eval(step, metrics)`` is called after
+    every evaluation with its ``eval/...`` metrics (a sweep reports them to its scheduler)."""
     spec = get_agent_spec(run.agent)
     agent_config = agent_config if agent_config is not None else spec.config_cls()
     seed_everything(run.seed)
@@ -333,6 +334,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                         counters["best_return"] = result["return_mean"]
                         checkpoints.save_named(payload(resumable=False), "best")
                 logger.log(agent.env_steps, metrics)
+                if on_eval is not None and "eval/return_mean" in metrics:
+                    on_eval(agent.env_steps, {k: v for k, v in metrics.items() if k.startswith("eval/")})
                 progress.update(agent.env_steps - steps_before)
                 progress.set_postfix_str(_postfix(metrics), refresh=False)
                 if run.checkpoint_every and agent.env_steps - counters["last_checkpoint_step"] >= run.checkpoint_every:
@@ -348,6 +351,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     last_eval = _evaluate(agent, eval_env, run)
                     logger.log(agent.env_steps, {f"eval/{k}": v for k, v in last_eval.items() if k != "returns"})
                 final_eval = last_eval
+                if on_eval is not None and counters["last_eval_step"] != agent.env_steps:
+                    on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
                 if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
                     counters["best_return"] = final_eval["return_mean"]  # ties go to the final weights
                     checkpoints.save_named(payload(resumable=False), "best")
@@ -438,7 +443,8 @@ def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None
     return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
 
 
-def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, env_fn: Callable | None = None) -> RunResult:
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, env_fn: Callable | None = None,
+           on_eval: Callable[[int, dict], None] | None = None) -> RunResult:
     """Continue a run from its latest checkpoint (``overrides`` may raise ``total_steps``)."""
     run, agent_config = load_run_config(run_dir, overrides)
-    return train(run, agent_config, env_fn=env_fn, resume_from=run_dir)
+    return train(run, agent_config, env_fn=env_fn, resume_from=run_dir, on_eval=on_eval)
