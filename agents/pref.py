@@ -4,8 +4,8 @@ synthetic oracle that knows the true reward. The learning pieces are in rlkit2/p
 
 Algorithm (``train_iteration``):
     first call: play the initial policy for ``warmup_steps`` env steps into the segment pool; ask for
-        ``initial_labels`` (else ``initial_share`` of the labels) on pairs from it; fit the reward model for
-        ``pretrain_epochs``
+        ``initial_labels`` (else ``initial_share`` of the labels) on pairs from it (people: wait until they are
+        answered); fit the reward model for ``pretrain_epochs``
     1. one iteration of the RL agent, which sees r_hat(o, a) (the ensemble's normalised mean) instead of the
        env reward; every step also goes into the pool of recent steps (obs, action, true reward, episode)
     2. labels due by now (``labels_due``: the rest at a rate ~ tau / (t + tau), t in env steps, held for
@@ -35,8 +35,11 @@ Choices where the paper leaves room, and what we follow:
 - Envs whose per-step reward is constant (CartPole, MountainCar, Acrobot) give only ties: nothing to learn;
   Pendulum works.
 - The RL agent's learning-rate schedule counts its own steps, not the warm-up's.
-- Labels are asked for between RL iterations; the RL agent never waits for them (a synthetic oracle answers at
-  once).
+- Labels are asked for between RL iterations. With people (``--oracle human``) the run waits, as the paper's
+  does, until the initial pairs are answered (it says every 30 s how many are in and where the labeling page is),
+  pretrains on them, then starts RL; after that the RL agent never waits for labels. ``--wait_for_initial_labels
+  false`` starts RL at once on an untrained reward model (with a warning) and pretrains when the initial pairs are
+  answered. A synthetic oracle answers at once.
 - The reward model trains in step with the RL agent: ``reward_epochs`` passes after each iteration (the default,
   cheap on MuJoCo), or a fixed budget of ``reward_batches`` minibatches (as rl-teacher's one minibatch per 100 env
   steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
@@ -55,6 +58,9 @@ Choices where the paper leaves room, and what we follow:
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import secrets
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -75,6 +81,9 @@ from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, StackedSegments,
                                select_pairs)
 
 PRESETS = Path(__file__).parent / "presets"
+LABEL_PAGE = "http://127.0.0.1:8765"  # scripts/label.py's default address
+WAIT_POLL_SECONDS = 0.5  # how often a run waiting for people's initial labels reads the store
+WAIT_REPORT_SECONDS = 30.0  # ... and says how many are answered
 
 
 @dataclass
@@ -109,6 +118,10 @@ class PrefConfig:
     """Who labels: the synthetic oracle, or people on the labeling page (python scripts/label.py RUN_DIR). Clips
     are rendered from stored simulator states (MuJoCo envs with --backend sync) or from the frames the agent saw
     (Atari)."""
+    wait_for_initial_labels: bool = True
+    """--oracle human: wait until people answer the initial pairs (initial_share of the labels), pretrain on them,
+    then start RL (the paper). false: start RL at once on an untrained reward model (a warning says so) and
+    pretrain when they are answered."""
     oracle_temperature: float = 0.0
     """Synthetic oracle: 0 prefers the higher true return (ties 0.5); > 0 answers Boltzmann-rationally."""
     members: int = 3
@@ -142,7 +155,8 @@ class PrefConfig:
     """Dropout after each conv of the image reward model, in its training steps only (paper Atari: 0.5). Vector
     observations ignore it (the paper's MuJoCo MLP has none)."""
     pretrain_epochs: int = 50
-    """Passes over the initial comparisons before RL starts."""
+    """Passes over the initial comparisons before RL starts (people's labels: once the initial pairs are
+    answered)."""
     noise: float = 0.1
     """Probability that the rater answers at random (P' = (1 - noise) P + noise / 2; paper: 0.1)."""
     l2_init: float = 1e-4
@@ -374,6 +388,9 @@ class PrefAgent:
         self.comparisons: dict[str, Tensor] = {}
         self.extra_steps = 0  # warm-up steps of the initial policy
         self.started = False
+        self.pretrained = False  # the reward model has had its pretraining passes over the initial comparisons
+        self.initial_pairs: list[int] = []  # people's labels: the initial pairs pretraining waits for
+        self.warned_untrained = False
         self.labels_asked = 0  # all labels so far (the FIFO of comparisons may keep fewer)
         self.starved = 0  # iterations whose labels waited for the pool to hold a segment
 
@@ -398,9 +415,21 @@ class PrefAgent:
             self._warm_up()
             self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau,
                                  cfg.initial_labels, cfg.label_rate_every))
+            self.initial_pairs = sorted(self.pending)
+        if not self.pretrained:
+            if self.human and cfg.wait_for_initial_labels and not self._wait_for_initial_labels():
+                # asked to stop while waiting: no RL step; the run loop saves, and a resumed run waits again
+                return {"pref/labels": float(self.labels_asked), "pref/waiting_for_people": float(len(self.pending))}
             if self.human:
                 self._read_answers()
-            stats.update(self._fit(cfg.pretrain_epochs, batches=0))  # pretraining: full passes
+            if self._initial_answered():
+                stats.update(self._fit(cfg.pretrain_epochs, batches=0))  # pretraining: full passes
+                self.pretrained = True
+            elif not self.warned_untrained:
+                self.warned_untrained = True
+                warnings.warn(f"--wait_for_initial_labels false: RL starts on an untrained reward model; it is "
+                              f"pretrained once people answer the {len(self.initial_pairs)} initial pairs "
+                              f"(python scripts/label.py {self.ctx.run_dir})", stacklevel=2)
         stats.update(self.rl.train_iteration())
         start = time.perf_counter()
         due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau,
@@ -412,6 +441,35 @@ class PrefAgent:
         stats.update(self._fit(cfg.reward_epochs, cfg.reward_batches))
         stats["time/reward_model"] = time.perf_counter() - start
         return stats
+
+    def _initial_answered(self) -> bool:
+        return not any(pair in self.pending for pair in self.initial_pairs)
+
+    def _wait_for_initial_labels(self) -> bool:
+        """Block until people have answered every initial pair ("can't tell" counts), reading their answers as
+        they come and saying every WAIT_REPORT_SECONDS how many are in and where to answer. Returns False as soon
+        as the run is asked to stop (SIGINT/SIGTERM): the answers stay in the store and the pairs in the
+        checkpoint, so a resumed run goes on waiting where this one left off."""
+        total, last_report = len(self.initial_pairs), -math.inf
+        while True:
+            self._read_answers()
+            answered = total - sum(pair in self.pending for pair in self.initial_pairs)
+            if answered == total:
+                if total:
+                    print(f"pref: the {total} initial pairs are answered; pretraining the reward model, then RL "
+                          "starts", flush=True)
+                return True
+            if self.ctx.stop_requested():
+                print(f"pref: stopped while waiting for the initial labels ({answered} of {total} answered); "
+                      f"python scripts/train.py --resume {self.ctx.run_dir} goes on waiting", flush=True)
+                return False
+            now = time.monotonic()
+            if now - last_report >= WAIT_REPORT_SECONDS:
+                last_report = now
+                print(f"pref: waiting for people to label the initial pairs before RL starts: {answered} of {total} "
+                      f"answered so far. Label them at {LABEL_PAGE} (start the page with: python scripts/label.py "
+                      f"{self.ctx.run_dir}); --wait_for_initial_labels false starts RL without them", flush=True)
+            time.sleep(WAIT_POLL_SECONDS)
 
     def _warm_up(self) -> None:
         """Fill the pool with the initial policy's steps (its rewards are not used)."""
@@ -488,14 +546,16 @@ class PrefAgent:
         priority = (torch.sigmoid(return_gaps).var(0).cpu().numpy() if return_gaps is not None
                     else np.zeros(len(new["ids"])))
         rows = []
-        for j, pair in enumerate(new["ids"].tolist()):
-            for side, data in ((0, clips_1[j]), (1, clips_2[j])):
-                tmp = folder / f"seg{2 * pair + side}.part.npy"
-                np.save(tmp, data)
-                tmp.replace(folder / f"seg{2 * pair + side}.npy")
+        for j in range(len(new["ids"])):
+            # a fresh name per pair, never derived from a pair id: no file (or rendered clip) of a pair already
+            # stored can be replaced, whatever checkpoint this run was resumed from
+            name = f"seg-{secrets.token_hex(8)}"
+            for side, data in ((1, clips_1[j]), (2, clips_2[j])):
+                _save_new_npy(folder / f"{name}-{side}.npy", data)
+            rows.append((f"{name}-1.mp4", f"{name}-2.mp4", float(priority[j])))
+        ids = self.store.add_new_pairs(rows)  # the store allocates the ids
+        for j, pair in enumerate(ids):
             self.pending[pair] = {k: v[j] for k, v in new.items() if k != "ids"}
-            rows.append((pair, f"seg{2 * pair}.mp4", f"seg{2 * pair + 1}.mp4", float(priority[j])))
-        self.store.add_pairs(rows)
 
     def _read_answers(self) -> None:
         """Move the pairs people answered since the last read into the comparisons (can't-tell answers drop the
@@ -548,7 +608,8 @@ class PrefAgent:
     def state_dict(self) -> dict[str, Any]:
         return {"rl": self.rl.state_dict(), "reward_model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
                 "comparisons": {k: v.cpu() for k, v in self.comparisons.items()}, "extra_steps": self.extra_steps,
-                "started": self.started, "labels_asked": self.labels_asked, "label_seq": self.label_seq,
+                "started": self.started, "pretrained": self.pretrained, "initial_pairs": list(self.initial_pairs),
+                "labels_asked": self.labels_asked, "label_seq": self.label_seq,
                 "pending": {str(k): {n: t.cpu() for n, t in v.items()} for k, v in self.pending.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -556,6 +617,8 @@ class PrefAgent:
         _load_reward_model(self.model, self.trainer, state, self.ctx.training)
         self.comparisons = {k: v.to(self.device) for k, v in state["comparisons"].items()}
         self.extra_steps, self.started = int(state["extra_steps"]), bool(state["started"])
+        self.pretrained = bool(state.get("pretrained", self.started))  # older checkpoints pretrained at the start
+        self.initial_pairs = [int(p) for p in state.get("initial_pairs", [])]
         self.labels_asked = int(state["labels_asked"])
         self.label_seq = int(state.get("label_seq", 0))
         self.pending = {int(k): {n: t.to(self.device) for n, t in v.items()} for k, v in state.get("pending", {}).items()}
@@ -581,6 +644,17 @@ class PrefAgent:
         self.env._episode = int(state["next_episode"]) + np.arange(n)
         self.rng.bit_generator.state = state["rng"]
         self.oracle.rng.bit_generator.state = state["oracle_rng"]
+
+
+def _save_new_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path``, which must not exist: to a temporary file, then hard-linked into place, so a
+    reader never sees half a file and an existing file is never replaced (os.link fails instead)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.npy")
+    np.save(tmp, array)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()
 
 
 def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:
