@@ -19,13 +19,14 @@ Algorithm (one ``train_iteration``; "old" = the networks at collection time):
              + beta_adv E[KL(sg[pi_old] || pi_adv)]
        two Adam optimizers (eps 1e-5): actor+critic at lr, the adversary at adversary_lr_scale * lr; gradient
        norms clipped per group;
-    4. c decays linearly to 0 over the run: c = c0 (1 - (u - 1) / U) at iteration u of U.
+    4. c decays linearly: c = c0 (1 - (u - 1) / U) at iteration u, with U iterations in ``agac_c_decay_steps``
+       (official MiniGrid: 2e8 steps, so at a few million steps c stays ~c0).
 
 Where the official code deviates from the paper, and what we follow:
   - The count bonus (TF MiniGrid runner) is not part of the paper's method; it is an option here (``count_bonus``,
     0 by default, 0.1 in the MiniGrid preset, as ``run_minigrid.py``). Like the official runner it counts the
     agent's (x, y) position in one table per rollout, all envs pooled (``count_reset = "rollout"``; "episode"
-    keeps a table per env and episode). The TF runner writes 0.1 / sqrt(n), but stores it with
+    keeps a table per env that lives across rollouts until that env's episode ends). The TF runner writes 0.1 / sqrt(n), but stores it with
     ``np.asarray(mb_state_count, dtype=self.obs.dtype)``, and MiniGrid's image observations are uint8: 1/sqrt(1)
     becomes 1 and every later visit 0. So what it trains on is 0.1 on a position's first visit per rollout;
     the PyTorch port writes that explicitly (``np.floor(1 / np.sqrt(state_counts))``). We follow the code
@@ -36,10 +37,17 @@ Where the official code deviates from the paper, and what we follow:
     a positive per-step bonus can outweigh a one-off goal reward, and the agent learns to wander. On
     MiniGrid-Empty-5x5 (seed 0, 40k steps, 8 envs x 256 steps, the dense form) per-env tables (8x fewer counts
     each, a larger bonus) took the sampled evaluation from 0.9 down to 0.14; the pooled table kept it at 0.95.
-  - The official MiniGrid run decays c over 200M steps, so c is ~c0 for the first few million; we decay over
-    the run's own budget (the paper's schedule, linear to 0).
-  - The official TF policy divides the uint8 observations by 255 and stacks 4 frames; our MiniGrid CNN takes the
-    raw 7x7x3 grid codes (small integers), the same for AGAC and PPO.
+  - The official MiniGrid run decays c linearly over its 2e8-step budget, so c is ~c0 for the first few
+    million steps. ``agac_c_decay_steps`` defaults to that horizon (c after 2M steps: 0.99 c0); 0 decays over
+    the run's own budget instead (c0/2 on average).
+Where we depart from the official code (each an option or a measured choice):
+  - Time limits: the official runner (baselines-style ``dones``) treats MiniGrid's max_steps truncation as a
+    terminal state; we bootstrap truncated episodes from V(final obs) (``timeout_handling = "bootstrap"``;
+    "terminate" reproduces the official targets).
+  - Observations: the official TF policy divides the uint8 observations by 255 and stacks 4 frames; our MiniGrid
+    CNN takes the raw 7x7x3 grid codes (small integers) of one frame, the same for AGAC and PPO.
+  - Batch: 8 envs x 256 steps with the count table pooled over the envs, where the official runner steps one env
+    for 2048 steps (same batch and count scale, rollouts 8x shorter in time).
   - The paper states the advantage with the c-weighted log-ratio added to the *return*; the code adds it to the
     advantage per step (identical, as here).
   - The PyTorch port builds the adversary's optimizer with the actor's lr (its ``adversary_learning_rate`` is
@@ -89,7 +97,10 @@ class AGACConfig:
     agac_c: float = 4e-4
     """c0: weight of the log-ratio bonus in the advantage and of the KL in the critic target (official MiniGrid: 4e-4)."""
     agac_c_decay: Literal["linear", "none"] = "linear"
-    """Decay c linearly to 0 over the run (official) or keep it constant."""
+    """Decay c linearly to 0 over ``agac_c_decay_steps`` (official) or keep it constant."""
+    agac_c_decay_steps: int = 200_000_000
+    """Env steps over which c decays linearly to 0 (official MiniGrid: its 2e8-step budget); 0 = the run's
+    total_steps."""
     adversary_coef: float = 4e-5
     """beta_adv: weight of the adversary's KL loss (official MiniGrid: 4e-5)."""
     adversary_lr_scale: float = 0.3
@@ -102,7 +113,7 @@ class AGACConfig:
     see the module docstring); 'inverse_sqrt': beta / sqrt(n), the formula as written."""
     count_reset: Literal["rollout", "episode"] = "rollout"
     """'rollout': one count table per rollout, all envs pooled (the official single-env runner's scale);
-    'episode': a table per env, cleared at its episode ends."""
+    'episode': a table per env, kept across rollouts and cleared when that env's episode ends."""
     clip_eps: float = 0.2
     """PPO clip range of the ratio; also the value clip range (official: both 0.2)."""
     entropy_coef: float = 0.01
@@ -143,7 +154,7 @@ class AGACConfig:
         check_ranges(self, positive=("clip_eps", "lr", "adam_eps", "num_steps", "epochs", "minibatch_size",
                                      "adversary_lr_scale", "adversary_hidden"),
                      non_negative=("agac_c", "adversary_coef", "count_bonus", "entropy_coef", "value_coef",
-                                   "max_grad_norm"),
+                                   "max_grad_norm", "agac_c_decay_steps"),
                      unit_interval=("gamma", "gae_lambda"))
 
 
@@ -178,17 +189,19 @@ def clipped_value_loss(values: Tensor, values_old: Tensor, targets: Tensor, clip
 
 
 def episodic_count_bonus(positions: np.ndarray, episode_end: np.ndarray, beta: float, reset: str,
-                         form: str = "first_visit") -> np.ndarray:
+                         form: str = "first_visit", episode_tables: list[dict] | None = None) -> np.ndarray:
     """The count bonus per step for the positions [T, N, 2] of obs t: beta on a position's first visit and 0 after
     (form='first_visit'), or beta / sqrt(n) with n = visits so far (form='inverse_sqrt').
 
     reset='rollout': one count table for the whole rollout, all envs pooled in time order -- the official runner
     has one env and counts its 2048 steps (several episodes) in one table, so pooling N envs x T steps keeps the
-    bonus on the same scale. reset='episode': a table per env, cleared after each of its episode ends."""
+    bonus on the same scale. reset='episode': a table per env, cleared after each of its episode ends; pass the
+    agent's ``episode_tables`` (one dict per env, updated in place) so that an episode's counts carry over from
+    one rollout into the next."""
     T, N = positions.shape[:2]
     bonus = np.zeros((T, N), np.float32)
     pooled: dict[tuple, int] = {}
-    per_env: list[dict[tuple, int]] = [{} for _ in range(N)]
+    per_env = episode_tables if episode_tables is not None else [{} for _ in range(N)]
     for t in range(T):
         for n in range(N):
             counts = pooled if reset == "rollout" else per_env[n]
@@ -199,7 +212,7 @@ def episodic_count_bonus(positions: np.ndarray, episode_end: np.ndarray, beta: f
             else:
                 bonus[t, n] = beta if counts[key] == 1 else 0.0
             if reset == "episode" and episode_end[t, n]:
-                per_env[n] = {}
+                per_env[n].clear()
     return bonus
 
 
@@ -286,7 +299,8 @@ class AGACAgent:
         self.collector = OnPolicyCollector(env, cfg.num_steps, self.device, info_keys=info_keys,
                                            bootstrap_truncation=cfg.timeout_handling == "bootstrap")
         self.batch_size = cfg.num_steps * env.num_envs
-        self.total_iterations = max(1, ctx.total_steps // self.batch_size)
+        self.decay_iterations = max(1, (cfg.agac_c_decay_steps or ctx.total_steps) // self.batch_size)
+        self.episode_counts: list[dict[tuple, int]] = [{} for _ in range(env.num_envs)]  # count_reset="episode"
         self.env_steps = 0
         self.iterations = 0
         if ctx.training:
@@ -328,10 +342,11 @@ class AGACAgent:
         return self.to_env_action(dist.mode() if deterministic else dist.sample())
 
     def current_c(self) -> float:
-        """c at this iteration: c0 (1 - (u - 1) / U) for iteration u = 1..U (official), or c0."""
+        """c at this iteration: c0 (1 - (u - 1) / U) for iteration u = 1..U, U = the iterations in
+        ``agac_c_decay_steps`` (official), or c0."""
         if self.cfg.agac_c_decay == "none":
             return self.cfg.agac_c
-        return self.cfg.agac_c * max(0.0, 1.0 - self.iterations / self.total_iterations)
+        return self.cfg.agac_c * max(0.0, 1.0 - self.iterations / self.decay_iterations)
 
     # --- one iteration ------------------------------------------------------------------------------------
     def train_iteration(self) -> dict[str, float]:
@@ -370,7 +385,7 @@ class AGACAgent:
         returns = true_returns
         if cfg.count_bonus > 0:
             bonus = episodic_count_bonus(rollout.infos["agent_pos"], rollout.episode_end.cpu().numpy(),
-                                         cfg.count_bonus, cfg.count_reset, cfg.count_form)
+                                         cfg.count_bonus, cfg.count_reset, cfg.count_form, self.episode_counts)
             returns = self.returns(rollout, rollout.rewards + torch.as_tensor(bonus, device=self.device), next_values)
         pi_old, adv_old = rollout.extras["pi_params"], rollout.extras["adv_params"]
         with torch.no_grad():
@@ -431,7 +446,9 @@ class AGACAgent:
         return {"nets": self.nets.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "adversary_optimizer": self.adversary_optimizer.state_dict(),
                 "obs_normalizer": self.obs_normalizer.state_dict(), "env_steps": self.env_steps,
-                "iterations": self.iterations}
+                "iterations": self.iterations,
+                # count_reset="episode": the running episodes' tables, as [x, y, n] rows per env
+                "episode_counts": [[[*key, n] for key, n in table.items()] for table in self.episode_counts]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.nets.load_state_dict(state["nets"])
@@ -439,6 +456,9 @@ class AGACAgent:
         self.adversary_optimizer.load_state_dict(state["adversary_optimizer"])
         self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         self.env_steps, self.iterations = int(state["env_steps"]), int(state["iterations"])
+        if "episode_counts" in state:  # checkpoints from before it was saved resume with empty tables
+            self.episode_counts = [{tuple(row[:-1]): int(row[-1]) for row in table}
+                                   for table in state["episode_counts"]]
 
 
 def build(cfg: AGACConfig, ctx: BuildContext) -> AGACAgent:

@@ -14,7 +14,8 @@ Algorithm (one ``train_iteration``):
     3. decay the learning rate linearly with env steps (optional).
 
 Presets (agents/presets/*.toml): ``ppo`` = the study's recommendations for MuJoCo (with Atari and classic-control
-sections), ``a2c`` = synchronous A2C (Mnih et al. 2016 as in SB3/baselines). Every field below can be overridden
+sections), ``a2c`` = synchronous A2C (Mnih et al. 2016) with SB3's A2C defaults and TF-style RMSprop, i.e.
+openai/baselines' A2C optimizer (the value weight converted to our 1/2 MSE: ``value_coef``). Every field below can be overridden
 from the command line: ``python scripts/train.py --agent ppo --env Hopper-v5 --gae_lambda 0.95``.
 """
 
@@ -40,6 +41,7 @@ from rlkit2.device import set_threads
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
 from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
+from rlkit2.optim import RMSpropTF
 from rlkit2.returns import gae, n_step_returns, next_values_from
 
 PRESETS = Path(__file__).parent / "presets"
@@ -74,7 +76,9 @@ class OnPolicyConfig:
     value_clip: float = 0.0
     """PPO-style value clipping range around the old prediction; 0 = off (study: off)."""
     value_coef: float = 0.5
-    """Weight of the value loss in the total loss."""
+    """Weight of the value loss in the total loss. The value loss here is 1/2 (V - target)^2 (as in baselines'
+    PPO2 and CleanRL), so a weight c here is c/2 in libraries whose value loss is the plain MSE (SB3's PPO and
+    A2C, baselines' A2C, seed_rl): SB3's vf_coef 0.5 is value_coef 1.0 here."""
     # --- networks ------------------------------------------------------------------------------------------
     shared_network: bool = False
     """One torso for policy and value (study: separate networks won on 4 of 5 tasks)."""
@@ -115,8 +119,10 @@ class OnPolicyConfig:
     max_grad_norm: float = 0.5
     """Global gradient-norm clip; 0 = off."""
     # --- optimizer -----------------------------------------------------------------------------------------
-    optimizer: Literal["adam", "rmsprop"] = "adam"
-    """Optimizer (study: Adam)."""
+    optimizer: Literal["adam", "rmsprop", "rmsprop_tf"] = "adam"
+    """Optimizer (study: Adam). 'rmsprop' is torch's RMSprop; 'rmsprop_tf' is TensorFlow's (square average
+    starting at 1, eps inside the square root: rlkit2.optim.RMSpropTF), which baselines' A2C used and SB3 ships as
+    RMSpropTFLike."""
     lr: float = 3e-4
     """Learning rate (study: 3e-4 is a safe default)."""
     lr_decay: Literal["linear", "none"] = "linear"
@@ -280,6 +286,9 @@ class OnPolicyAgent:
         if cfg.optimizer == "adam":
             return torch.optim.Adam(self.params, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999), eps=cfg.adam_eps,
                                     fused=True)
+        if cfg.optimizer == "rmsprop_tf":
+            return RMSpropTF(self.params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+                             momentum=cfg.rmsprop_momentum, centered=cfg.rmsprop_centered)
         return torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
                                    momentum=cfg.rmsprop_momentum, centered=cfg.rmsprop_centered, foreach=True)
 
@@ -462,7 +471,7 @@ class OnPolicyAgent:
             clipped_values = old_values + (values - old_values).clamp(-cfg.value_clip, cfg.value_clip)
             value_loss = torch.max(value_loss, self._value_loss(clipped_values, targets))
         value_loss = value_loss.mean()
-        entropy = self._entropy(dist, actions).mean()
+        entropy = self._entropy(dist).mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
         return loss, policy_loss, value_loss, entropy, ratio, log_ratio
 
@@ -483,12 +492,14 @@ class OnPolicyAgent:
         self._losses = compiled
         return out
 
-    def _entropy(self, dist: DiagGaussian | Categorical, actions: Tensor) -> Tensor:
-        """Policy entropy. With tanh squashing the Gaussian's entropy grows without bound as std -> inf (all
-        actions saturate at +-1), so use the one-sample estimate -log pi(tanh(u)) of the squashed policy."""
+    def _entropy(self, dist: DiagGaussian | Categorical) -> Tensor:
+        """Policy entropy. With tanh squashing, the entropy of the squashed policy (a one-sample estimate at a
+        fresh sample: rlkit2.distributions.TanhGaussian.entropy_estimate). Not -log pi of the *stored* samples:
+        that estimates H(pi_old) + KL(pi_old || pi), whose gradient pushes the policy away from pi_old rather
+        than toward higher entropy."""
         if self.model.discrete or self.cfg.action_handling != "tanh":
             return dist.entropy()
-        return -TanhGaussian(dist.mean, dist.std).log_prob_from_pre_tanh(actions)
+        return TanhGaussian(dist.mean, dist.std).entropy_estimate()
 
     def _value_loss(self, values: Tensor, targets: Tensor) -> Tensor:
         if self.cfg.value_loss == "huber":

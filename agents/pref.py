@@ -4,12 +4,14 @@ synthetic oracle that knows the true reward. The learning pieces are in rlkit2/p
 
 Algorithm (``train_iteration``):
     first call: play the initial policy for ``warmup_steps`` env steps into the segment pool; ask for
-        ``initial_share`` of the labels on pairs from it; fit the reward model for ``pretrain_epochs``
+        ``initial_labels`` (else ``initial_share`` of the labels) on pairs from it (people: wait until they are
+        answered); fit the reward model for ``pretrain_epochs``
     1. one iteration of the RL agent, which sees r_hat(o, a) (the ensemble's normalised mean) instead of the
        env reward; every step also goes into the pool of recent steps (obs, action, true reward, episode)
-    2. labels due by now (``labels_due``: the rest of the labels at a rate ~ tau / (t + tau)): draw
-       ``candidates_per_label`` x as many random segment pairs (``segment_length`` steps, within one episode)
-       from the pool, keep those the ensemble disagrees on most, label them
+    2. labels due by now (``labels_due``: the rest at a rate ~ tau / (t + tau), t in env steps, held for
+       ``label_rate_every`` steps at a time if set): draw ``candidates_per_label`` x as many random segment pairs
+       (``segment_length`` steps, within one episode) from the pool, keep those the ensemble disagrees on most,
+       label them
     3. ``reward_epochs`` passes of the reward model over all comparisons, or a fixed budget of ``reward_batches``
        minibatches (bootstrap per member, adaptive L2), then refit each member's output normalisation on the pool
 The RL agent never sees the true reward; its episode statistics (and every evaluation) report the true return.
@@ -33,24 +35,34 @@ Choices where the paper leaves room, and what we follow:
 - Envs whose per-step reward is constant (CartPole, MountainCar, Acrobot) give only ties: nothing to learn;
   Pendulum works.
 - The RL agent's learning-rate schedule counts its own steps, not the warm-up's.
-- Labels are asked for between RL iterations; the RL agent never waits for them (a synthetic oracle answers at
-  once).
+- Labels are asked for between RL iterations. With people (``--oracle human``) the run waits, as the paper's
+  does, until the initial pairs are answered (it says every 30 s how many are in and where the labeling page is),
+  pretrains on them, then starts RL; after that the RL agent never waits for labels. ``--wait_for_initial_labels
+  false`` starts RL at once on an untrained reward model (with a warning) and pretrains when the initial pairs are
+  answered. A synthetic oracle answers at once.
 - The reward model trains in step with the RL agent: ``reward_epochs`` passes after each iteration (the default,
   cheap on MuJoCo), or a fixed budget of ``reward_batches`` minibatches (as rl-teacher's one minibatch per 100 env
   steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
   ensemble takes minutes, so the reduced-budget Pong benchmark uses one minibatch of 16 per iteration, bf16
   convolutions, held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
-  (docs/benchmarks.md, "Atari Pong with synthetic labels": -11.8 at 500k steps against -15.6 on the true reward).
+  (docs/benchmarks.md, "Atari Pong with synthetic labels": -11.8 at 500k steps against -15.6 on the true reward,
+  with the reward model as it was before batch norm and dropout).
 - The Atari reward model follows the paper's: frames only (``reward_actions false``: an action input gives the
-  policy a per-action bias to collect), and, our additions, reset padding filled with the first frame as the
-  paper's frame stack pads, the reward clipped at +-5 std and a winsorised normalisation; without them PPO stayed
-  at -21 (a zero-padded reset stack scored ~1000 std).
+  policy a per-action bias to collect), batch norm and dropout 0.5 after every conv (``reward_batch_norm``,
+  ``reward_dropout``: training steps use batch statistics and dropout; every reward, query score and held-out loss
+  uses eval mode), and, our additions, reset padding filled with the first frame as the paper's frame stack pads,
+  the reward clipped at +-5 std and a winsorised normalisation; without them PPO stayed at -21 (a zero-padded
+  reset stack scored ~1000 std).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import secrets
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +81,9 @@ from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, StackedSegments,
                                select_pairs)
 
 PRESETS = Path(__file__).parent / "presets"
+LABEL_PAGE = "http://127.0.0.1:8765"  # scripts/label.py's default address
+WAIT_POLL_SECONDS = 0.5  # how often a run waiting for people's initial labels reads the store
+WAIT_REPORT_SECONDS = 30.0  # ... and says how many are answered
 
 
 @dataclass
@@ -80,9 +95,17 @@ class PrefConfig:
     labels: int = 1400
     """Comparisons asked for over the whole run (paper MuJoCo: 350, 700, 1400 synthetic; 700 human)."""
     initial_share: float = 0.25
-    """Share of the labels asked for before RL starts, on the initial policy's segments (paper: 25%)."""
+    """Share of the labels asked for before RL starts, on the initial policy's segments (paper MuJoCo: 25%); ignored
+    when initial_labels > 0."""
+    initial_labels: int = 0
+    """> 0: the number of labels asked for before RL starts, instead of initial_share (paper Atari: 500, the Atari
+    preset). At most labels."""
     label_tau: float = 2e6
-    """The rest come at a rate ~ tau / (t + tau) (paper MuJoCo: 2e6 steps)."""
+    """The rest come at a rate ~ tau / (t + tau), t in env steps of all envs together (paper MuJoCo: 2e6 steps; paper
+    Atari: 5e6 frames = 1.25e6 steps at frame skip 4, the Atari preset)."""
+    label_rate_every: int = 0
+    """> 0: that rate is lowered only every this many env steps, held at its value at the start of each stretch
+    (paper Atari: every 5e6 frames = 1.25e6 steps, the Atari preset); 0: it changes continuously (paper MuJoCo)."""
     warmup_steps: int = 10_000
     """Env steps of the initial policy for the first segments (counted in the run's budget)."""
     segment_length: int = 25
@@ -95,6 +118,10 @@ class PrefConfig:
     """Who labels: the synthetic oracle, or people on the labeling page (python scripts/label.py RUN_DIR). Clips
     are rendered from stored simulator states (MuJoCo envs with --backend sync) or from the frames the agent saw
     (Atari)."""
+    wait_for_initial_labels: bool = True
+    """--oracle human: wait until people answer the initial pairs (initial_share of the labels), pretrain on them,
+    then start RL (the paper). false: start RL at once on an untrained reward model (a warning says so) and
+    pretrain when they are answered."""
     oracle_temperature: float = 0.0
     """Synthetic oracle: 0 prefers the higher true return (ties 0.5); > 0 answers Boltzmann-rationally."""
     members: int = 3
@@ -120,8 +147,16 @@ class PrefConfig:
     reward_precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 runs the Atari reward model's convolutions under bfloat16 autocast (weights stay fp32), as PPO's
     --cnn_precision bf16: about 2x cheaper on a CPU with AVX512-BF16. Vector observations ignore it."""
+    reward_batch_norm: bool = True
+    """Batch norm after each conv of the image reward model (paper Atari: "all convolutional layers use batch norm and
+    dropout"); its running statistics score every reward. Vector observations ignore it (the paper's MuJoCo MLP has
+    none). Checkpoints from before it existed need --reward_batch_norm false --reward_dropout 0 to resume."""
+    reward_dropout: float = 0.5
+    """Dropout after each conv of the image reward model, in its training steps only (paper Atari: 0.5). Vector
+    observations ignore it (the paper's MuJoCo MLP has none)."""
     pretrain_epochs: int = 50
-    """Passes over the initial comparisons before RL starts."""
+    """Passes over the initial comparisons before RL starts (people's labels: once the initial pairs are
+    answered)."""
     noise: float = 0.1
     """Probability that the rater answers at random (P' = (1 - noise) P + noise / 2; paper: 0.1)."""
     l2_init: float = 1e-4
@@ -155,10 +190,17 @@ class PrefConfig:
                               f"{self.normalization_trim}")
         if not 0.0 <= self.noise < 1.0:
             raise ConfigError(f"Option 'noise' must be in [0, 1) (1 would make every answer random), got {self.noise}")
+        if self.initial_labels > self.labels:
+            raise ConfigError(f"Option 'initial_labels' ({self.initial_labels}) is more than 'labels' ({self.labels}), "
+                              "the total it is part of: lower --initial_labels (0: --initial_share of the labels) or "
+                              "raise --labels")
+        if not 0.0 <= self.reward_dropout < 1.0:
+            raise ConfigError(f"Option 'reward_dropout' must be in [0, 1) (the share of conv units dropped in "
+                              f"training; 0 turns dropout off), got {self.reward_dropout}")
         check_ranges(self, unit_interval=("initial_share",),
                      non_negative=("warmup_steps", "reward_epochs", "pretrain_epochs", "max_comparisons",
                                    "oracle_temperature", "reward_batches", "fit_eval_pairs", "normalization_steps",
-                                   "reward_clip"))
+                                   "reward_clip", "initial_labels", "label_rate_every"))
 
 
 # ------------------------------------------------------------------------------------- the env the RL agent sees
@@ -320,7 +362,8 @@ class PrefAgent:
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale, precision=cfg.reward_precision,
                                     frame_stack=self.stack > 0 and len(obs_space.shape) == 3, clip=cfg.reward_clip,
-                                    trim=cfg.normalization_trim, use_actions=cfg.reward_actions).to(self.device)
+                                    trim=cfg.normalization_trim, use_actions=cfg.reward_actions,
+                                    dropout=cfg.reward_dropout, batch_norm=cfg.reward_batch_norm).to(self.device)
         self.trainer = EnsembleTrainer(self.model, cfg.reward_lr, cfg.reward_batch, cfg.noise, cfg.l2_init, ctx.seed)
         self.human = cfg.oracle == "human"
         # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)
@@ -345,6 +388,9 @@ class PrefAgent:
         self.comparisons: dict[str, Tensor] = {}
         self.extra_steps = 0  # warm-up steps of the initial policy
         self.started = False
+        self.pretrained = False  # the reward model has had its pretraining passes over the initial comparisons
+        self.initial_pairs: list[int] = []  # people's labels: the initial pairs pretraining waits for
+        self.warned_untrained = False
         self.labels_asked = 0  # all labels so far (the FIFO of comparisons may keep fewer)
         self.starved = 0  # iterations whose labels waited for the pool to hold a segment
 
@@ -367,13 +413,27 @@ class PrefAgent:
         if not self.started:
             self.started = True
             self._warm_up()
-            self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau))
+            self._ask(labels_due(0, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau,
+                                 cfg.initial_labels, cfg.label_rate_every))
+            self.initial_pairs = sorted(self.pending)
+        if not self.pretrained:
+            if self.human and cfg.wait_for_initial_labels and not self._wait_for_initial_labels():
+                # asked to stop while waiting: no RL step; the run loop saves, and a resumed run waits again
+                return {"pref/labels": float(self.labels_asked), "pref/waiting_for_people": float(len(self.pending))}
             if self.human:
                 self._read_answers()
-            stats.update(self._fit(cfg.pretrain_epochs, batches=0))  # pretraining: full passes
+            if self._initial_answered():
+                stats.update(self._fit(cfg.pretrain_epochs, batches=0))  # pretraining: full passes
+                self.pretrained = True
+            elif not self.warned_untrained:
+                self.warned_untrained = True
+                warnings.warn(f"--wait_for_initial_labels false: RL starts on an untrained reward model; it is "
+                              f"pretrained once people answer the {len(self.initial_pairs)} initial pairs "
+                              f"(python scripts/label.py {self.ctx.run_dir})", stacklevel=2)
         stats.update(self.rl.train_iteration())
         start = time.perf_counter()
-        due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau)
+        due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau,
+                         cfg.initial_labels, cfg.label_rate_every)
         self._ask(due - self.labels_asked)
         if self.human:
             self._read_answers()
@@ -381,6 +441,35 @@ class PrefAgent:
         stats.update(self._fit(cfg.reward_epochs, cfg.reward_batches))
         stats["time/reward_model"] = time.perf_counter() - start
         return stats
+
+    def _initial_answered(self) -> bool:
+        return not any(pair in self.pending for pair in self.initial_pairs)
+
+    def _wait_for_initial_labels(self) -> bool:
+        """Block until people have answered every initial pair ("can't tell" counts), reading their answers as
+        they come and saying every WAIT_REPORT_SECONDS how many are in and where to answer. Returns False as soon
+        as the run is asked to stop (SIGINT/SIGTERM): the answers stay in the store and the pairs in the
+        checkpoint, so a resumed run goes on waiting where this one left off."""
+        total, last_report = len(self.initial_pairs), -math.inf
+        while True:
+            self._read_answers()
+            answered = total - sum(pair in self.pending for pair in self.initial_pairs)
+            if answered == total:
+                if total:
+                    print(f"pref: the {total} initial pairs are answered; pretraining the reward model, then RL "
+                          "starts", flush=True)
+                return True
+            if self.ctx.stop_requested():
+                print(f"pref: stopped while waiting for the initial labels ({answered} of {total} answered); "
+                      f"python scripts/train.py --resume {self.ctx.run_dir} goes on waiting", flush=True)
+                return False
+            now = time.monotonic()
+            if now - last_report >= WAIT_REPORT_SECONDS:
+                last_report = now
+                print(f"pref: waiting for people to label the initial pairs before RL starts: {answered} of {total} "
+                      f"answered so far. Label them at {LABEL_PAGE} (start the page with: python scripts/label.py "
+                      f"{self.ctx.run_dir}); --wait_for_initial_labels false starts RL without them", flush=True)
+            time.sleep(WAIT_POLL_SECONDS)
 
     def _warm_up(self) -> None:
         """Fill the pool with the initial policy's steps (its rewards are not used)."""
@@ -457,14 +546,16 @@ class PrefAgent:
         priority = (torch.sigmoid(return_gaps).var(0).cpu().numpy() if return_gaps is not None
                     else np.zeros(len(new["ids"])))
         rows = []
-        for j, pair in enumerate(new["ids"].tolist()):
-            for side, data in ((0, clips_1[j]), (1, clips_2[j])):
-                tmp = folder / f"seg{2 * pair + side}.part.npy"
-                np.save(tmp, data)
-                tmp.replace(folder / f"seg{2 * pair + side}.npy")
+        for j in range(len(new["ids"])):
+            # a fresh name per pair, never derived from a pair id: no file (or rendered clip) of a pair already
+            # stored can be replaced, whatever checkpoint this run was resumed from
+            name = f"seg-{secrets.token_hex(8)}"
+            for side, data in ((1, clips_1[j]), (2, clips_2[j])):
+                _save_new_npy(folder / f"{name}-{side}.npy", data)
+            rows.append((f"{name}-1.mp4", f"{name}-2.mp4", float(priority[j])))
+        ids = self.store.add_new_pairs(rows)  # the store allocates the ids
+        for j, pair in enumerate(ids):
             self.pending[pair] = {k: v[j] for k, v in new.items() if k != "ids"}
-            rows.append((pair, f"seg{2 * pair}.mp4", f"seg{2 * pair + 1}.mp4", float(priority[j])))
-        self.store.add_pairs(rows)
 
     def _read_answers(self) -> None:
         """Move the pairs people answered since the last read into the comparisons (can't-tell answers drop the
@@ -517,15 +608,17 @@ class PrefAgent:
     def state_dict(self) -> dict[str, Any]:
         return {"rl": self.rl.state_dict(), "reward_model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
                 "comparisons": {k: v.cpu() for k, v in self.comparisons.items()}, "extra_steps": self.extra_steps,
-                "started": self.started, "labels_asked": self.labels_asked, "label_seq": self.label_seq,
+                "started": self.started, "pretrained": self.pretrained, "initial_pairs": list(self.initial_pairs),
+                "labels_asked": self.labels_asked, "label_seq": self.label_seq,
                 "pending": {str(k): {n: t.cpu() for n, t in v.items()} for k, v in self.pending.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rl.load_state_dict(state["rl"])
-        self.model.load_state_dict(state["reward_model"])
-        self.trainer.load_state_dict(state["trainer"])
+        _load_reward_model(self.model, self.trainer, state, self.ctx.training)
         self.comparisons = {k: v.to(self.device) for k, v in state["comparisons"].items()}
         self.extra_steps, self.started = int(state["extra_steps"]), bool(state["started"])
+        self.pretrained = bool(state.get("pretrained", self.started))  # older checkpoints pretrained at the start
+        self.initial_pairs = [int(p) for p in state.get("initial_pairs", [])]
         self.labels_asked = int(state["labels_asked"])
         self.label_seq = int(state.get("label_seq", 0))
         self.pending = {int(k): {n: t.to(self.device) for n, t in v.items()} for k, v in state.get("pending", {}).items()}
@@ -553,6 +646,17 @@ class PrefAgent:
         self.oracle.rng.bit_generator.state = state["oracle_rng"]
 
 
+def _save_new_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path``, which must not exist: to a temporary file, then hard-linked into place, so a
+    reader never sees half a file and an existing file is never replaced (os.link fails instead)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.npy")
+    np.save(tmp, array)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()
+
+
 def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:
     """Labels from people need clips: Atari frames (the newest of each observation stack, kept in the pool
     anyway), or MuJoCo simulator states read from a sync gymnasium backend. Returns ("frames", 0) or
@@ -573,6 +677,22 @@ def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:
                           "MuJoCo simulator states (which needs a MuJoCo env on the sync backend). Fix: an Atari "
                           "env, --backend sync with a MuJoCo env, or --oracle synthetic.")
     return "states", len(mujoco_state(envs_[0]))
+
+
+def _load_reward_model(model: RewardEnsemble, trainer: EnsembleTrainer, state: dict, training: bool) -> None:
+    """The saved reward model and its trainer, or a clear error naming the options of its conv layout (a checkpoint
+    from before the paper's batch norm and dropout were added has neither). Evaluation only acts: it goes on
+    without them."""
+    try:
+        model.load_state_dict(state["reward_model"])
+    except ValueError as e:
+        fix = "--reward_batch_norm false --reward_dropout 0" if model.batch_norm else "--reward_batch_norm true"
+        if training:
+            raise ConfigError(f"Checkpoint: {e}. Resume it with {fix}: python scripts/train.py --resume RUN_DIR "
+                              f"{fix}") from None
+        warnings.warn(f"Checkpoint: {e}; the policy is evaluated without it (to load it: {fix})", stacklevel=3)
+        return
+    trainer.load_state_dict(state["trainer"])
 
 
 def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):

@@ -21,8 +21,9 @@ Training (``train_iteration``: an n-step rollout of T options from each of N env
           option and tau_t its duration (the SMDP recursion);
     L = sum_t sum_{l=1..k} H(R_{t+1} - v^l_t) + H(r_t - r^l_t) + H(tau_t - tau^l_t),
         (r^l_t, tau^l_t, v^l_t): the core unrolled l steps from s_{t-l+1} with the executed options (v^l_t is
-        the predicted value of the state after option t); H = Huber; k = prediction_steps (official: 3,
-        whatever the plan depth); the loss runs over one episode's piece of a rollout at a time;
+        the predicted value of the state after option t); H = Huber; k = prediction_steps, by default the
+        plan depth d (the official runs pair --prediction-step with the branch list: k = d = 1, 2, 3, 5); the
+        loss runs over one episode's piece of a rollout at a time;
       + the reward and duration terms on windows of up to T options of a buffer of random-policy rollouts
         (official code; not in the paper; ``random_buffer = 0`` turns it off);
     Adam, lr * lr_decay^(env steps / 1e6), global gradient-norm clip 40; target network copied every
@@ -33,10 +34,12 @@ Training (``train_iteration``: an n-step rollout of T options from each of N env
 Synchronous instead of the paper's 16 asynchronous workers: the N envs play one rollout of T options each with
 the same parameters. An official worker's rollout stops at a terminal, and the worker then takes one Adam step
 on it (the loss summed over time and unroll steps) with one random-buffer window. We cut each env's rollout at
-its episode ends into the same pieces and take one Adam step per piece, one after the other, each with one
-window. So the number of Adam steps per option and the data of each step are the official ones. What differs:
-an official worker played its rollout with parameters a few steps stale, ours are up to the number of pieces
-stale; all bootstrap values of an iteration come from the same target network; and the 16 workers had an Adam
+its episode ends into pieces and take one Adam step per piece, one after the other, each with one window. An
+official worker's next rollout starts at the new episode, while our T-option window runs on across the episode
+end, so a window that straddles one gives two short pieces: under random options on Collect we take ~158 Adam
+steps per 1,000 options where the official workers take ~128 (``scripts/bench/vpn_collect.py adam-steps``), on
+shorter pieces on average. What else differs: an official worker played its rollout with parameters a few steps
+stale, ours are up to the number of pieces stale; all bootstrap values of an iteration come from the same target network; and the 16 workers had an Adam
 each (moment estimates updated every 16th step) where we have one. (``rollouts_per_update 0`` takes one Adam
 step on all pieces instead: many times fewer steps, which learned far slower in our tests at the same learning
 rate.)
@@ -80,8 +83,9 @@ class VPNConfig:
     branch: tuple[int, ...] = (4, 4, 4)
     """Options expanded at each planning depth; the plan depth d is its length (official VPN(3): 4,4,4;
     VPN(5): 4,4,4,1,1)."""
-    prediction_steps: int = 3
-    """k, the unroll length of the training loss (official: 3 for every plan depth; 0 = the plan depth)."""
+    prediction_steps: int = 0
+    """k, the unroll length of the training loss; 0 = the plan depth d = len(branch), as the official runs pair
+    them (VPN(1): k 1, VPN(3): k 3, VPN(5): k 5)."""
     gamma: float = 0.98
     """Discount per primitive step."""
     lr: float = 1e-4

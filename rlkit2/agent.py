@@ -54,6 +54,9 @@ class BuildContext:
     threads_update: int
     training: bool = True  # False when only acting (evaluate script): skip training-only checks
     run_dir: Path | None = None  # the run directory (agents that keep files there, e.g. labels from people)
+    # True once SIGINT/SIGTERM asked the run to stop: an agent that blocks inside train_iteration (waiting for
+    # people's labels) polls it and returns early, and the run loop then saves a checkpoint as after any iteration
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True)

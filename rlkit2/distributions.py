@@ -69,8 +69,19 @@ class TanhGaussian:
         return torch.tanh(u), self.log_prob_from_pre_tanh(u)
 
     def log_prob_from_pre_tanh(self, u: Tensor) -> Tensor:
-        correction = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-        return self.base.log_prob(u) - correction.sum(-1)
+        return self.base.log_prob(u) - self.log_det_jacobian(u)
+
+    @staticmethod
+    def log_det_jacobian(u: Tensor) -> Tensor:
+        """sum_i log(1 - tanh(u_i)^2) = log |det d tanh(u)/du|, summed over action dims."""
+        return (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
+    def entropy_estimate(self) -> Tensor:
+        """A one-sample estimate of H[tanh(u)] = H[N(mean, std)] + E_u[log |det d tanh(u)/du|] at a *fresh*
+        reparameterised sample, so its gradient is that of the squashed policy's entropy (seed_rl's and brax's
+        tanh-transformed distributions compute it this way). The squashed policy's entropy is bounded, unlike
+        the Gaussian's: a wide std saturates the actions at +-1 and the log-det term then falls."""
+        return self.base.entropy() + self.log_det_jacobian(self.base.sample())
 
     def mode(self) -> Tensor:
         return torch.tanh(self.base.mean)

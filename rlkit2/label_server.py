@@ -5,27 +5,34 @@
 Routes:
     GET  /                      the page: two clips side by side, looping; buttons and keys for left (<-),
                                 right (->), equal (up) and can't tell (down); the task's instructions; progress
-    GET  /api/next?rater=NAME   lease the next pair: {pair_id, token, clip_1, clip_2, progress}; 204 when none
+    POST /api/next              JSON {rater}: lease the next pair: {pair_id, token, clip_1, clip_2, progress};
+                                204 when none; 429 when the rater already holds too many unanswered pairs
     POST /api/answer            JSON {pair_id, token, answer, rater, shown}: 200 {progress}, or 4xx {error}
     GET  /clips/NAME.mp4        a clip from RUN_DIR/clips only (rendered on first request when a renderer is
                                 given); anything else is 404
 
-Only files directly inside RUN_DIR/clips with plain names are ever served; request bodies are capped at 4 KiB;
-every bad request gets a 4xx JSON error and changes nothing. Standard library only (http.server), so labeling
-needs nothing beyond rlkit2's own dependencies.
+Only POST changes anything, and only from the page itself: every request must name this server in its Host header
+(127.0.0.1, localhost or the bound address, plus ``allowed_hosts``; this stops DNS rebinding), a POST's Origin,
+when sent, must be that same host, and its body must be JSON (application/json, at most 4 KiB), so another web
+page a rater visits cannot lease or answer pairs. Only files directly inside RUN_DIR/clips with plain names are
+ever served. Every error, a bad request or a failure of the server's own (e.g. a damaged segment file), is a JSON
+{error} response with a 4xx/5xx status and changes nothing; a client that stalls mid-request for ``read_timeout``
+seconds is dropped. Standard library only (http.server), so labeling needs nothing beyond rlkit2's own
+dependencies.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
-from urllib.parse import parse_qs, urlparse
+from typing import Callable, Iterable
+from urllib.parse import urlparse
 
 from rlkit2.labels import LabelError, LabelStore
 
@@ -62,11 +69,15 @@ PAGE = """<!doctype html>
 let current = null, shownAt = null;
 const keys = {ArrowLeft: "left", ArrowRight: "right", ArrowUp: "equal", ArrowDown: "cant_tell"};
 function progressText(p) { return p.labels + " labels, " + p.waiting + " pairs waiting"; }
+function post(path, body) {
+  return fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+}
 async function next() {
   const rater = document.getElementById("rater").value;
-  const r = await fetch("/api/next?rater=" + encodeURIComponent(rater));
+  const r = await post("/api/next", {rater: rater});
   if (r.status === 204) { current = null; document.getElementById("status").textContent = "No pairs to label yet; checking again soon."; setTimeout(next, 3000); return; }
   const data = await r.json();
+  if (r.status === 429) { document.getElementById("error").textContent = data.error; setTimeout(next, 10000); return; }
   if (!r.ok) { document.getElementById("error").textContent = data.error; return; }
   current = data; shownAt = Date.now() / 1000;
   document.getElementById("left").src = data.clip_1;
@@ -79,7 +90,7 @@ async function answer(a) {
   const body = {pair_id: current.pair_id, token: current.token, answer: a,
                 rater: document.getElementById("rater").value, shown: shownAt};
   current = null;
-  const r = await fetch("/api/answer", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const r = await post("/api/answer", body);
   const data = await r.json();
   if (!r.ok) document.getElementById("error").textContent = data.error;
   next();
@@ -93,34 +104,77 @@ next();
 
 
 class LabelServer(ThreadingHTTPServer):
+    """``read_timeout``: seconds a client may stall on any socket operation (reading a request, its body) before it
+    is dropped. ``max_leases_per_rater``: unanswered pairs one rater may hold. ``allowed_hosts``: more names (or
+    name:port) raters reach the server by, e.g. the machine's name when binding to 0.0.0.0."""
+
     daemon_threads = True
 
     def __init__(self, run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
-                 renderer: Callable[[str, Path], None] | None = None, instructions: str | None = None):
+                 renderer: Callable[[str, Path], None] | None = None, instructions: str | None = None,
+                 read_timeout: float = 5.0, max_leases_per_rater: int = 5, allowed_hosts: Iterable[str] = ()):
+        if not read_timeout > 0:
+            raise ValueError(f"read_timeout must be > 0 seconds, got {read_timeout}")
         self.run_dir = Path(run_dir)
         self.clips = (self.run_dir / "clips").resolve()
         self.clips.mkdir(parents=True, exist_ok=True)
-        self.store = LabelStore(self.run_dir / "labels.sqlite")
+        self.store = LabelStore(self.run_dir / "labels.sqlite", max_leases_per_rater=max_leases_per_rater)
         self.renderer = renderer  # renderer(name, path): writes the clip `name` to `path` (lazily, on request)
         self.render_lock = threading.Lock()
+        self.read_timeout = read_timeout
         text = instructions
         if text is None:
             file = self.run_dir / "instructions.txt"
             text = file.read_text().strip() if file.exists() else DEFAULT_INSTRUCTIONS
         self.page = PAGE.replace("__INSTRUCTIONS__", _escape(text)).encode()
         super().__init__((host, port), Handler)
+        bound = self.server_address[1]
+        names = {"127.0.0.1", "localhost", "[::1]"}
+        if host not in ("", "0.0.0.0", "::"):
+            names.add(f"[{host}]" if ":" in host else host)
+        self.allowed_hosts = {f"{n}:{bound}".lower() for n in names}
+        self.allowed_hosts |= {(h if re.search(r":\d+$", h) else f"{h}:{bound}").lower() for h in allowed_hosts}
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
+
+    def log(self, message: str) -> None:
+        """One line on the server's terminal (never a traceback)."""
+        print(f"label server: {message}", file=sys.stderr, flush=True)
+
+    def handle_error(self, request, client_address) -> None:
+        """An error that escaped a handler: one line instead of socketserver's traceback; none for a client that
+        went away or stalled."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            self.log(f"error serving {client_address[0]}: {type(error).__name__}: {error}")
 
 
 class Handler(BaseHTTPRequestHandler):
     server: LabelServer
 
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # applied to the socket by StreamRequestHandler.setup
+        self.responded = False
+        super().setup()
+
     def log_message(self, format: str, *args) -> None:  # quiet: the terminal shows progress instead
         pass
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.responded = True
+        super().send_response(code, message)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What the base class answers itself (a malformed request line, an unsupported method) in JSON too."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._json(code, {"error": message or phrase})
 
     def _json(self, status: int, payload: dict) -> None:
         body = json.dumps(payload).encode()
@@ -128,48 +182,72 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if status == 405:  # only the API answers 405
+            self.send_header("Allow", "POST")
         self.end_headers()
-        self.wfile.write(body)
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(body)
 
     def do_GET(self) -> None:
-        url = urlparse(self.path)
-        if url.path == "/":
+        self._serve(self._get)
+
+    def do_POST(self) -> None:
+        self._serve(self._post)
+
+    def _serve(self, route: Callable[[str], None]) -> None:
+        """Run a route; whatever goes wrong becomes a JSON error response, never a dropped connection."""
+        path = urlparse(self.path).path
+        try:
+            host = (self.headers.get("Host") or "").lower()
+            if host not in self.server.allowed_hosts:
+                raise LabelError(403, f"Host {host!r} is not this labeling server; open {self.server.url}")
+            route(path)
+        except LabelError as e:
+            self._json(e.status, {"error": str(e)})
+        except TimeoutError:  # the client stalled mid-body: tell it, if it still listens, and hang up
+            self.close_connection = True
+            self._json(408, {"error": f"request not received within {self.server.read_timeout:g} s"})
+        except ConnectionError:
+            self.close_connection = True
+        except Exception as e:  # noqa: BLE001 - a bug or a damaged file: a 500 with a message, the server lives on
+            self.server.log(f"{self.command} {path}: {type(e).__name__}: {e}")
+            self.close_connection = True
+            if not self.responded:
+                self._json(500, {"error": f"the labeling server failed ({type(e).__name__}: {e}); see its terminal"})
+
+    def _get(self, path: str) -> None:
+        if path == "/":
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(self.server.page)))
             self.end_headers()
             self.wfile.write(self.server.page)
-        elif url.path == "/api/next":
-            rater = parse_qs(url.query).get("rater", [""])[0]
-            try:
-                lease = self.server.store.lease(rater)
-            except LabelError as e:
-                return self._json(e.status, {"error": str(e)})
-            if lease is None:
-                self.send_response(HTTPStatus.NO_CONTENT)
-                self.end_headers()
-                return
-            self._json(200, {"pair_id": lease.pair_id, "token": lease.token, "clip_1": f"/clips/{lease.clip_1}",
-                             "clip_2": f"/clips/{lease.clip_2}", "progress": self.server.store.progress()})
-        elif url.path.startswith("/clips/"):
-            self._clip(url.path[len("/clips/"):])
+        elif path in ("/api/next", "/api/answer"):
+            # GET changes nothing: otherwise a link or an image on any page a rater visits could lease pairs away
+            raise LabelError(405, f"use POST {path} with a JSON body")
+        elif path.startswith("/clips/"):
+            self._clip(path[len("/clips/"):])
         else:
-            self._json(404, {"error": f"no such page: {url.path}"})
+            raise LabelError(404, f"no such page: {path}")
 
     def _clip(self, name: str) -> None:
         path = self.server.clips / name
         # plain names only, and the resolved file must sit directly in the clip folder
         if not CLIP_NAME.match(name) or path.resolve().parent != self.server.clips:
-            return self._json(404, {"error": "no such clip"})
+            raise LabelError(404, "no such clip")
         if not path.exists() and self.server.renderer is not None:
             with self.server.render_lock:
                 if not path.exists():
                     try:
                         self.server.renderer(name, path)
                     except KeyError:
-                        return self._json(404, {"error": "no such clip"})
+                        raise LabelError(404, "no such clip") from None
+                    except Exception as e:  # noqa: BLE001 - e.g. a damaged segment file
+                        self.server.log(f"could not render {name}: {type(e).__name__}: {e}")
+                        raise LabelError(500, f"could not render clip {name} from its stored segment "
+                                              f"({type(e).__name__}: {e})") from None
         if not path.is_file():
-            return self._json(404, {"error": "no such clip"})
+            raise LabelError(404, "no such clip")
         data = path.read_bytes()
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "video/mp4")
@@ -177,38 +255,68 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:
-        if urlparse(self.path).path != "/api/answer":
-            return self._json(404, {"error": "no such endpoint"})
+    def _post(self, path: str) -> None:
+        if path not in ("/api/next", "/api/answer"):
+            raise LabelError(404, f"no such endpoint: {path}")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{self.headers['Host'].lower()}":
+            raise LabelError(403, f"requests from {origin!r} are refused: only the labeling page itself may post")
+        body = self._read_json()
+        store = self.server.store
+        if path == "/api/next":
+            lease = store.lease(body.get("rater", ""))
+            if lease is None:
+                self.send_response(HTTPStatus.NO_CONTENT)
+                self.end_headers()
+                return
+            return self._json(200, {"pair_id": lease.pair_id, "token": lease.token, "clip_1": f"/clips/{lease.clip_1}",
+                                    "clip_2": f"/clips/{lease.clip_2}", "progress": store.progress()})
+        try:
+            pair_id, token, answer, rater = body["pair_id"], body["token"], body["answer"], body["rater"]
+        except KeyError as e:
+            raise LabelError(400, f"malformed answer (no {e}); expected JSON {{pair_id, token, answer, rater, "
+                                  "shown}") from None
+        if not all(isinstance(x, str) for x in (token, answer, rater)):
+            raise LabelError(400, "malformed answer: token, answer and rater must be strings")
+        store.submit(pair_id, token, answer, rater, body.get("shown"))
+        self._json(200, {"ok": True, "progress": store.progress()})
+
+    def _read_json(self) -> dict:
+        """The request's JSON object body: LabelError 411/413/415/400 unless it has a Content-Length of at most
+        MAX_BODY bytes, is application/json and parses to an object (NaN and Infinity are not JSON)."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise LabelError(415, f"the body must be application/json, got {content_type or 'no Content-Type'!r}")
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            return self._json(411, {"error": "a Content-Length header is required"})
-        if length < 0 or length > MAX_BODY:
-            return self._json(413, {"error": f"request body over {MAX_BODY} bytes"})
+            raise LabelError(411, "a Content-Length header is required") from None
+        if length < 0:
+            raise LabelError(400, f"Content-Length must be >= 0, got {length}")
+        if length > MAX_BODY:
+            self.close_connection = True  # the unread body must not be taken for the next request
+            raise LabelError(413, f"request body over {MAX_BODY} bytes")
+        data = self.rfile.read(length)  # raises TimeoutError if the client stalls
+        if len(data) < length:
+            self.close_connection = True
+            raise LabelError(400, f"the body ended after {len(data)} of {length} bytes")
         try:
-            body = json.loads(self.rfile.read(length))
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-            pair_id, token, answer, rater = body["pair_id"], body["token"], body["answer"], body["rater"]
-            shown = body.get("shown")
-            if not all(isinstance(x, str) for x in (token, answer, rater)) or \
-                    not (shown is None or isinstance(shown, (int, float))):
-                raise ValueError("token, answer and rater must be strings, shown a number")
-        except (ValueError, KeyError) as e:
-            return self._json(400, {"error": f"malformed answer ({e}); expected JSON {{pair_id, token, answer, "
-                                             "rater, shown}"})
-        try:
-            self.server.store.submit(pair_id, token, answer, rater, shown)
-        except LabelError as e:
-            return self._json(e.status, {"error": str(e)})
-        self._json(200, {"ok": True, "progress": self.server.store.progress()})
+            body = json.loads(data, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
+            raise LabelError(400, f"malformed JSON body ({type(e).__name__}: {str(e)[:100]})") from None
+        if not isinstance(body, dict):
+            raise LabelError(400, f"the body must be a JSON object, got {type(body).__name__}")
+        return body
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def segment_renderer(run_dir: str | Path) -> Callable[[str, Path], None] | None:
-    """For a run whose pairs are stored on disk by ``--agent pref --oracle human`` (RUN_DIR/segments/segN.npy:
-    MuJoCo simulator states, float [steps, nq + nv], or Atari frames, uint8 [steps, H, W]): render segN.mp4 from
-    segN.npy on request. All rendering happens on one worker thread, which owns the GL context; None if the run
+    """For a run whose pairs are stored on disk by ``--agent pref --oracle human`` (RUN_DIR/segments/NAME.npy:
+    MuJoCo simulator states, float [steps, nq + nv], or Atari frames, uint8 [steps, H, W]): render NAME.mp4 from
+    NAME.npy on request. All rendering happens on one worker thread, which owns the GL context; None if the run
     has no config."""
     import numpy as np
 

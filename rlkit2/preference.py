@@ -6,16 +6,18 @@ The pieces, each usable on its own (agents/pref.py puts them together around an 
   (no discount inside a segment; noise = 0.1: the rater answers at random 10% of the time), cross-entropy
   against the label mu = P[s1 preferred] in {1, 0, 0.5 (tie)}; "can't tell" answers never reach it.
 - ``RewardEnsemble``: E members (default 3) r_e(o, a): MLP 2x64 leaky-ReLU for vector observations, the paper's
-  16-filter conv stack for image observations. Each member trains on its own bootstrap resample of the
-  comparisons (Poisson(1) counts drawn once per pair) and validates on the pairs its resample left out (about
-  1/e of them); its L2 weight adapts so that validation loss stays between 1.1x and 1.5x training loss. The reward given to the RL agent is the mean
-  over members of each member's output normalised to zero mean and unit std (statistics over recent
-  (o, a)), rescaled to std ``scale``.
+  16-filter conv stack with batch norm and dropout 0.5 for image observations. Each member trains on its own
+  bootstrap resample of the comparisons (Poisson(1) counts drawn once per pair) and validates on the pairs its
+  resample left out (about 1/e of them); its L2 weight adapts so that validation loss stays between 1.1x and 1.5x
+  training loss. The reward given to the RL agent is the mean over members of each member's output normalised to
+  zero mean and unit std (statistics over recent (o, a)), rescaled to std ``scale``. The model rests in eval mode:
+  only the trainer's steps run in train mode (batch statistics, dropout); every score that leaves it uses eval mode
+  (running statistics, no dropout), so a row's reward is deterministic and independent of the rest of its batch.
 - ``disagreement`` / ``select_pairs``: among ~10x more candidate pairs than labels wanted, the pairs whose
   predicted preference varies most across the members.
 - ``SyntheticOracle``: prefers the segment with the higher true return; equal returns are a tie; optional
   Boltzmann noise (temperature > 0: P[s1 > s2] = sigmoid((R^1 - R^2) / temperature)).
-- ``labels_due``: the label schedule, a share up front (from the initial, random policy) and then a rate
+- ``labels_due``: the label schedule, a share or a count up front (from the initial, random policy) and then a rate
   proportional to tau / (t + tau), scaled so that ``total`` labels are asked for by ``total_steps``.
 
 Shapes: P pairs, K steps per segment, E members, B rows of (o, a).
@@ -80,14 +82,27 @@ class SyntheticOracle:
         return (self.rng.random(len(p)) < p).astype(np.float32)
 
 
-def labels_due(step: int, total: int, total_steps: int, initial_share: float = 0.25, tau: float = 2e6) -> int:
-    """Labels that should exist by env step ``step``: ``initial_share`` of ``total`` at step 0, the rest at a rate
-    proportional to tau / (t + tau) (the paper's MuJoCo schedule), all ``total`` by ``total_steps``."""
-    initial = round(initial_share * total)
+def labels_due(step: int, total: int, total_steps: int, initial_share: float = 0.25, tau: float = 2e6,
+               initial_labels: int = 0, rate_every: int = 0) -> int:
+    """Labels that should exist by env step ``step``: ``initial_labels`` (if > 0, else ``initial_share`` of
+    ``total``) at step 0, the rest at a rate proportional to tau / (t + tau), all ``total`` by ``total_steps``.
+    ``rate_every`` > 0 holds the rate for that many steps at a time, at its value at the start of each stretch (the
+    paper's Atari schedule: lowered every 5e6 frames); 0 lets it change continuously (its MuJoCo schedule)."""
+    initial = initial_labels if initial_labels > 0 else round(initial_share * total)
+    if not 0 <= initial <= total:
+        raise ValueError(f"initial labels ({initial}) must be in [0, total = {total}]")
     if step >= total_steps:
         return total
-    grown = math.log1p(max(step, 0) / tau) / math.log1p(total_steps / tau)
-    return min(total, initial + int((total - initial) * grown))
+
+    def grown(t: float) -> float:  # the integral of the rate from 0 to t, in units of tau
+        if rate_every <= 0:
+            return math.log1p(t / tau)
+        k = int(t // rate_every)
+        held = float(np.sum(rate_every / (np.arange(k) * rate_every + tau)))  # the whole stretches
+        return held + (t - k * rate_every) / (k * rate_every + tau)
+
+    share = grown(max(step, 0)) / grown(total_steps)
+    return min(total, initial + int((total - initial) * share))
 
 
 # ----------------------------------------------------------------------------------------- the reward model
@@ -136,23 +151,38 @@ def fill_stack_padding(frames: Tensor) -> Tensor:
 
 
 class ConvRewardMember(nn.Module):
-    """The paper's Atari predictor: 4 convs of 16 filters (7x7/3, 5x5/2, 3x3/1, 3x3/1), leaky ReLU, FC 64, then a
-    scalar; the action enters as a one-hot next to the conv features. Dropout on the convs (paper: 0.5).
-    ``bf16``: the convolutions run under bfloat16 autocast (weights and output stay fp32), as PPO's
-    ``--cnn_precision bf16``: about 2x faster on a CPU with AVX512-BF16 (docs/bench/pref_reward_cost.jsonl)."""
+    """The paper's Atari predictor (its App. A.2): 4 convs of 16 filters (7x7/3, 5x5/2, 3x3/1, 3x3/1), FC 64, then a
+    scalar, leaky ReLU (0.01) throughout; "all convolutional layers use batch norm and dropout with alpha = 0.5 to
+    prevent predictor overfitting". Each conv is followed by batch norm, leaky ReLU, then dropout, the order of
+    mrahtz/learning-from-human-preferences (which reproduced Pong; it leaves out the last conv's dropout, the paper
+    does not). ``batch_norm=False`` and ``dropout=0`` give the model without them (rlkit2's before they were added;
+    its checkpoints load into that one only). The action, if any, enters as a one-hot next to the conv features.
+    ``bf16``: the convolutions (and batch norm, on fp32 statistics) run under bfloat16 autocast (weights and output
+    stay fp32), as PPO's ``--cnn_precision bf16``: about 2x faster on a CPU with AVX512-BF16
+    (docs/bench/pref_reward_cost.jsonl)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, dropout: float, bf16: bool = False):
+    CONVS = ((7, 3), (5, 2), (3, 1), (3, 1))  # (kernel, stride), 16 filters each
+
+    def __init__(self, obs_shape: tuple[int, ...], action_dim: int, dropout: float = 0.5, bf16: bool = False,
+                 batch_norm: bool = True):
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.bf16 = bf16
         layers: list[nn.Module] = []
-        channels = obs_shape[0]
-        for k, stride in [(7, 3), (5, 2), (3, 1), (3, 1)]:
-            layers += [nn.Conv2d(channels, 16, k, stride), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
-            channels = 16
+        channels, height, width = obs_shape
+        for k, stride in self.CONVS:
+            layers.append(nn.Conv2d(channels, 16, k, stride))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(16))
+            layers += [nn.LeakyReLU(0.01), nn.Dropout(dropout)]
+            channels, height, width = 16, (height - k) // stride + 1, (width - k) // stride + 1
+        if height < 1 or width < 1:
+            raise ValueError(f"image observations {tuple(obs_shape)} are too small for the paper's conv stack "
+                             "(at least 31x31)")
         self.convs = nn.Sequential(*layers, nn.Flatten())
-        with torch.no_grad():
-            flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
-        self.head = nn.Sequential(nn.Linear(flat + action_dim, 64), nn.LeakyReLU(0.01), nn.Linear(64, 1))
+        self.head = nn.Sequential(nn.Linear(16 * height * width + action_dim, 64), nn.LeakyReLU(0.01),
+                                  nn.Linear(64, 1))
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
         with torch.autocast(obs.device.type, torch.bfloat16) if self.bf16 else contextlib.nullcontext():
@@ -161,9 +191,17 @@ class ConvRewardMember(nn.Module):
 
 
 class RewardEnsemble(nn.Module):
-    """r_e(o, a) for e = 1..E. ``forward(obs [B, ...], actions [B, A]) -> [E, B]`` raw member outputs;
-    ``reward`` -> [B], the normalised ensemble mean the RL agent sees. Image observations (uint8) are scaled by
-    1/255; discrete actions are given one-hot. ``precision="bf16"`` runs image members' convolutions in bfloat16.
+    """r_e(o, a) for e = 1..E. ``forward(obs [B, ...], actions [B, A]) -> [E, B]`` raw member outputs (in the
+    module's current mode); ``reward`` -> [B], the normalised ensemble mean the RL agent sees. Image observations
+    (uint8) are scaled by 1/255; discrete actions are given one-hot. ``precision="bf16"`` runs image members'
+    convolutions in bfloat16. Image members have the paper's batch norm (``batch_norm``) and dropout (``dropout``,
+    0.5) on every conv; each member has its own batch-norm statistics. Vector observations get the paper's MuJoCo
+    MLP, which has neither (its App. A.1), and ignore both.
+
+    Modes: the model rests in eval mode; ``EnsembleTrainer.fit`` switches it to train mode for its steps only (batch
+    statistics, running statistics updated, dropout on) and back. Everything that scores it (``reward``,
+    ``fit_normalization``, ``EnsembleTrainer.segment_returns`` and the held-out losses) runs under ``scoring()``:
+    eval mode whatever the current mode, which is restored afterwards.
     ``frame_stack``: image observations are frame stacks [S, H, W] whose reset padding (all-zero frames) is filled
     with the oldest real frame (``fill_stack_padding``); leave it off for images whose channels are not frames.
 
@@ -177,8 +215,8 @@ class RewardEnsemble(nn.Module):
     arguments keep their shapes and are ignored."""
 
     def __init__(self, obs_shape: tuple[int, ...], action_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64),
-                 dropout: float = 0.0, scale: float = 1.0, precision: str = "fp32", frame_stack: bool = False,
-                 clip: float = 0.0, trim: float = 0.0, use_actions: bool = True):
+                 dropout: float = 0.5, scale: float = 1.0, precision: str = "fp32", frame_stack: bool = False,
+                 clip: float = 0.0, trim: float = 0.0, use_actions: bool = True, batch_norm: bool = True):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -190,15 +228,43 @@ class RewardEnsemble(nn.Module):
             raise ValueError(f"clip must be >= 0 and trim in [0, 0.5), got clip={clip}, trim={trim}")
         self.members, self.scale, self.clip, self.trim = members, scale, clip, trim
         self.use_actions = use_actions
+        self.batch_norm = batch_norm and self.image
         action_dim = action_dim if use_actions else 0
-        if self.image:
-            self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout, precision == "bf16")
+        if self.image:  # separate modules, so each member keeps its own batch-norm statistics
+            self.nets = nn.ModuleList(ConvRewardMember(obs_shape, action_dim, dropout, precision == "bf16", batch_norm)
                                       for _ in range(members))
         else:
             self.mlp = EnsembleMLP(members, int(np.prod(obs_shape)) + action_dim, hidden, 1, act="leaky_relu")
         self.register_buffer("out_mean", torch.zeros(members))
         self.register_buffer("out_std", torch.ones(members))
         self.register_buffer("mean_std", torch.ones(()))  # std of the mean of the normalised members
+        self.eval()  # the scoring mode; only the trainer's steps train it
+
+    @contextlib.contextmanager
+    def scoring(self):
+        """Eval mode for the duration (batch norm on its running statistics, no dropout), then each submodule's mode
+        as it was: a score is deterministic and a row's score does not depend on the other rows of its batch."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for m, training in modes:
+                m.training = training
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module.load_state_dict``, with a clear error for a state saved with or without the conv members'
+        batch norm when this model is the other kind (their layer keys differ)."""
+        if self.image:
+            saved = has_batch_norm(state_dict)
+            if saved and not self.batch_norm:
+                raise ValueError("the saved reward model has batch norm on its convolutions and this one has none: "
+                                 "build it with batch_norm=True")
+            if not saved and self.batch_norm:
+                raise ValueError("the saved reward model has no batch norm on its convolutions (it was saved before "
+                                 "rlkit2 gave the conv members the paper's batch norm and dropout) and this one has: "
+                                 "build it with batch_norm=False and dropout=0 (the model it was saved from)")
+        return super().load_state_dict(state_dict, strict, assign)
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
         actions = self.action_input(actions)
@@ -222,8 +288,9 @@ class RewardEnsemble(nn.Module):
     def fit_normalization(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> Tensor:
         """Each member's output mean and std over these (o, a) rows (e.g. the recent rollouts), then the std of the
         members' normalised mean, so that ``reward`` has mean 0 and std ``scale`` on these rows. Returns
-        ``reward`` of these rows (computed from the same forward pass)."""
-        outs = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
+        ``reward`` of these rows (computed from the same forward pass, in eval mode)."""
+        with self.scoring():
+            outs = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
         fit = outs
         if self.trim > 0:  # winsorise each member's outputs
             bounds = torch.quantile(outs, torch.tensor([self.trim, 1 - self.trim], device=outs.device), dim=1)
@@ -236,9 +303,10 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def reward(self, obs: Tensor, actions: Tensor, batch: int = 4096) -> Tensor:
-        """The reward the RL agent sees: the mean of the normalised members, scaled to std ``scale`` (clipped to
-        +-``clip`` std if set)."""
-        out = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
+        """The reward the RL agent sees (in eval mode): the mean of the normalised members, scaled to std ``scale``
+        (clipped to +-``clip`` std if set)."""
+        with self.scoring():
+            out = torch.cat([self(obs[i:i + batch], actions[i:i + batch]) for i in range(0, len(obs), batch)], 1)
         normalised = (out - self.out_mean[:, None]) / self.out_std[:, None]
         return self._scaled(normalised.mean(0))
 
@@ -246,6 +314,11 @@ class RewardEnsemble(nn.Module):
         """Unit std on the normalisation rows, clipped to +-``clip`` std if set, then times ``scale``."""
         z = normalised_mean / self.mean_std
         return self.scale * (z.clamp(-self.clip, self.clip) if self.clip > 0 else z)
+
+
+def has_batch_norm(state_dict: dict) -> bool:
+    """Whether a saved ``RewardEnsemble`` state has batch-norm statistics (conv members built with batch norm)."""
+    return any(k.endswith("running_mean") for k in state_dict)
 
 
 @dataclass
@@ -262,7 +335,8 @@ class EnsembleTrainer:
     the pair arrives (so a pair stays in or out of a member's sample as the data grows or old pairs are dropped);
     the pairs with count 0 are that member's validation set (about 1/e of them). After each fit the member's L2
     weight moves by ``l2_step`` towards keeping validation loss at 1.1-1.5x its training loss, within
-    ``l2_bounds``. Adam.
+    ``l2_bounds``. Adam. The L2 term covers the conv and linear weights (not batch norm's scale or any bias).
+    The steps run in train mode (batch statistics, dropout); the losses after them, in eval mode, as every score.
 
     A fit is either ``epochs`` passes over every member's resample, or a fixed budget of ``batches`` minibatches
     drawn at random from it (rl-teacher trains one minibatch per 100 env steps; the paper trains the predictor
@@ -281,16 +355,19 @@ class EnsembleTrainer:
         self.counts = np.zeros((model.members, 0), np.int64)
 
     def segment_returns(self, obs: Tensor, actions: Tensor, chunk: int = 512) -> Tensor:
-        """Summed predicted reward of each segment ``[P, K, ...]``, per member: ``[E, P]`` (in chunks of pairs)."""
+        """Summed predicted reward of each segment ``[P, K, ...]``, per member: ``[E, P]`` (in chunks of pairs; eval
+        mode: the scores of held-out losses and of query selection)."""
         out = []
-        for i in range(0, len(actions), chunk):
-            o, a = obs[i:i + chunk], actions[i:i + chunk]
-            P, K = a.shape[:2]
-            out.append(self.model(o.flatten(0, 1), a.flatten(0, 1)).view(-1, P, K).sum(-1))
+        with self.model.scoring():
+            for i in range(0, len(actions), chunk):
+                o, a = obs[i:i + chunk], actions[i:i + chunk]
+                P, K = a.shape[:2]
+                out.append(self.model(o.flatten(0, 1), a.flatten(0, 1)).view(-1, P, K).sum(-1))
         return torch.cat(out, 1)
 
     def member_returns(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """Member e's summed reward of its own segments: obs ``[E, P, K, ...]``, actions ``[E, P, K, A]`` -> ``[E, P]``."""
+        """Member e's summed reward of its own segments: obs ``[E, P, K, ...]``, actions ``[E, P, K, A]`` -> ``[E, P]``
+        (the training forward pass, in the model's current mode; batch norm sees member e's batch only)."""
         E, P, K = actions.shape[:3]
         actions = self.model.action_input(actions)
         if self.model.image:
@@ -320,18 +397,20 @@ class EnsembleTrainer:
         E = self.model.members
         in_bag = [np.repeat(np.arange(len(ids)), self.counts[e]) for e in range(E)]
         n = min(len(b) for b in in_bag)
-        self.model.train()
-        if n > 0 and batches > 0:  # a fixed budget: each minibatch drawn afresh from each member's resample
-            for _ in range(batches):
-                self._step(obs_1, act_1, obs_2, act_2, mu,
-                           np.stack([self.rng.choice(b, min(self.batch_size, n), replace=False) for b in in_bag]))
-        elif n > 0:
-            for _ in range(epochs):
-                order = [self.rng.permutation(b)[:n] for b in in_bag]  # equal-size batches for every member
-                for start in range(0, n, self.batch_size):
+        self.model.train()  # batch statistics (and running ones updated), dropout on
+        try:
+            if n > 0 and batches > 0:  # a fixed budget: each minibatch drawn afresh from each member's resample
+                for _ in range(batches):
                     self._step(obs_1, act_1, obs_2, act_2, mu,
-                               np.stack([o[start:start + self.batch_size] for o in order]))
-        self.model.eval()
+                               np.stack([self.rng.choice(b, min(self.batch_size, n), replace=False) for b in in_bag]))
+            elif n > 0:
+                for _ in range(epochs):
+                    order = [self.rng.permutation(b)[:n] for b in in_bag]  # equal-size batches for every member
+                    for start in range(0, n, self.batch_size):
+                        self._step(obs_1, act_1, obs_2, act_2, mu,
+                                   np.stack([o[start:start + self.batch_size] for o in order]))
+        finally:
+            self.model.eval()  # back to the scoring mode the model rests in
         scored = np.arange(len(ids))
         if 0 < eval_pairs < len(ids):
             scored = np.sort(self.rng.choice(len(ids), eval_pairs, replace=False))
@@ -392,8 +471,9 @@ class EnsembleTrainer:
         return losses, correct, total
 
     def _member_sq_norm(self, e: int) -> Tensor:
-        if self.model.image:
-            return sum(p.square().sum() for n, p in self.model.nets[e].named_parameters() if n.endswith("weight"))
+        if self.model.image:  # conv and linear weights only: batch norm's scale is not a weight to shrink
+            return sum(m.weight.square().sum() for m in self.model.nets[e].modules()
+                       if isinstance(m, (nn.Conv2d, nn.Linear)))
         return sum(w[e].square().sum() for w in self.model.mlp.weights)
 
     def state_dict(self) -> dict:

@@ -175,8 +175,8 @@ class RunResult:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current iteration. A second SIGINT
-    interrupts immediately."""
+    """SIGINT/SIGTERM set a flag; the loop saves and exits after the current iteration (an agent that waits inside
+    an iteration polls the flag through ``BuildContext.stop_requested``). A second SIGINT interrupts immediately."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -234,20 +234,22 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
 
 
 def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
-                training: bool = True, env_seed: int | None = None, run_dir: Path | None = None) -> Agent:
+                training: bool = True, env_seed: int | None = None, run_dir: Path | None = None,
+                stop_requested: Callable[[], bool] | None = None) -> Agent:
     device = resolve_device(run.device)
     seed = run.seed if env_seed is None else env_seed
     context = BuildContext(env=env, device=device, total_steps=run.total_steps, seed=seed,
                            threads_collect=run.threads_collect, threads_update=run.threads_update,
-                           training=training, run_dir=run_dir)
+                           training=training, run_dir=run_dir, stop_requested=stop_requested or (lambda: False))
     return spec.build(agent_config, context)
 
 
 def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None = None,
-          resume_from: str | Path | None = None) -> RunResult:
+          resume_from: str | Path | None = None, on_eval: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train ``run.agent`` on ``run.env`` for ``run.total_steps`` env steps. ``resume_from``: an existing run
     directory to continue (its latest checkpoint); then ``run``/``agent_config`` are the resolved configs
-    (e.g. from ``load_run_config``), possibly with a larger budget."""
+    (e.g. from ``load_run_config``), possibly with a larger budget. ``on_eval(step, metrics)`` is called after
+    every evaluation with its ``eval/...`` metrics (a sweep reports them to its scheduler)."""
     spec = get_agent_spec(run.agent)
     agent_config = agent_config if agent_config is not None else spec.config_cls()
     seed_everything(run.seed)
@@ -280,8 +282,10 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
     # A resumed session seeds its training envs differently, so it does not replay the first session's
     # initial states (iteration 0 = a fresh run: the plain seed).
+    stop = _StopFlag()  # handlers installed around the loop below; the agent may poll it (BuildContext)
     try:
-        agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"], run_dir=run_dir)
+        agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"], run_dir=run_dir,
+                            stop_requested=lambda: stop.requested)
     except BaseException:
         env.close()
         eval_env.close()
@@ -314,7 +318,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     start_wall = time.perf_counter() - counters["wall_time"]
     session_start_steps = agent.env_steps
     try:
-        with _StopFlag() as stop:
+        with stop:
             while agent.env_steps < run.total_steps:
                 steps_before = agent.env_steps
                 iter_start = time.perf_counter()
@@ -330,6 +334,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                         counters["best_return"] = result["return_mean"]
                         checkpoints.save_named(payload(resumable=False), "best")
                 logger.log(agent.env_steps, metrics)
+                if on_eval is not None and "eval/return_mean" in metrics:
+                    on_eval(agent.env_steps, {k: v for k, v in metrics.items() if k.startswith("eval/")})
                 progress.update(agent.env_steps - steps_before)
                 progress.set_postfix_str(_postfix(metrics), refresh=False)
                 if run.checkpoint_every and agent.env_steps - counters["last_checkpoint_step"] >= run.checkpoint_every:
@@ -345,6 +351,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     last_eval = _evaluate(agent, eval_env, run)
                     logger.log(agent.env_steps, {f"eval/{k}": v for k, v in last_eval.items() if k != "returns"})
                 final_eval = last_eval
+                if on_eval is not None and counters["last_eval_step"] != agent.env_steps:
+                    on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
                 if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
                     counters["best_return"] = final_eval["return_mean"]  # ties go to the final weights
                     checkpoints.save_named(payload(resumable=False), "best")
@@ -435,7 +443,8 @@ def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None
     return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
 
 
-def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, env_fn: Callable | None = None) -> RunResult:
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, env_fn: Callable | None = None,
+           on_eval: Callable[[int, dict], None] | None = None) -> RunResult:
     """Continue a run from its latest checkpoint (``overrides`` may raise ``total_steps``)."""
     run, agent_config = load_run_config(run_dir, overrides)
-    return train(run, agent_config, env_fn=env_fn, resume_from=run_dir)
+    return train(run, agent_config, env_fn=env_fn, resume_from=run_dir, on_eval=on_eval)

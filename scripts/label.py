@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Serve the labeling page for a run: two clips side by side, answered with the arrow keys or buttons.
 
-    python scripts/label.py RUN_DIR [--host 127.0.0.1] [--port 8765]
+    python scripts/label.py RUN_DIR [--host 127.0.0.1] [--port 8765] [--read_timeout 5] [--max_leases 5]
 
 Answers go to RUN_DIR/labels.sqlite (rlkit2/labels.py), which training reads as they arrive; clips are served
-from RUN_DIR/clips only. Per-task instructions: RUN_DIR/instructions.txt. See rlkit2/label_server.py.
+from RUN_DIR/clips only. Per-task instructions: RUN_DIR/instructions.txt. The server answers only requests
+addressed to 127.0.0.1, localhost or --host; when raters reach it by another name (--host 0.0.0.0), name it with
+--allowed_host. See rlkit2/label_server.py.
 """
 
 from __future__ import annotations
@@ -24,11 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) serves this machine only")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--read_timeout", type=float, default=5.0,
+                        help="seconds a client may stall mid-request before it is dropped (default 5)")
+    parser.add_argument("--max_leases", type=int, default=5,
+                        help="unanswered pairs one rater may hold at once (default 5)")
+    parser.add_argument("--allowed_host", action="append", default=[], metavar="NAME[:PORT]",
+                        help="another name raters reach the server by (repeatable), e.g. this machine's name")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         print(f"error: '{args.run_dir}' is not a run directory", file=sys.stderr)
         return 2
-    server = LabelServer(args.run_dir, args.host, args.port, renderer=segment_renderer(args.run_dir))
+    if args.read_timeout <= 0 or args.max_leases < 1:
+        print("error: --read_timeout must be > 0 and --max_leases >= 1", file=sys.stderr)
+        return 2
+    server = LabelServer(args.run_dir, args.host, args.port, renderer=segment_renderer(args.run_dir),
+                         read_timeout=args.read_timeout, max_leases_per_rater=args.max_leases,
+                         allowed_hosts=args.allowed_host)
     print(f"labeling {args.run_dir} at {server.url}  (Ctrl-C to stop)", flush=True)
 
     def stop(signum, frame):  # also when started with SIGINT ignored (e.g. from a background job)

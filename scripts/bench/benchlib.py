@@ -42,6 +42,13 @@ def append_record(path: Path, record: dict) -> None:
     print(json.dumps({k: v for k, v in record.items() if not k.endswith("curve")}), flush=True)
 
 
+def read_records(path: Path) -> list[dict]:
+    """The JSON-lines records in ``path`` ([] when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def run_jobs(commands: list[list[str]], jobs: int) -> None:
     """Run the commands, at most ``jobs`` at a time (one core each), in the given order."""
     running: list[subprocess.Popen] = []

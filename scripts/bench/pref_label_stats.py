@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rlkit2 import checkpoint as ckpt  # noqa: E402
-from rlkit2.preference import EnsembleTrainer, RewardEnsemble, StackedSegments  # noqa: E402
+from rlkit2.preference import EnsembleTrainer, RewardEnsemble, StackedSegments, has_batch_norm  # noqa: E402
 from rlkit2.run import load_run_config  # noqa: E402
 
 
@@ -50,7 +50,8 @@ def label_stats(run_dir: Path) -> dict:
     obs_shape = (stack, *c["obs_1"].shape[2:]) if stack else tuple(c["obs_1"].shape[2:])
     model = RewardEnsemble(obs_shape, actions.shape[-1], cfg.members, tuple(cfg.reward_hidden), scale=cfg.reward_scale,
                            precision=cfg.reward_precision, frame_stack=stack > 0,
-                           use_actions=cfg.reward_actions)
+                           use_actions=cfg.reward_actions,
+                           batch_norm=has_batch_norm(state["reward_model"]))  # as saved: older runs have none
     model.load_state_dict(state["reward_model"])
     model.eval()
     trainer = EnsembleTrainer(model)

@@ -25,6 +25,10 @@ Atari Pong at a reduced budget on a CPU (docs/benchmarks.md, "Atari Pong with sy
         --pref-set reward_precision=bf16 --pref-set reward_batches=1 --pref-set reward_batch=16 \
         --pref-set fit_eval_pairs=32 --pref-set normalization_steps=1024 --pref-set pretrain_epochs=10 \
         --out docs/bench/pref_atari.jsonl
+
+The pref preset's Atari section applies to the label variants (the paper's Atari reward model with batch norm and
+dropout, 500 labels before RL, a rate ~ 5e6 / (T + 5e6) in frames lowered every 5e6 frames), except for what a
+``--pref-set`` replaces: here 10 pretraining epochs instead of its 200.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ before it filled them (commit 7ef815e): this is how the failed Pong run's reward
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ from pref_label_stats import finished_pref_run  # noqa: E402
 from rlkit2 import checkpoint as ckpt  # noqa: E402
 from rlkit2.agent import get_agent_spec  # noqa: E402
 from rlkit2.device import set_threads  # noqa: E402
+from rlkit2.preference import has_batch_norm  # noqa: E402
 from rlkit2.run import build_agent, make_env  # noqa: E402
 
 
@@ -62,9 +64,12 @@ def play(run_dir: Path, steps: int, num_envs: int, seed: int,
     started, of the run's final policy (sampled actions) on its own env settings; the run's reward_clip; and, with
     an action input and discrete actions, each action's mean reward (minus the mean over actions) and share."""
     run, agent_config, final = finished_pref_run(run_dir, {"device": "cpu"})
+    state = ckpt.load(final, map_location="cpu")["agent_state"]
+    if not has_batch_norm(state["reward_model"]):  # the model as saved: runs before the paper's batch norm had none
+        agent_config = dataclasses.replace(agent_config, reward_batch_norm=False, reward_dropout=0.0)
     env = make_env(run, num_envs, seed)
     agent = build_agent(get_agent_spec("pref"), run, agent_config, env, training=False)
-    agent.load_state_dict(ckpt.load(final, map_location="cpu")["agent_state"])
+    agent.load_state_dict(state)
     agent.model.eval()
     if zero_padding:
         agent.model.frame_stack = False

@@ -16,6 +16,7 @@ overrides for both methods: --set name=value (e.g. --set filters=16,16,32 to shr
 Each run appends one JSON line: its curve, final and best evaluation, and training steps/s.
 
 The floor, the average reward of uniformly random options: ``python scripts/bench/vpn_collect.py random``.
+Adam steps per 1,000 options, ours against the official workers': ``python scripts/bench/vpn_collect.py adam-steps``.
 
 Planning cost: decisions/s of greedy planning (encoder + d-step plan + argmax) for d = 1, 3, 5, batched over N
 envs, against the model-free forward:
@@ -128,6 +129,34 @@ def random_options(args: argparse.Namespace) -> None:
               f"(standard error, {len(returns)} episodes)")
 
 
+def adam_steps(args: argparse.Namespace) -> None:
+    """Adam steps per 1,000 options under random options: ours (one step per piece of an env's fixed T-option
+    rollout, cut at episode ends) against an official worker's (one step per rollout, which stops at a terminal
+    and starts the next episode afresh: ceil(L / T) rollouts for an episode of L options)."""
+    import math
+
+    import envs
+
+    T, N = args.num_steps, args.envs
+    for variant, env_id in ENVS.items():
+        env, rng = envs.make(env_id, N, seed=0), np.random.default_rng(0)
+        env.reset(seed=0)
+        ends = []
+        for _ in range(args.rollouts * T):
+            _, _, terminated, truncated, _ = env.step(rng.integers(0, 4, N))
+            ends.append(terminated | truncated)
+        ends = np.array(ends)  # [rollouts * T, N]
+        ours = sum(int((1 + ends[r * T:(r + 1) * T - 1].sum(0)).sum()) for r in range(args.rollouts))
+        official = 0
+        for n in range(N):  # complete episodes only
+            lengths = np.diff(np.concatenate([[-1], np.flatnonzero(ends[:, n])]))
+            official += sum(math.ceil(length / T) for length in lengths)
+        options_official = sum(int(np.flatnonzero(ends[:, n])[-1]) + 1 for n in range(N) if ends[:, n].any())
+        print(f"{variant}: {1000 * ours / ends.size:.1f} Adam steps per 1000 options here, "
+              f"{1000 * official / options_official:.1f} for the official workers "
+              f"(T = {T}, mean episode {ends.size / ends.sum():.2f} options)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,8 +182,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "vpn_planning.json")
     p = sub.add_parser("random")
     p.add_argument("--episodes", type=int, default=10_000)
+    p = sub.add_parser("adam-steps")
+    p.add_argument("--num-steps", type=int, default=10)
+    p.add_argument("--envs", type=int, default=16)
+    p.add_argument("--rollouts", type=int, default=300)
     args = parser.parse_args()
-    {"learning": learning, "planning": planning, "random": random_options}[args.command](args)
+    {"learning": learning, "planning": planning, "random": random_options, "adam-steps": adam_steps}[
+        args.command](args)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,29 @@ def test_first_visit_count_bonus_is_what_the_official_uint8_cast_computes():
                                [[0.1, 0.0], [0.0, 0.0], [0.1, 0.0], [0.0, 0.0]])
 
 
+def test_episode_count_tables_carry_across_rollouts_until_the_episode_ends():
+    """count_reset='episode' keeps each env's table across rollout boundaries: (1, 1) visited in one rollout is
+    not a first visit in the next unless the episode ended in between."""
+    tables = [{}, {}]
+    first = np.array([[1, 1], [2, 1]]).reshape(2, 1, 2).repeat(2, axis=1)
+    ends = np.array([[False, False], [False, True]])  # env 1's episode ends at the rollout's last step
+    np.testing.assert_allclose(episodic_count_bonus(first, ends, 0.1, "episode", episode_tables=tables),
+                               [[0.1, 0.1], [0.1, 0.1]])
+    second = np.array([[1, 1], [3, 1]]).reshape(2, 1, 2).repeat(2, axis=1)
+    np.testing.assert_allclose(episodic_count_bonus(second, np.zeros((2, 2), bool), 0.1, "episode",
+                                                    episode_tables=tables), [[0.0, 0.1], [0.1, 0.1]])
+    assert tables[0] == {(1, 1): 2, (2, 1): 1, (3, 1): 1} and tables[1] == {(1, 1): 1, (3, 1): 1}
+
+
+def test_episode_count_tables_are_checkpointed():
+    agent = make_agent(count_bonus=0.1, count_reset="episode")
+    agent.train_iteration()
+    assert any(agent.episode_counts)  # MiniGrid-Empty-5x5 episodes outlast a 32-step rollout
+    restored = make_agent(count_bonus=0.1, count_reset="episode")
+    restored.load_state_dict(agent.state_dict())
+    assert restored.episode_counts == agent.episode_counts
+
+
 def make_agent(env_id="MiniGrid-Empty-5x5-v0", total_steps=10_000, **overrides):
     env = envs.make(env_id, num_envs=4, seed=0)
     cfg = override(AGACConfig(), {"num_steps": 32, "minibatch_size": 64, **overrides})
@@ -180,12 +203,25 @@ def test_without_its_terms_agac_takes_the_ppo_minigrid_update():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_c_decays_linearly_to_zero_over_the_run():
-    agent = make_agent(total_steps=4 * 128, agac_c=0.4)  # 4 iterations of 4 envs x 32 steps
+def test_c_decays_linearly_to_zero_over_the_run_with_decay_steps_0():
+    agent = make_agent(total_steps=4 * 128, agac_c=0.4, agac_c_decay_steps=0)  # 4 iterations of 4 envs x 32 steps
     cs = []
     for _ in range(4):
         cs.append(agent.train_iteration()["charts/agac_c"])
     np.testing.assert_allclose(cs, [0.4, 0.3, 0.2, 0.1], rtol=1e-6)
+
+
+def test_c_decays_over_the_official_horizon_by_default():
+    """The official MiniGrid run decays c over 2e8 steps: after 2M steps c is still 0.99 c0, not ~0."""
+    assert AGACConfig().agac_c_decay_steps == 200_000_000
+    agent = make_agent(total_steps=4 * 128, agac_c=0.4)
+    cs = [agent.train_iteration()["charts/agac_c"] for _ in range(4)]
+    np.testing.assert_allclose(cs, [0.4 * (1 - u * 128 / 2e8) for u in range(4)], rtol=1e-9)
+    agent = make_agent(total_steps=2_000_000, agac_c=0.4, agac_c_decay_steps=1024)  # 8 iterations of 128
+    agent.iterations = 6
+    assert agent.current_c() == pytest.approx(0.1)
+    agent.iterations = 9
+    assert agent.current_c() == 0.0
 
 
 def test_count_bonus_needs_agent_positions():

@@ -356,3 +356,41 @@ def test_failed_compile_warns_and_trains_uncompiled(monkeypatch, failing):
         stats = agent.train_iteration()
     assert np.isfinite(stats["losses/policy_loss"])
     assert agent._losses == agent.minibatch_losses
+
+
+@pytest.mark.parametrize("init_std, sign", [(0.5, 1.0), (3.0, -1.0)])
+def test_tanh_entropy_bonus_is_the_squashed_policys_entropy(init_std, sign):
+    """With tanh squashing the bonus must raise the squashed policy's entropy. At the policy that collected the
+    data, d(bonus)/d(log std) > 0 for a narrow policy, and < 0 for a wide one whose actions saturate at +-1 (the
+    squashed entropy is bounded). The old bonus, -log pi of the stored samples, has zero expected gradient there
+    (it is H(pi_old) + KL(pi_old || pi))."""
+    torch.manual_seed(0)
+    env = envs.make("Pendulum-v1", num_envs=4, seed=0)
+    agent = make_agent(env, action_handling="tanh", std_transform="exp", init_std=init_std, num_steps=1024)
+    rollout = agent.collector.collect(agent)
+    obs = rollout.obs.reshape(-1, rollout.obs.shape[-1]).clone()
+    actions, logprobs = rollout.actions.reshape(-1, 1).clone(), rollout.logprobs.reshape(-1).clone()
+    zeros = torch.zeros_like(logprobs)
+    entropy = agent.minibatch_losses(obs, actions, logprobs, zeros, zeros, zeros)[3]
+    (grad,) = torch.autograd.grad(entropy, agent.model.std_param)  # exp transform: std_param = log std + const
+    assert sign * grad.item() > 0.25, grad
+
+
+def test_a2c_preset_value_weight_equals_sb3s():
+    """SB3/baselines' A2C: loss = pg + vf_coef * MSE(V, R) with vf_coef 0.5. Ours is value_coef * 1/2 (V - R)^2,
+    so the preset's value_coef must be 1.0 for the same gradient (0.5 on Atari: the zoo's vf_coef 0.25); and its
+    optimizer is TF-style RMSprop."""
+    _, cfg = resolve_config("a2c", "CartPole-v1", {})
+    env = envs.make("CartPole-v1", num_envs=2, seed=0)
+    agent = OnPolicyAgent(cfg, BuildContext(env=env, device=torch.device("cpu"), total_steps=1000, seed=0,
+                                            threads_collect=1, threads_update=1))
+    obs, targets = torch.randn(6, 4), torch.randn(6)
+    zeros = torch.zeros(6)
+    actions = torch.zeros(6, dtype=torch.long)
+    loss, policy_loss, value_loss, entropy, _, _ = agent.minibatch_losses(obs, actions, zeros, zeros, targets, zeros)
+    sb3_loss = policy_loss + 0.5 * torch.nn.functional.mse_loss(agent.model.value(obs), targets)
+    assert loss.item() == pytest.approx(sb3_loss.item(), rel=1e-6)
+    from rlkit2.optim import RMSpropTF
+    assert isinstance(agent.optimizer, RMSpropTF)
+    _, atari = resolve_config("a2c", "ALE/Pong-v5", {})
+    assert atari.value_coef == 0.5

@@ -2,6 +2,7 @@
 learns Pendulum through the scripts; the RL agent sees only the learned reward; segments never straddle
 episodes; the labels survive a resume; bad options get a clear error."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -161,6 +162,11 @@ def test_labels_and_reward_model_survive_a_resume(tmp_path):
     ("noise", "1.5", "'noise' must be in"),
     ("normalization_trim", "0.5", "'normalization_trim' must be in"),
     ("reward_clip", "-1", "reward_clip"),
+    ("reward_dropout", "1.0", r"'reward_dropout' must be in \[0, 1\)"),
+    ("initial_labels", "500", r"'initial_labels' \(500\) is more than 'labels' \(300\).*lower --initial_labels"),
+    ("initial_labels", "-1", "'initial_labels' must be >= 0"),
+    ("label_rate_every", "-5", "'label_rate_every' must be >= 0"),
+    ("reward_dropout", "-0.1", r"'reward_dropout' must be in \[0, 1\)"),
     ("oracle", "human", "needs clips, rendered from Atari frames or from MuJoCo simulator states"),
 ])
 def test_bad_options_get_a_clear_error(tmp_path, option, value, message):
@@ -217,6 +223,17 @@ def test_a_fifo_of_comparisons_still_asks_for_exactly_the_scheduled_labels(tmp_p
     assert state["comparisons"]["ids"].tolist() == list(range(35, 60))  # the newest 25
 
 
+def _pair_clips(run_dir: Path) -> dict[int, tuple[str, str]]:
+    """The clip names of every pair in the run's label store, by pair id."""
+    import sqlite3
+
+    db = sqlite3.connect(run_dir / "labels.sqlite")
+    try:
+        return {i: (c1, c2) for i, c1, c2 in db.execute("SELECT id, clip_1, clip_2 FROM pairs")}
+    finally:
+        db.close()
+
+
 def _fetch_clip(run_dir: Path, name: str) -> tuple[int, bytes]:
     """GET /clips/NAME from the run's labeling page (rendered on request): (HTTP status, body)."""
     import http.client
@@ -236,36 +253,212 @@ def _fetch_clip(run_dir: Path, name: str) -> tuple[int, bytes]:
         server.server_close()
 
 
-def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path):
-    """--oracle human: pairs go to the run's label store with their MuJoCo states on disk; the page renders a
-    clip from them; answers (here a script acting as the rater) reach the comparisons when training goes on."""
+def test_labels_from_people_flow_through_the_store_and_the_page(tmp_path, monkeypatch):
+    """--oracle human with --wait_for_initial_labels false: a warning, and RL starts at once; pairs go to the run's
+    label store with their MuJoCo states on disk; the page renders a clip from them; answers (here a script acting
+    as the rater) reach the comparisons when training goes on, and the reward model is pretrained on them then."""
+    from agents.pref import PrefAgent
     from rlkit2.labels import LabelStore
 
-    overrides = {"total_steps": 1536, "labels": 12, "warmup_steps": 256, "pretrain_epochs": 1, "oracle": "human",
-                 "backend": "sync", "segment_length": 8, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
-                 "runs_dir": str(tmp_path), "progress": False, "tensorboard": False, "num_envs": 2,
-                 "rl.num_steps": 128, "rl.minibatch_size": 64, "run_name": "human"}
+    overrides = {"total_steps": 1536, "labels": 12, "warmup_steps": 256, "pretrain_epochs": 3, "oracle": "human",
+                 "wait_for_initial_labels": False, "backend": "sync", "segment_length": 8, "eval_every": 0,
+                 "eval_episodes": 1, "eval_envs": 1, "runs_dir": str(tmp_path), "progress": False,
+                 "tensorboard": False, "num_envs": 2, "rl.num_steps": 128, "rl.minibatch_size": 64,
+                 "run_name": "human"}
     run, cfg = resolve_config("pref", "HalfCheetah-v5", overrides)
-    first = train(run, cfg)
+    with pytest.warns(UserWarning, match="RL starts on an untrained reward model"):
+        first = train(run, cfg)
     run_dir = Path(first.run_dir)
     store = LabelStore(run_dir / "labels.sqlite")
     assert store.progress()["pairs"] == 12 and store.progress()["answered"] == 0  # nobody answered: training went on
-    assert (run_dir / "segments" / "seg0.npy").exists() and np.load(run_dir / "segments" / "seg0.npy").shape == (8, 18)
+    clip_1 = _pair_clips(run_dir)[0][0]  # pair 0's first clip, rendered from its stored MuJoCo states
+    assert np.load(run_dir / "segments" / clip_1.replace(".mp4", ".npy")).shape == (8, 18)
 
-    status, body = _fetch_clip(run_dir, "seg0.mp4")
+    status, body = _fetch_clip(run_dir, clip_1)
     assert status == 200 and body[4:8] == b"ftyp"
 
     answers = ["left", "right", "equal", "cant_tell"] * 3
     for answer in answers:
         lease = store.lease("script")
         store.submit(lease.pair_id, lease.token, answer, "script")
+    fits = []
+    real_fit = PrefAgent._fit
+    monkeypatch.setattr(PrefAgent, "_fit", lambda self, epochs, batches: fits.append((epochs, self.num_labels))
+                        or real_fit(self, epochs, batches))
     second = resume(run_dir, {"total_steps": 2048, "labels": 12})
-    assert second.status == "finished"
+    assert second.status == "finished" and fits[0] == (3, 9)  # pretraining on the answers, then the usual fits
     from rlkit2 import checkpoint as ckpt
 
     state = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
     assert sorted(state["comparisons"]["mu"].tolist()) == sorted([1.0, 0.0, 0.5] * 3)  # can't tell: dropped
     assert state["pending"] == {} and state["label_seq"] == 12
+
+
+HUMAN_RUN = {"total_steps": 1024, "labels": 8, "warmup_steps": 256, "pretrain_epochs": 3, "oracle": "human",
+             "backend": "sync", "segment_length": 8, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+             "progress": False, "tensorboard": False, "num_envs": 2, "rl.num_steps": 128, "rl.minibatch_size": 64}
+
+
+def _watch_human_run(monkeypatch, events: list) -> None:
+    """Record, in ``events``, each fit of the reward model as ("fit", epochs, comparisons, parameters changed)
+    and each RL iteration as ("rl",); poll the store fast and report the wait every 0.2 s."""
+    import agents.pref as pref
+
+    monkeypatch.setattr(pref, "WAIT_POLL_SECONDS", 0.02, raising=False)
+    monkeypatch.setattr(pref, "WAIT_REPORT_SECONDS", 0.2, raising=False)
+    real_fit, real_build = pref.PrefAgent._fit, pref._build_rl_agent
+
+    def fit(self, epochs, batches):
+        before = [p.detach().clone() for p in self.model.parameters()]
+        stats = real_fit(self, epochs, batches)
+        changed = any(not torch.equal(a, b) for a, b in zip(before, self.model.parameters()))
+        events.append(("fit", epochs, self.num_labels, changed))
+        return stats
+
+    def build(cfg, ctx):
+        agent = real_build(cfg, ctx)
+        iteration = agent.train_iteration
+        agent.train_iteration = lambda: events.append(("rl",)) or iteration()
+        return agent
+
+    monkeypatch.setattr(pref.PrefAgent, "_fit", fit)
+    monkeypatch.setattr(pref, "_build_rl_agent", build)
+
+
+def _store_when_ready(run_dir: Path, pairs: int, timeout: float = 120.0):
+    """The run's label store once it holds ``pairs`` pairs (the run asked for its initial labels)."""
+    import time
+
+    from rlkit2.labels import LabelStore
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "labels.sqlite").exists():
+            store = LabelStore(run_dir / "labels.sqlite")
+            if store.progress()["pairs"] >= pairs:
+                return store
+        time.sleep(0.05)
+    raise AssertionError(f"the run never stored {pairs} pairs")
+
+
+def test_a_human_run_waits_for_the_initial_labels_and_pretrains_before_rl(tmp_path, monkeypatch, capsys):
+    """Issue 20, item 7 (the paper: label the initial comparisons, pretrain, then RL): with --oracle human the run
+    waits, saying periodically how many initial pairs are answered and where to answer, until a person (a thread
+    answering through the store, slowly) has answered both initial pairs; then the reward model is pretrained
+    (pretrain_epochs passes, its weights change) before the first RL iteration. The run used to start RL at once
+    on an untrained model."""
+    import threading
+    import time
+
+    events: list = []
+    _watch_human_run(monkeypatch, events)
+    run_dir = tmp_path / "wait"
+
+    def person():
+        store = _store_when_ready(run_dir, 2)
+        time.sleep(0.5)  # a trainer that does not wait starts RL meanwhile
+        for answer in ("left", "right"):
+            lease = store.lease("ana")
+            store.submit(lease.pair_id, lease.token, answer, "ana")
+            events.append(("answer", lease.pair_id))
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=person, daemon=True)
+    thread.start()
+    run, cfg = resolve_config("pref", "HalfCheetah-v5", {**HUMAN_RUN, "runs_dir": str(tmp_path), "run_name": "wait"})
+    started = time.monotonic()
+    assert train(run, cfg).status == "finished"
+    thread.join(timeout=60)
+    first_rl = events.index(("rl",))
+    assert [e[0] for e in events[:first_rl]] == ["answer", "answer", "fit"], events
+    assert events[first_rl - 1] == ("fit", 3, 2, True)  # pretraining: 3 passes over the 2 answers, weights moved
+    out = capsys.readouterr().out
+    reports = [line for line in out.splitlines() if "answered so far" in line]
+    assert "0 of 2 answered so far" in reports[0] and "http://127.0.0.1:8765" in reports[0]
+    assert f"python scripts/label.py {run_dir}" in reports[0] and "the 2 initial pairs are answered" in out
+    assert len(reports) <= 2 + (time.monotonic() - started) / 0.2  # every 0.2 s, not every poll (0.02 s)
+
+
+def test_a_stop_while_waiting_for_initial_labels_saves_and_a_resume_waits_on(tmp_path, monkeypatch):
+    """SIGTERM while the run waits for the initial labels: the run saves a checkpoint and exits as 'interrupted'
+    without an RL step, like an interrupted run loop; the answer given before the stop and the one given while
+    the run was down both reach pretraining after --resume."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from rlkit2 import checkpoint as ckpt
+
+    events: list = []
+    _watch_human_run(monkeypatch, events)
+    run_dir = tmp_path / "stop"
+
+    def person_then_stop():
+        store = _store_when_ready(run_dir, 2)
+        lease = store.lease("ana")
+        store.submit(lease.pair_id, lease.token, "left", "ana")
+        time.sleep(0.3)
+        handler = signal.getsignal(signal.SIGTERM)
+        if type(getattr(handler, "__self__", None)).__name__ == "_StopFlag":  # only into the run loop's handler
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=person_then_stop, daemon=True)
+    thread.start()
+    run, cfg = resolve_config("pref", "HalfCheetah-v5", {**HUMAN_RUN, "runs_dir": str(tmp_path), "run_name": "stop"})
+    result = train(run, cfg)
+    thread.join(timeout=60)
+    assert result.status == "interrupted" and ("rl",) not in events and not any(e[0] == "fit" for e in events)
+    state = ckpt.load(result.checkpoint, map_location="cpu")["agent_state"]
+    assert state["started"] and not state["pretrained"] and len(state["initial_pairs"]) == 2
+    assert len(state["pending"]) == 1 and state["comparisons"]["mu"].tolist() == [1.0]  # the answer is saved
+
+    store = _store_when_ready(run_dir, 2)  # the other initial pair is answered while the run is down
+    lease = store.lease("ben")
+    store.submit(lease.pair_id, lease.token, "equal", "ben")
+    assert resume(run_dir).status == "finished"
+    first_rl = events.index(("rl",))
+    assert events[first_rl - 1] == ("fit", 3, 2, True)  # both answers, nothing lost
+
+
+def test_a_resumed_human_run_never_reuses_a_pair_id_or_rewrites_a_stored_segment(tmp_path):
+    """Issue 20, item 6: a session stores pairs after its last checkpoint and dies before the next one; the run is
+    resumed from that checkpoint. Its new pairs must get ids the store has not given out, and no file of a pair
+    already stored may change (ids used to restart at the checkpoint's labels_asked: the resumed run overwrote
+    those pairs' segment files, then died with an IntegrityError)."""
+    import shutil
+
+    from rlkit2.labels import LabelStore
+
+    overrides = {"total_steps": 2048, "stop_after_steps": 256, "labels": 12, "warmup_steps": 256,
+                 "pretrain_epochs": 1, "oracle": "human", "wait_for_initial_labels": False, "backend": "sync",
+                 "segment_length": 8, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1, "runs_dir": str(tmp_path),
+                 "progress": False, "tensorboard": False, "num_envs": 2, "rl.num_steps": 128,
+                 "rl.minibatch_size": 64, "run_name": "crash"}
+    run, cfg = resolve_config("pref", "HalfCheetah-v5", overrides)
+    run_dir = Path(train(run, cfg).run_dir)
+    shutil.copytree(run_dir / "checkpoints", tmp_path / "saved")  # the last checkpoint before the crash
+    assert resume(run_dir, {"stop_after_steps": 512}).status == "interrupted"  # stores more pairs, then "dies"
+    shutil.rmtree(run_dir / "checkpoints")
+    shutil.copytree(tmp_path / "saved", run_dir / "checkpoints")
+    before = _pair_clips(run_dir)
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (run_dir / "segments").iterdir()}
+    assert len(before) > 3 and len(files) == 2 * len(before)
+
+    assert resume(run_dir, {"stop_after_steps": 0}).status == "finished"
+    after = _pair_clips(run_dir)
+    new_ids = set(after) - set(before)
+    assert new_ids and min(new_ids) > max(before) and {i: after[i] for i in before} == before  # old pairs untouched
+    new_clips = [c for i in new_ids for c in after[i]]
+    assert not set(new_clips) & {c for pair in before.values() for c in pair}  # new pairs, new files
+    for name, (data, mtime) in files.items():  # every file of an old pair byte-identical, never rewritten
+        path = run_dir / "segments" / name
+        assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime, name
+    from rlkit2 import checkpoint as ckpt
+
+    pending = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]["pending"]
+    assert new_ids <= {int(i) for i in pending} <= set(after)  # the new pairs wait for answers under their ids
+    assert LabelStore(run_dir / "labels.sqlite").progress()["pairs"] == len(after)
 
 
 def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
@@ -275,23 +468,25 @@ def test_atari_labels_from_people_show_the_frames_the_agent_saw(tmp_path):
 
     from rlkit2 import checkpoint as ckpt
 
-    overrides = {"total_steps": 384, "labels": 4, "warmup_steps": 128, "pretrain_epochs": 1, "oracle": "human",
-                 "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
-                 "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False,
-                 "tensorboard": False, "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64,
+    overrides = {"total_steps": 384, "labels": 4, "initial_labels": 1, "warmup_steps": 128, "pretrain_epochs": 1,
+                 "oracle": "human", "wait_for_initial_labels": False, "segment_length": 8, "pool_steps": 512,
+                 "eval_every": 0, "eval_episodes": 1, "eval_envs": 1, "atari.max_episode_frames": 200,
+                 "runs_dir": str(tmp_path), "progress": False, "tensorboard": False, "num_envs": 2,
+                 "rl.num_steps": 64, "rl.minibatch_size": 64,
                  "run_name": "atari"}
     run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
     result = train(run, cfg)
     run_dir = Path(result.run_dir)
-    stored = np.load(run_dir / "segments" / "seg0.npy")
+    clip_1 = _pair_clips(run_dir)[0][0]
+    stored = np.load(run_dir / "segments" / clip_1.replace(".mp4", ".npy"))
     assert stored.dtype == np.uint8 and stored.shape == (8, 84, 84)
     pending = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]["pending"]
     assert pending["0"]["obs_1"].shape == (8 + 3, 84, 84)  # the segment's distinct frames (StackedSegments)
     np.testing.assert_array_equal(stored, pending["0"]["obs_1"][3:].numpy())  # the newest frame of each stack
 
-    status, body = _fetch_clip(run_dir, "seg0.mp4")
+    status, body = _fetch_clip(run_dir, clip_1)
     assert status == 200 and body[4:8] == b"ftyp"
-    frames = np.stack(list(iio.imiter(run_dir / "clips" / "seg0.mp4")))
+    frames = np.stack(list(iio.imiter(run_dir / "clips" / clip_1)))
     assert frames.shape == (8 + 8, 336, 336, 3)  # 8 steps, then the last held for 0.5 s at 15 fps
     expected = stored[0].repeat(4, 0).repeat(4, 1).astype(int)
     assert np.abs(frames[0, :, :, 0].astype(int) - expected).mean() < 6  # lossy, but the same picture
@@ -303,8 +498,8 @@ def test_atari_comparisons_keep_distinct_frames_and_the_reward_model_trains_on_t
     from rlkit2 import checkpoint as ckpt
     from rlkit2.logger import read_progress
 
-    overrides = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
-                 "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+    overrides = {"total_steps": 384, "labels": 8, "initial_labels": 2, "warmup_steps": 128, "pretrain_epochs": 2,
+                 "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
                  "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
                  "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64}
     run, cfg = resolve_config("pref", "ALE/Pong-v5", overrides)
@@ -329,8 +524,8 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     monkeypatch.setattr(EnsembleTrainer, "fit", lambda self, *a, **kw: fits.append(a[6:]) or real_fit(self, *a, **kw))
     monkeypatch.setattr(RewardEnsemble, "fit_normalization",
                         lambda self, obs, act: norm_rows.append(len(obs)) or models.append(self) or real_norm(self, obs, act))
-    overrides = {"total_steps": 384, "labels": 8, "warmup_steps": 128, "pretrain_epochs": 2, "segment_length": 8,
-                 "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+    overrides = {"total_steps": 384, "labels": 8, "initial_labels": 2, "warmup_steps": 128, "pretrain_epochs": 2,
+                 "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
                  "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
                  "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64, "reward_batches": 3, "fit_eval_pairs": 4,
                  "normalization_steps": 64, "reward_precision": "bf16"}
@@ -340,3 +535,115 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     assert set(norm_rows) == {64} and all(net.bf16 for net in models[0].nets)
     assert models[0].frame_stack and models[0].clip == 5.0 and models[0].trim == 0.005
     assert not models[0].use_actions and models[0].nets[0].head[0].in_features == 16 * 7 * 7  # frames only
+
+
+ATARI_TINY = {"total_steps": 384, "labels": 8, "initial_labels": 2, "warmup_steps": 128, "pretrain_epochs": 2,
+              "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+              "atari.max_episode_frames": 200, "progress": False, "tensorboard": False, "num_envs": 2,
+              "rl.num_steps": 64, "rl.minibatch_size": 64}
+
+
+def test_on_atari_the_reward_model_trains_in_train_mode_and_scores_in_eval_mode_also_after_a_resume(tmp_path,
+                                                                                                   monkeypatch):
+    """Every forward pass of a conv member that builds a graph (a training step) runs in train mode (batch
+    statistics, dropout); every one without (the RL agent's rewards, the normalisation, query selection, held-out
+    losses) in eval mode; also after a resume, whose model is built afresh and loads the saved batch-norm
+    statistics."""
+    from rlkit2 import checkpoint as ckpt
+    from rlkit2.preference import ConvRewardMember
+
+    calls = []
+    real_forward = ConvRewardMember.forward
+    monkeypatch.setattr(ConvRewardMember, "forward", lambda self, obs, actions: calls.append(
+        (torch.is_grad_enabled(), self.training, self.convs[3].training)) or real_forward(self, obs, actions))
+    loaded = []
+    from agents.pref import PrefAgent
+
+    real_load = PrefAgent.load_state_dict
+    monkeypatch.setattr(PrefAgent, "load_state_dict", lambda self, state: real_load(self, state) or loaded.append(
+        (state["reward_model"], {k: v.clone() for k, v in self.model.state_dict().items()})))
+    run, cfg = resolve_config("pref", "ALE/Pong-v5", {**ATARI_TINY, "stop_after_steps": 256, "runs_dir": str(tmp_path),
+                                                      "checkpoint_every": 128})
+    first = train(run, cfg)
+    assert first.status == "interrupted"
+    session_one = len(calls)
+    second = resume(first.run_dir, {"stop_after_steps": 0})
+    assert second.status == "finished" and len(calls) > session_one
+    training, scoring = [c for c in calls if c[0]], [c for c in calls if not c[0]]
+    assert training and scoring
+    assert all(c[1] and c[2] for c in training)  # member and its dropout in train mode
+    assert not any(c[1] or c[2] for c in scoring)
+    assert not any(c[1] for c in calls[session_one:] if not c[0])  # after the resume too
+    saved, after_load = loaded[0]
+    assert any(k.endswith("running_var") for k in saved)  # the batch-norm statistics are in the checkpoint ...
+    for key, value in saved.items():  # ... and the resumed model has them
+        torch.testing.assert_close(after_load[key], value.to(after_load[key].dtype), rtol=0, atol=0)
+    final = ckpt.load(Path(second.run_dir) / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]
+    assert not torch.equal(final["reward_model"]["nets.0.convs.1.running_mean"],
+                           saved["nets.0.convs.1.running_mean"])  # and kept training them
+
+
+def test_a_checkpoint_saved_without_batch_norm_needs_its_options_to_resume_and_still_evaluates():
+    """Runs from before the paper's batch norm and dropout saved a reward model without them: resuming with the
+    new defaults is a clear error naming the options that rebuild it; evaluation (which only acts) goes on."""
+    from agents.pref import PrefAgent, PrefConfig
+    from rlkit2.agent import BuildContext
+    from rlkit2.config import override
+
+    env = envs.make("ALE/Pong-v5", num_envs=1, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=1000, seed=0, threads_collect=1,
+                       threads_update=1)
+    small = {"pool_steps": 64, "reward_actions": "false", "rl.num_steps": "64", "rl.minibatch_size": "64"}
+    old = PrefAgent(override(PrefConfig(), {**small, "reward_batch_norm": "false", "reward_dropout": "0"}), ctx)
+    assert [type(m).__name__ for m in old.model.nets[0].convs][:3] == ["Conv2d", "LeakyReLU", "Dropout"]
+    state = old.state_dict()
+    new = PrefAgent(override(PrefConfig(), small), ctx)
+    assert type(new.model.nets[0].convs[1]).__name__ == "BatchNorm2d" and new.model.nets[0].convs[3].p == 0.5
+    with pytest.raises(ConfigError, match="no batch norm.*Resume it with --reward_batch_norm false --reward_dropout 0"):
+        new.load_state_dict(state)
+    evaluating = PrefAgent(override(PrefConfig(), small), dataclasses.replace(ctx, training=False))
+    with pytest.warns(UserWarning, match="evaluated without it"):
+        evaluating.load_state_dict(state)
+    for mine, saved in zip(evaluating.rl.state_dict()["model"].values(), state["rl"]["model"].values()):
+        torch.testing.assert_close(mine, saved)
+    PrefAgent(override(PrefConfig(), {**small, "reward_batch_norm": "false", "reward_dropout": "0"}),
+              ctx).load_state_dict(state)  # with the options it was saved with
+    env.close()
+
+
+def test_the_atari_preset_has_the_papers_label_schedule_and_mujoco_keeps_its_own():
+    """App. A.2: 500 comparisons before RL, 200 pretraining epochs, a rate ~ 5e6 / (T + 5e6) with T in frames,
+    lowered every 5e6 frames (1.25e6 agent steps at frame skip 4). App. A.1: 25% up front, 2e6 / (T + 2e6)."""
+    atari = resolve_config("pref", "ALE/Pong-v5")[1]
+    assert (atari.initial_labels, atari.pretrain_epochs, atari.label_tau, atari.label_rate_every) == (500, 200, 1.25e6,
+                                                                                                      1_250_000)
+    assert (atari.labels, atari.max_comparisons, atari.reward_batch_norm, atari.reward_dropout) == (5500, 3000, True,
+                                                                                                    0.5)
+    for env_id in ("Hopper-v5", "HalfCheetah-v5"):
+        mujoco = resolve_config("pref", env_id)[1]
+        assert (mujoco.initial_labels, mujoco.initial_share, mujoco.label_tau, mujoco.label_rate_every) == (0, 0.25,
+                                                                                                            2e6, 0)
+
+
+def test_the_first_iteration_asks_for_initial_labels_and_the_rest_follow_the_stretched_schedule(monkeypatch):
+    from agents.pref import PrefAgent, PrefConfig
+    from rlkit2.agent import BuildContext
+    from rlkit2.config import override
+    from rlkit2.preference import labels_due
+
+    env = envs.make("Pendulum-v1", num_envs=4, seed=0)
+    ctx = BuildContext(env=env, device=torch.device("cpu"), total_steps=4096, seed=0, threads_collect=1,
+                       threads_update=1)
+    cfg = override(PrefConfig(), {"labels": 40, "initial_labels": 7, "warmup_steps": 256, "pretrain_epochs": 1,
+                                  "label_tau": 512, "label_rate_every": 1024, "segment_length": 10,
+                                  "rl.num_steps": 64, "rl.minibatch_size": 64})
+    agent = PrefAgent(cfg, ctx)
+    fitted = []
+    real_fit = agent._fit
+    monkeypatch.setattr(agent, "_fit", lambda *a, **kw: fitted.append(agent.num_labels) or real_fit(*a, **kw))
+    for _ in range(3):
+        agent.train_iteration()
+    assert fitted[0] == 7  # pretraining on the initial labels alone
+    assert agent.labels_asked == labels_due(agent.env_steps, 40, 4096, tau=512, initial_labels=7, rate_every=1024)
+    assert agent.labels_asked != labels_due(agent.env_steps, 40, 4096, tau=512, initial_labels=7)  # stretches count
+    env.close()

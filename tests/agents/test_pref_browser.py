@@ -1,7 +1,8 @@
 """Labeling in a real headless browser (Debian's chromium; .ci/run installs it and sets
-RLKIT2_REQUIRE_BROWSER=1 so a missing browser fails CI instead of skipping): a --oracle human run queues pairs,
-the page shows their clips rendered from the stored MuJoCo states, a rater answers with the arrow keys, and the
-answers land in the database and then in the reward model when training goes on."""
+RLKIT2_REQUIRE_BROWSER=1 so a missing browser fails CI instead of skipping): a --oracle human run (not waiting for
+its initial labels) queues pairs, the page shows their clips rendered from the stored MuJoCo states, a rater answers
+with the arrow keys (the page leases and answers by POST), and the answers land in the database and then in the
+reward model when training goes on."""
 
 import os
 import threading
@@ -21,9 +22,9 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("RLKIT2_
 
 def test_a_rater_labels_pairs_with_the_keyboard_and_the_reward_model_learns_their_answers(tmp_path):
     overrides = {"total_steps": 1536, "labels": 8, "warmup_steps": 256, "pretrain_epochs": 1, "oracle": "human",
-                 "backend": "sync", "segment_length": 8, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
-                 "runs_dir": str(tmp_path), "progress": False, "tensorboard": False, "num_envs": 2,
-                 "rl.num_steps": 128, "rl.minibatch_size": 64, "run_name": "people"}
+                 "wait_for_initial_labels": False, "backend": "sync", "segment_length": 8, "eval_every": 0,
+                 "eval_episodes": 1, "eval_envs": 1, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
+                 "num_envs": 2, "rl.num_steps": 128, "rl.minibatch_size": 64, "run_name": "people"}
     run, cfg = resolve_config("pref", "HalfCheetah-v5", overrides)
     run_dir = Path(train(run, cfg).run_dir)
 
@@ -55,7 +56,7 @@ def test_a_rater_labels_pairs_with_the_keyboard_and_the_reward_model_learns_thei
 
     labels = server.store.labels_since(0)
     assert [l.answer for l in labels] == ["left", "left", "equal", "left", "cant_tell", "left", "left", "left"]
-    assert all(l.rater == "rater" for l in labels) and (run_dir / "clips" / "seg0.mp4").exists()
+    assert all(l.rater == "rater" for l in labels) and len(list((run_dir / "clips").glob("seg-*-[12].mp4"))) == 16
 
     resume(run_dir, {"total_steps": 3072, "reward_epochs": 30})  # training reads the answers as it goes on
     state = ckpt.load(run_dir / "checkpoints" / "final.pt", map_location="cpu")["agent_state"]

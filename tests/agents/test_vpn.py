@@ -318,3 +318,14 @@ def test_option_outcome_discounts_inside_the_option_and_defaults_to_primitive_st
 def test_same_padding_gives_ceil_of_size_over_stride(size, stride, expected):
     conv = SameConv2d(1, 1, 4 if stride > 1 else 3, stride)
     assert conv(torch.zeros(1, 1, size, size + 1)).shape[-2:] == (expected, -(-(size + 1) // stride))
+
+
+@pytest.mark.parametrize("branch, k", [("4", 1), ("4,4", 2), ("4,4,4", 3), ("4,4,4,1,1", 5)])
+def test_unroll_length_defaults_to_the_plan_depth(branch, k):
+    """The official runs pair --prediction-step with the branch list (k = d); an explicit k still wins."""
+    from rlkit2.run import resolve_config
+
+    _, cfg = resolve_config("vpn", "rlkit2/Collect-v0", {"branch": branch})
+    assert cfg.unroll == k
+    _, cfg = resolve_config("vpn", "rlkit2/Collect-v0", {"branch": branch, "prediction_steps": 2})
+    assert cfg.unroll == 2

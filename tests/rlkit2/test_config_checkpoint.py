@@ -75,7 +75,7 @@ def test_preset_precedence():
     run, cfg = resolve_config("ppo", "Pendulum-v1")
     assert cfg.gamma == 0.9 and run.num_envs == 4  # env-id section beats the family section
     run, cfg = resolve_config("a2c", "Hopper-v5")
-    assert cfg.policy_loss == "pg" and cfg.optimizer == "rmsprop" and cfg.normalize_obs and cfg.num_steps == 5
+    assert cfg.policy_loss == "pg" and cfg.optimizer == "rmsprop_tf" and cfg.value_coef == 1.0 and cfg.normalize_obs and cfg.num_steps == 5
 
 
 def test_checkpoint_roundtrip_is_atomic_and_weights_only(tmp_path):

@@ -52,6 +52,7 @@ def test_two_raters_never_hold_the_same_pair_and_expired_leases_return(tmp_path)
 @pytest.mark.parametrize("change,status", [
     ({"answer": "up"}, 400), ({"pair_id": "1; DROP TABLE labels"}, 400), ({"pair_id": 99}, 404),
     ({"token": "forged"}, 409), ({"rater": "mallory"}, 409),
+    ({"pair_id": 2**70}, 400), ({"shown": float("nan")}, 400), ({"shown": float("inf")}, 400), ({"shown": -1.0}, 400),
 ])
 def test_bad_submissions_get_the_right_status_and_change_nothing(tmp_path, change, status):
     store = store_with_pairs(tmp_path)
@@ -104,3 +105,37 @@ def test_a_reopened_store_keeps_every_answer(tmp_path):
     assert [(l.pair_id, l.mu) for l in again.labels_since(0)] == [(lease.pair_id, 0.5)]
     again.add_pairs([(10, "a", "b", 0.0)])
     assert again.progress()["pairs"] == 4
+
+
+def test_new_pairs_get_ids_after_every_stored_id_even_from_concurrent_writers(tmp_path):
+    """add_new_pairs allocates ids in the insert's transaction: after ids chosen by a caller (an earlier session's
+    pairs) and never the same id twice when two writers add pairs at once."""
+    store = store_with_pairs(tmp_path, count=3)
+    assert store.add_new_pairs([("a.mp4", "b.mp4", 0.0)]) == [3]
+    got = []
+
+    def writer(name):
+        mine = LabelStore(tmp_path / "labels.sqlite")
+        for k in range(20):
+            got.extend(mine.add_new_pairs([(f"{name}{k}a.mp4", f"{name}{k}b.mp4", 0.0)] * 2))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(4, 84)) and store.progress()["pairs"] == 84
+
+
+def test_a_rater_holds_at_most_max_leases_per_rater_until_answered_or_expired(tmp_path):
+    clock = Clock()
+    store = store_with_pairs(tmp_path, count=5, clock=clock, lease_seconds=120, max_leases_per_rater=2)
+    first, _ = store.lease("ana"), store.lease("ana")
+    with pytest.raises(LabelError) as err:
+        store.lease("ana")
+    assert err.value.status == 429 and "at most 2" in str(err.value)
+    assert store.lease("ben") is not None  # the cap is per rater
+    store.submit(first.pair_id, first.token, "left", "ana")
+    assert store.lease("ana") is not None  # answering frees a slot
+    clock.now += 121
+    assert store.lease("ana") is not None and store.lease("ana") is not None  # expired leases do not count

@@ -109,3 +109,47 @@ def test_record_video_atari(tmp_path):
     assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match="num_envs=1"):
         record_video(lambda obs: obs, envs.make("CartPole-v1", 2), tmp_path / "x.mp4", torch.device("cpu"))
+
+
+def test_rmsprop_tf_matches_hand_computed_steps():
+    """TF's RMSprop: v starts at 1 and eps sits inside the square root. Two steps by hand, and torch's RMSprop
+    (v from 0, eps outside) for contrast: its first step is ~10x larger."""
+    from rlkit2.optim import RMSpropTF
+
+    lr, alpha, eps = 0.1, 0.9, 1e-2
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = RMSpropTF([p], lr=lr, alpha=alpha, eps=eps)
+    grads = [torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.0])]
+    expected, v = torch.tensor([1.0, -2.0]), torch.ones(2)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        v = alpha * v + (1 - alpha) * g * g
+        expected = expected - lr * g / torch.sqrt(v + eps)
+        assert torch.allclose(p.detach(), expected, atol=1e-6)
+    # (v_1 = 0.9 + 0.1 * 0.25 = 0.925 for the first coordinate: the first step is 0.1 * 0.5 / sqrt(0.935))
+    assert expected[0].item() == pytest.approx(1.0 - 0.1 * 0.5 / math.sqrt(0.935) - 0.1 * 2.0 / math.sqrt(
+        0.9 * 0.925 + 0.1 * 4.0 + 0.01), abs=1e-6)
+    q = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    torch_opt = torch.optim.RMSprop([q], lr=lr, alpha=alpha, eps=eps)
+    q.grad = grads[0].clone()
+    torch_opt.step()
+    assert abs(1.0 - q[0].item()) > 2.5 * 0.1 * 0.5 / math.sqrt(0.935)
+
+
+def test_rmsprop_tf_matches_sb3_rmsprop_tf_like():
+    sb3 = pytest.importorskip("stable_baselines3.common.sb2_compat.rmsprop_tf_like")
+    from rlkit2.optim import RMSpropTF
+
+    for kwargs in ({}, {"momentum": 0.9}, {"centered": True}):
+        torch.manual_seed(0)
+        a, b = torch.nn.Parameter(torch.randn(5, 3)), None
+        b = torch.nn.Parameter(a.detach().clone())
+        ours, theirs = RMSpropTF([a], lr=7e-4, alpha=0.99, eps=1e-5, **kwargs), \
+            sb3.RMSpropTFLike([b], lr=7e-4, alpha=0.99, eps=1e-5, **kwargs)
+        for _ in range(5):
+            g = torch.randn(5, 3)
+            a.grad, b.grad = g.clone(), g.clone()
+            ours.step()
+            theirs.step()
+        assert torch.allclose(a, b, atol=1e-7), kwargs

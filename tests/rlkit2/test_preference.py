@@ -64,6 +64,21 @@ def test_label_schedule_front_loads_a_quarter_then_decays():
     assert increments[0] > increments[-1]  # a decaying rate ~ tau / (t + tau)
 
 
+def test_label_schedule_with_an_initial_count_and_a_rate_lowered_in_stretches_matches_hand_computed_values():
+    """The paper's Atari schedule: a number of labels up front (500), then a rate ~ tau / (t + tau) lowered only
+    every ``rate_every`` steps. tau = rate_every = 100, 300 steps: the rate is 1, 1/2, 1/3 in the three stretches,
+    so the 900 later labels come in shares 100 : 50 : 33.3 of 183.3, linearly within each stretch."""
+    due = lambda t: labels_due(t, 1000, 300, tau=100, initial_labels=100, rate_every=100)  # noqa: E731
+    total_grown = 100 + 50 + 100 / 3
+    for t, grown in [(0, 0), (50, 50), (100, 100), (150, 125), (200, 150), (250, 150 + 50 / 3), (299, 150 + 99 / 3)]:
+        assert due(t) == 100 + int(900 * grown / total_grown), t
+    assert due(300) == 1000
+    assert labels_due(0, 5500, 10_000_000, initial_labels=500, tau=1.25e6, rate_every=1_250_000) == 500
+    assert labels_due(0, 1400, 500_000, initial_share=0.25, initial_labels=0) == 350  # 0: the share
+    with pytest.raises(ValueError, match=r"initial labels \(600\) must be in \[0, total = 500\]"):
+        labels_due(0, 500, 1000, initial_labels=600)
+
+
 def _halfcheetah_segments(count: int, length: int, seed: int):
     """Random-action segments of HalfCheetah-v5 and the known reward to learn: the forward velocity in the
     observation (obs[8], the torso's x velocity), a function of what the reward model sees."""
@@ -306,3 +321,142 @@ def test_stacked_segments_keep_distinct_frames_and_rebuild_the_stacks():
     broken[2, 3, 0] += 1  # step 3's oldest frame is not step 2's second oldest
     with pytest.raises(ValueError, match="do not share their stacked frames"):
         StackedSegments.compact(broken)
+
+
+# ------------------------------------------------ the Atari model's batch norm and dropout (paper App. A.2)
+def _frames(n: int, size: int = 84, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 255, (n, 4, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_atari_reward_model_has_batch_norm_and_dropout_after_every_conv_in_the_papers_order():
+    """App. A.2: convs 7x7/3, 5x5/2, 3x3/1, 3x3/1 of 16 filters with leaky ReLU (0.01); "all convolutional layers use
+    batch norm and dropout with alpha = 0.5"; then FC 64 and a scalar. Per conv: conv, batch norm, leaky ReLU,
+    dropout (mrahtz/learning-from-human-preferences' order). Off: the model as it was before (its checkpoints)."""
+    from torch import nn
+
+    model = RewardEnsemble((4, 84, 84), 6, members=2, use_actions=False)
+    for net in model.nets:
+        layers = list(net.convs)
+        assert isinstance(layers[-1], nn.Flatten) and len(layers) == 4 * 4 + 1
+        for i, (k, stride) in enumerate([(7, 3), (5, 2), (3, 1), (3, 1)]):
+            conv, bn, act, drop = layers[4 * i:4 * i + 4]
+            assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (k, k) and conv.stride == (stride, stride)
+            assert conv.out_channels == 16 and isinstance(bn, nn.BatchNorm2d) and bn.num_features == 16
+            assert isinstance(act, nn.LeakyReLU) and act.negative_slope == 0.01
+            assert isinstance(drop, nn.Dropout) and drop.p == 0.5
+        head = list(net.head)
+        assert head[0].in_features == 16 * 7 * 7 and head[0].out_features == 64 and head[2].out_features == 1
+    assert model.nets[0].convs[1] is not model.nets[1].convs[1]  # each member its own statistics
+    plain = RewardEnsemble((4, 84, 84), 6, members=1, batch_norm=False, dropout=0.0)
+    assert [type(m).__name__ for m in plain.nets[0].convs] == ["Conv2d", "LeakyReLU", "Dropout"] * 4 + ["Flatten"]
+    mlp = RewardEnsemble((5,), 2, members=2)  # the paper's MuJoCo MLP has neither
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.Dropout)) for m in mlp.modules()) and not mlp.batch_norm
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        RewardEnsemble((4, 84, 84), 6, dropout=1.0)
+
+
+def test_scoring_is_deterministic_in_eval_mode_and_dropout_acts_only_in_train_mode():
+    torch.manual_seed(0)
+    model = RewardEnsemble((4, 84, 84), 6, members=2, use_actions=False)
+    obs, actions = _frames(4), torch.zeros(4, 6)
+    assert not model.training  # the model rests in eval mode
+    with torch.no_grad():
+        torch.testing.assert_close(model(obs, actions), model(obs, actions), rtol=0, atol=0)
+        model.train()
+        assert not torch.equal(model(obs, actions), model(obs, actions))  # dropout (and batch statistics)
+        eval_rewards = model.reward(obs, actions)  # a scoring path: eval mode whatever the module's mode ...
+        torch.testing.assert_close(model.reward(obs, actions), eval_rewards, rtol=0, atol=0)
+        assert model.training and all(m.training for m in model.modules())  # ... and the mode is restored
+        returns = EnsembleTrainer(model).segment_returns(obs.view(2, 2, 4, 84, 84), actions.view(2, 2, 6))
+        assert model.training
+        fitted = model.fit_normalization(obs, actions)
+        assert model.training
+        model.eval()
+        torch.testing.assert_close(model.reward(obs, actions), fitted, rtol=0, atol=0)
+        torch.testing.assert_close(returns, model(obs, actions).view(2, 2, 2).sum(-1))
+
+
+def _fitted_conv_ensemble(precision: str = "fp32"):
+    """A 2-member conv ensemble after one epoch on 8 random comparisons of 3-step segments (44x44 frames)."""
+    torch.manual_seed(0)
+    model = RewardEnsemble((4, 44, 44), 3, members=2, precision=precision)
+    trainer = EnsembleTrainer(model, batch_size=4, seed=0)
+    o1, o2 = torch.randint(0, 255, (2, 8, 3, 4, 44, 44), dtype=torch.uint8)
+    a1, a2 = (torch.nn.functional.one_hot(torch.randint(0, 3, (8, 3)), 3) for _ in range(2))
+    mu = torch.tensor([0.0, 1.0] * 4)
+    return model, trainer, (o1, a1, o2, a2, mu, np.arange(8))
+
+
+def test_a_fit_trains_batch_norm_statistics_per_member_and_leaves_the_model_in_eval_mode():
+    model, trainer, data = _fitted_conv_ensemble()
+    before = [net.convs[1].running_mean.clone() for net in model.nets]
+    seen = []
+    real_step = trainer._step
+    trainer._step = lambda *a: seen.append(model.training) or real_step(*a)  # noqa: E731
+    trainer.fit(*data, epochs=1)
+    assert seen and all(seen)  # every step in train mode
+    assert not model.training and not any(m.training for m in model.modules())  # back in eval mode for scoring
+    after = [net.convs[1].running_mean for net in model.nets]
+    assert all(not torch.equal(b, a) for b, a in zip(before, after))  # the running statistics learned
+    assert not torch.equal(after[0], after[1])  # each member from its own bootstrap batches
+    assert all(net.convs[1].num_batches_tracked > 0 for net in model.nets)
+    weights = [m.weight for m in model.nets[0].modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weights) == 4 + 2  # the L2 term: conv and linear weights, not batch norm's scale
+    assert trainer._member_sq_norm(0).item() == pytest.approx(sum(w.square().sum().item() for w in weights))
+
+
+def test_batch_norm_statistics_are_restored_by_save_and_load_and_old_states_get_a_clear_error():
+    model, trainer, data = _fitted_conv_ensemble()
+    trainer.fit(*data, epochs=1)
+    obs, actions = _frames(4, 44), torch.zeros(4, 3)
+    model.fit_normalization(obs, actions)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert any(k.endswith("running_var") for k in state)
+    copy = RewardEnsemble((4, 44, 44), 3, members=2)
+    copy.load_state_dict(state)
+    for a, b in zip(model.nets, copy.nets):
+        torch.testing.assert_close(b.convs[1].running_mean, a.convs[1].running_mean, rtol=0, atol=0)
+        torch.testing.assert_close(b.convs[1].running_var, a.convs[1].running_var, rtol=0, atol=0)
+    torch.testing.assert_close(copy.reward(obs, actions), model.reward(obs, actions), rtol=0, atol=0)
+    old = RewardEnsemble((4, 44, 44), 3, members=2, batch_norm=False, dropout=0.0)  # the model before batch norm
+    with pytest.raises(ValueError, match="no batch norm.*build it with batch_norm=False and dropout=0"):
+        copy.load_state_dict(old.state_dict())
+    with pytest.raises(ValueError, match="has batch norm.*build it with batch_norm=True"):
+        old.load_state_dict(state)
+    RewardEnsemble((4, 44, 44), 3, members=2, batch_norm=False, dropout=0.0).load_state_dict(old.state_dict())
+
+
+def test_in_eval_mode_a_rows_reward_does_not_depend_on_the_rest_of_its_batch():
+    """Scoring uses batch norm's running statistics: row 0 scores the same alone, with other rows, or with rows of
+    a very different distribution. (In train mode batch statistics would leak between rows, as checked first.)"""
+    model, trainer, data = _fitted_conv_ensemble()
+    trainer.fit(*data, epochs=1)
+    obs, actions = _frames(4, 44, seed=1), torch.zeros(4, 3)
+    bright = torch.full((3, 4, 44, 44), 250, dtype=torch.uint8)
+    with torch.no_grad():
+        model.train()
+        for net in model.nets:
+            for m in net.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.eval()  # only batch norm in train mode
+        leaked = model(torch.cat([obs[:1], bright]), torch.zeros(4, 3))[:, 0]
+        assert not torch.allclose(leaked, model(obs, actions)[:, 0], atol=1e-4)
+        model.eval()
+        alone = model.reward(obs[:1], actions[:1])
+        together = model.reward(obs, actions)
+        mixed = model.reward(torch.cat([obs[:1], bright]), torch.zeros(4, 3))
+    torch.testing.assert_close(together[:1], alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mixed[:1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bf16_fit_keeps_fp32_batch_norm_statistics_that_score_like_the_fp32_model():
+    model, trainer, data = _fitted_conv_ensemble("bf16")
+    trainer.fit(*data, epochs=1)
+    bn = model.nets[0].convs[1]
+    assert bn.running_mean.dtype == torch.float32 and torch.isfinite(bn.running_var).all() and not model.training
+    fp32 = RewardEnsemble((4, 44, 44), 3, members=2)
+    fp32.load_state_dict(model.state_dict())
+    obs, actions = _frames(6, 44, seed=2), torch.zeros(6, 3)
+    with torch.no_grad():
+        exact, rounded = fp32(obs, actions), model(obs, actions)
+    torch.testing.assert_close(rounded, exact, rtol=0.05, atol=0.05 * exact.abs().max().item())

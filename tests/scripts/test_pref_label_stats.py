@@ -64,3 +64,27 @@ def test_a_folder_that_is_not_a_run_is_a_clear_exit_for_both_pref_diagnostics(tm
         label_stats(tmp_path)
     with pytest.raises(SystemExit, match="is not a run directory"):
         play(tmp_path, 8, 1, 0)
+
+
+def test_both_pref_diagnostics_read_an_atari_run_saved_before_the_reward_models_batch_norm(tmp_path):
+    """A run from before the paper's batch norm and dropout: its config.json has no reward_batch_norm (so it
+    resolves to the new default, true) and its reward model has no batch norm. The diagnostics build the model as
+    saved and score it in eval mode."""
+    import json
+
+    from pref_reward_events import play
+
+    run, cfg = resolve_config("pref", "ALE/Pong-v5", {
+        "total_steps": 256, "labels": 8, "initial_labels": 2, "warmup_steps": 128, "pretrain_epochs": 1,
+        "segment_length": 8, "pool_steps": 512, "eval_every": 0, "eval_episodes": 1, "eval_envs": 1,
+        "atari.max_episode_frames": 200, "runs_dir": str(tmp_path), "progress": False, "tensorboard": False,
+        "num_envs": 2, "rl.num_steps": 64, "rl.minibatch_size": 64, "reward_batch_norm": False, "reward_dropout": 0.0})
+    run_dir = Path(train(run, cfg).run_dir)
+    record = json.loads((run_dir / "config.json").read_text())
+    for key in ("reward_batch_norm", "reward_dropout", "initial_labels", "label_rate_every"):  # not in old runs
+        del record["agent_config"][key]
+    (run_dir / "config.json").write_text(json.dumps(record))
+    stats = label_stats(run_dir)
+    assert stats["labels"] == 8 and np.isfinite(stats["ensemble_decisive_accuracy_all"] or 0.0)
+    learned, true, *_ = play(run_dir, 16, 1, 0)
+    assert learned.shape == true.shape == (16, 1) and np.isfinite(learned).all()

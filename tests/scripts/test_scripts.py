@@ -159,7 +159,9 @@ def test_label_script_serves_a_run_and_rejects_a_missing_one(tmp_path):
         import urllib.request
 
         url = line.split(" at ")[1].split()[0]
-        assert urllib.request.urlopen(url + "/api/next?rater=ana", timeout=10).status == 204  # nothing to label yet
+        lease = urllib.request.Request(url + "/api/next", data=b'{"rater": "ana"}', method="POST",
+                                       headers={"Content-Type": "application/json"})
+        assert urllib.request.urlopen(lease, timeout=10).status == 204  # nothing to label yet
         assert (tmp_path / "run" / "labels.sqlite").exists()
     finally:
         proc.send_signal(signal.SIGINT)

@@ -1,0 +1,131 @@
+"""The command line of scripts/sweep.py (importable for tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rlkit2.config import ConfigError
+from rlkit2.sweep import (SweepError, SweepSpec, check_name, expand, load_spec, parse_assignments, parse_seeds,
+                          prepare_directory, render_table, run_serial, summary_table, trial_result, validate_trials,
+                          write_results_csv)
+
+USAGE = """Run many trainings: agents x envs x grid values x seeds, resumable (rerun the same command).
+
+    python scripts/sweep.py --name lam --agent ppo --env Hopper-v5,HalfCheetah-v5 --seeds 0-4 \\
+        --grid gae_lambda=0.9,0.95 --set total_steps=1000000
+    python scripts/sweep.py --name lam --table          # results so far, nothing runs
+    python scripts/sweep.py --spec benchmarks/ppo_mujoco.toml
+    RAY_ADDRESS=head-node:6379 python scripts/sweep.py --spec ... --root /shared/sweeps
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweep.py", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", help="the sweep's folder under --root (default: the spec file's name)")
+    p.add_argument("--spec", type=Path, help="a TOML spec (benchmarks/*.toml) instead of --agent/--env/...")
+    p.add_argument("--agent", help="agent(s), comma-separated")
+    p.add_argument("--env", help="env id(s), comma-separated")
+    p.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,1,5 (default 0)")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                   help="an option and its values (';' separates values that contain commas: policy_hidden=64,64;32,32)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="an option for every trial")
+    p.add_argument("--root", help="parent folder of sweeps (default: sweeps/, or the spec's root)")
+    p.add_argument("--table", action="store_true", help="gather and print the results so far; run nothing")
+    p.add_argument("--serial", action="store_true", help="run the trials one by one in this process, without Ray")
+    p.add_argument("--address", help="join an existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (also its torch threads)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--max-concurrent", type=int, default=0, help="at most this many trials at once (0: as the CPUs allow)")
+    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1)")
+    p.add_argument("--metric", default="eval/return_mean", help="the metric tables, searches and ASHA use")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    if args.spec:
+        spec = load_spec(args.spec, root=args.root)
+        if args.name:
+            spec.name = check_name(args.name)
+        return spec
+    if not args.name:
+        raise SweepError("Give the sweep a --name (its folder), or a --spec file")
+    if args.agent is None and args.env is None:  # --name alone: the sweep already on disk
+        return saved_spec(args.name, args.root or "sweeps")
+    if not args.agent or not args.env:
+        raise SweepError("A new sweep needs --agent and --env (comma-separated lists), or a --spec file")
+    return SweepSpec(name=check_name(args.name), agents=_list(args.agent), envs=_list(args.env),
+                     seeds=parse_seeds(args.seeds), grid=parse_assignments(args.grid, "--grid", multi=True),
+                     set=parse_assignments(args.set, "--set", multi=False), root=args.root or "sweeps")
+
+
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def saved_spec(name: str, root: str) -> SweepSpec:
+    record = Path(root).expanduser().resolve() / check_name(name) / "spec.json"
+    if not record.is_file():
+        raise SweepError(f"No sweep '{name}' under {Path(root).resolve()} (no spec.json); start it with --agent, "
+                         "--env, ... or --spec")
+    data = json.loads(record.read_text())
+    spec = SweepSpec(**data["spec"])
+    spec.seeds, spec.root = data.get("seeds", spec.seeds), root
+    return spec
+
+
+def gather(spec: SweepSpec, metric: str) -> str:
+    """results.csv, table.md (and curves.png with matplotlib) in the sweep folder, from the run directories."""
+    directory = spec.directory
+    rows = [trial_result(t, directory, metric) for t in expand(spec)]
+    write_results_csv(rows, directory / "results.csv")
+    table = render_table(summary_table(rows))
+    failed = [r for r in rows if r["status"] == "failed"]
+    lines = [f"Sweep '{spec.name}' ({directory}): {len(rows)} trials, "
+             f"{sum(r['status'] == 'finished' for r in rows)} finished, {len(failed)} failed; metric {metric}", "",
+             table]
+    lines += [f"  failed: {r['key']}: {r['error']}" for r in failed]
+    (directory / "table.md").write_text("\n".join(lines) + "\n")
+    try:
+        from rlkit2.sweep_plot import plot_curves
+
+        plot_curves(rows, directory / "curves.png", metric)
+        lines.append(f"\ncurves: {directory / 'curves.png'}")
+    except ImportError:
+        lines.append("\n(curves.png needs matplotlib: pip install matplotlib)")
+    lines.append(f"results: {directory / 'results.csv'}")
+    return "\n".join(lines)
+
+
+def main_sweep(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = spec_from_args(args)
+        trials = expand(spec)
+        if args.table:
+            if not (spec.directory / "spec.json").is_file():
+                raise SweepError(f"No sweep '{spec.name}' under {spec.directory.parent}")
+            print(gather(spec, args.metric))
+            return 0
+        validate_trials(trials, spec.directory)
+        directory = prepare_directory(spec)
+        if args.serial:
+            run_serial(trials, directory, extra={"threads_update": max(1, int(args.cpus_per_trial))})
+        else:
+            from rlkit2.sweep_ray import run_on_ray
+
+            run_on_ray(trials, directory, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                       address=args.address, max_concurrent=args.max_concurrent, dashboard=args.dashboard,
+                       metric=args.metric)
+    except (SweepError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nsweep interrupted: rerun the same command to resume (finished trials are not rerun)",
+              file=sys.stderr)
+        print(gather(spec, args.metric))
+        return 130
+    print(gather(spec, args.metric))
+    return 0

@@ -1,0 +1,131 @@
+"""Sweep trials on Ray Tune (the optional ``ray`` extra): each trial is ``rlkit2.sweep.run_trial`` of one run
+directory, so what Ray Tune remembers of an experiment never decides what runs -- the run directories do.
+
+A local Ray is started on 127.0.0.1 with no dashboard unless asked (``ray.init`` otherwise binds to the
+machine's network address); ``--address``/``RAY_ADDRESS`` joins an existing cluster instead, whose nodes need the
+same install of rlkit2 and its envs, and a ``--root`` on storage that every node mounts at the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rlkit2.sweep import SweepError, Trial, run_trial, trial_state
+
+LOCALHOST = "127.0.0.1"
+
+
+def import_ray():
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise SweepError("Ray is not installed. Install the extra: pip install -e '.[ray]' (from a checkout) -- or "
+                         "run the same trials in this process with --serial") from None
+    return ray, tune
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> str:
+    """Join ``address`` (or $RAY_ADDRESS), else start a local Ray on 127.0.0.1. Returns what it did."""
+    ray, _ = import_ray()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent anywhere
+    if ray.is_initialized():
+        return "ray already initialised in this process"
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return f"joined the Ray cluster at {address}"
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=LOCALHOST,
+             _node_ip_address=LOCALHOST, log_to_driver=False, configure_logging=False)
+    return f"started a local Ray on {LOCALHOST} with {int(ray.cluster_resources().get('CPU', 0))} CPUs"
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """One trial inside a Ray worker: bring its run directory to 'finished', reporting each evaluation."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(config["threads"])
+    trial = Trial(**{**config["trial"], "params": tuple(tuple(p) for p in config["trial"]["params"])})
+
+    def report(step: int, metrics: dict) -> None:
+        tune.report({**metrics, "env_steps": step})
+
+    run_trial(trial, Path(config["sweep_dir"]), on_eval=report,
+              extra={"threads_update": config["threads"], **config.get("extra", {})})
+
+
+class _Progress:
+    """A Tune callback that prints one line per change: trials done / running / failed and the best so far."""
+
+    def __init__(self, total: int, already_done: int, metric: str):
+        from ray.tune import Callback
+
+        outer = self
+
+        class Reporter(Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                outer.show(trials)
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                outer.show(trials)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                outer.show(trials, f"failed: {trial.config['trial']['key']}")
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                value = result.get(outer.metric)
+                if value is not None and (outer.best is None or value > outer.best[0]):
+                    outer.best = (value, trial.config["trial"]["key"], result.get("env_steps"))
+                outer.show(trials)
+
+        self.callback = Reporter()
+        self.total, self.already_done, self.metric = total, already_done, metric
+        self.best: tuple[float, str, int] | None = None
+        self._last = ""
+
+    def show(self, trials, note: str = "") -> None:
+        status = [t.status for t in trials]
+        done = self.already_done + status.count("TERMINATED")
+        best = f"; best {self.metric} {self.best[0]:.1f} ({self.best[1]} at {self.best[2]} steps)" if self.best else ""
+        line = (f"[sweep] {done}/{self.total} done, {status.count('RUNNING')} running, "
+                f"{status.count('ERROR')} failed{best}")
+        if line != self._last or note:
+            print(line + (f" -- {note}" if note else ""), flush=True)
+            self._last = line
+
+
+def run_on_ray(trials: list[Trial], sweep_dir: Path, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
+               address: str | None = None, max_concurrent: int = 0, dashboard: bool = False,
+               metric: str = "eval/return_mean", extra: dict[str, Any] | None = None) -> None:
+    """Run the trials that are not finished on Ray Tune (FIFO over the grid)."""
+    ray, tune = import_ray()
+    pending = [t for t in trials if trial_state(sweep_dir / t.key) != "finished"]
+    print(f"[sweep] {len(trials) - len(pending)} of {len(trials)} trials already finished; {len(pending)} to run",
+          flush=True)
+    if not pending:
+        return
+    print(f"[sweep] {init_ray(address, dashboard=dashboard)}", flush=True)
+    threads = max(1, int(cpus_per_trial))
+    space = {"trial": tune.grid_search([{**asdict(t), "params": [list(p) for p in t.params]} for t in pending]),
+             "sweep_dir": str(sweep_dir), "threads": threads, "extra": extra or {}}
+    progress = _Progress(len(trials), len(trials) - len(pending), metric)
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+        param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
+                                    trial_name_creator=lambda t: t.config["trial"]["key"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["key"]),
+        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / ".ray"), verbose=0,
+                                  callbacks=[progress.callback]),
+    )
+    start = time.perf_counter()
+    try:
+        tuner.fit()
+    finally:
+        print(f"[sweep] Ray Tune ran for {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
