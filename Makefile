@@ -15,9 +15,9 @@ train:
 	$(PY) scripts/train.py --agent ppo --env $(ENV) --total_steps $(STEPS) --run_name quickstart-ppo-$(subst /,_,$(ENV))-$$(date +%Y%m%d-%H%M%S) | tee .last_train.log
 	$(PY) scripts/evaluate.py $$(sed -n 's/^run directory : //p' .last_train.log) --episodes 10
 
-# Run the test suite on CPU (a few minutes on 2 cores).
+# Run the test suite on CPU, with the extras its tests need (dev: envpool, minigrid; ray: the sweep tests).
 test:
-	scripts/setup_env.sh dev
+	scripts/setup_env.sh dev,ray
 	$(PY) -m pytest -q
 
 bench-throughput:

@@ -160,3 +160,14 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main_sweep(["--name", "../up", "--agent", "ppo", "--env", "CartPole-v1", "--serial"]) == 2
     assert "names a folder" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_without_ray_the_error_says_how_to_install_it_or_run_serially(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as where the extra is missing
+    args = ["--name", "noray", "--root", str(tmp_path), "--agent", "ppo", "--env", "CartPole-v1",
+            *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])]
+    assert main_sweep(args) == 2
+    err = capsys.readouterr().err
+    assert "pip install -e '.[ray]'" in err and "--serial" in err and "Traceback" not in err
