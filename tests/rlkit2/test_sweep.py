@@ -171,3 +171,13 @@ def test_without_ray_the_error_says_how_to_install_it_or_run_serially(tmp_path, 
     assert main_sweep(args) == 2
     err = capsys.readouterr().err
     assert "pip install -e '.[ray]'" in err and "--serial" in err and "Traceback" not in err
+
+
+def test_the_checked_in_benchmark_specs_resolve(tmp_path):
+    from pathlib import Path
+
+    specs = sorted((Path(__file__).resolve().parents[2] / "benchmarks").glob("*.toml"))
+    assert specs
+    for path in specs:
+        spec = load_spec(path, root=str(tmp_path))
+        validate_trials(expand(spec), spec.directory, build=False)
