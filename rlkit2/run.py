@@ -334,7 +334,9 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                         counters["best_return"] = result["return_mean"]
                         checkpoints.save_named(payload(resumable=False), "best")
                 logger.log(agent.env_steps, metrics)
-                if on_eval is not None and "eval/return_mean" in metrics:
+                if on_eval is not None and "eval/return_mean" in metrics and agent.env_steps < run.total_steps:
+                    # (the evaluation at the end of the budget is reported after the final checkpoint: a
+                    # scheduler that ends the trial at its report must find the run finished)
                     on_eval(agent.env_steps, {k: v for k, v in metrics.items() if k.startswith("eval/")})
                 progress.update(agent.env_steps - steps_before)
                 progress.set_postfix_str(_postfix(metrics), refresh=False)
@@ -351,12 +353,12 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     last_eval = _evaluate(agent, eval_env, run)
                     logger.log(agent.env_steps, {f"eval/{k}": v for k, v in last_eval.items() if k != "returns"})
                 final_eval = last_eval
-                if on_eval is not None and counters["last_eval_step"] != agent.env_steps:
-                    on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
                 if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
                     counters["best_return"] = final_eval["return_mean"]  # ties go to the final weights
                     checkpoints.save_named(payload(resumable=False), "best")
                 path = checkpoints.save_named(payload(), "final")
+                if on_eval is not None:
+                    on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
             else:
                 path = checkpoints.save_step(payload(), agent.env_steps)
     except NonFiniteLossError as e:

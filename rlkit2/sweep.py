@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import time
 import tomllib
@@ -279,12 +280,25 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ running a trial
+STOPPED_MARKER = "stopped_early.json"
+
+
+def mark_stopped(run_dir: Path, step: int | None, reason: str) -> None:
+    """Record that a scheduler ended this trial early, so that a rerun neither resumes nor restarts it."""
+    if run_dir.is_dir() and trial_state(run_dir) != "finished":
+        _write_json(run_dir / STOPPED_MARKER, {"step": step, "reason": reason, "time": time.time()})
+
+
+
 def trial_state(run_dir: Path) -> str:
-    """'finished' (a final checkpoint), 'resumable' (a periodic one), 'failed' (its last attempt raised and left
-    no checkpoint to resume) or 'pending'."""
+    """'finished' (a final checkpoint), 'stopped' (ended early by the ASHA scheduler: done, not resumed),
+    'resumable' (a periodic checkpoint), 'failed' (its last attempt raised and left no checkpoint to resume) or
+    'pending'."""
     checkpoints = run_dir / "checkpoints"
     if (checkpoints / "final.pt").is_file():
         return "finished"
+    if (run_dir / STOPPED_MARKER).is_file():
+        return "stopped"
     if any(checkpoints.glob("step_*.pt")):
         return "resumable"
     if (run_dir / "error.json").is_file():
@@ -300,8 +314,8 @@ def run_trial(trial: Trial, sweep_dir: Path, on_eval: Callable[[int, dict], None
 
     run_dir = sweep_dir / trial.key
     state = trial_state(run_dir)
-    if state == "finished":
-        return {"key": trial.key, "status": "finished", "ran": False}
+    if state in ("finished", "stopped"):
+        return {"key": trial.key, "status": state, "ran": False}
     try:
         if state == "resumable":
             (run_dir / "error.json").unlink(missing_ok=True)
@@ -312,7 +326,8 @@ def run_trial(trial: Trial, sweep_dir: Path, on_eval: Callable[[int, dict], None
             run, agent_config = resolve_trial(trial, sweep_dir, {"progress": False, **(extra or {})})
             result = train(run, agent_config, on_eval=on_eval)
     except BaseException as e:  # noqa: BLE001 -- recorded for the table, then raised for the scheduler
-        if not isinstance(e, KeyboardInterrupt) and run_dir.exists():
+        # KeyboardInterrupt: Ctrl-C; SystemExit: Ray Tune ending the trial (ASHA, or the sweep stopping) -- no error
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)) and run_dir.exists():
             _write_json(run_dir / "error.json", {"error": f"{type(e).__name__}: {e}",
                                                  "traceback": traceback.format_exc(), "time": time.time()})
         raise
@@ -325,7 +340,7 @@ def run_serial(trials: list[Trial], sweep_dir: Path, report: Callable[[str], Non
     done = failed = 0
     for i, trial in enumerate(trials, 1):
         state = trial_state(sweep_dir / trial.key)
-        if state == "finished":
+        if state in ("finished", "stopped"):
             done += 1
             continue
         report(f"[{i}/{len(trials)}] {trial.key} ({'resuming' if state == 'resumable' else 'starting'})")
@@ -433,12 +448,26 @@ def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         finals = [r["final"] for r in group if r["final"] is not None]
         entry = {"agent": agent, "env": env, "config": config, "seeds": len(group), "finished": len(finals),
                  "failed": sum(r["status"] == "failed" for r in group),
-                 "per_seed": {r["seed"]: (r["final"] if r["final"] is not None else r["status"]) for r in group}}
+                 "per_seed": {r["seed"]: (r["final"] if r["final"] is not None else
+                                          f"stopped at {r['steps']:,}" if r["status"] == "stopped" else r["status"])
+                              for r in group}}
         if finals:
             entry.update(mean=float(np.mean(finals)), std=float(np.std(finals)), iqm=iqm(finals),
                          ci=stratified_bootstrap_ci({env: finals}))
         out.append(entry)
     return out
+
+
+def best_command(rows: list[dict[str, Any]], spec_set: dict[str, Any], params: list[str]) -> str | None:
+    """The train.py command that reproduces the finished trial with the highest final evaluation."""
+    finished = [r for r in rows if r["final"] is not None]
+    if not finished:
+        return None
+    best = max(finished, key=lambda r: r["final"])
+    options = {**spec_set, **{k: best[k] for k in params if k in best}}
+    words = ["python scripts/train.py", f"--agent {best['agent']}", f"--env {best['env']}", f"--seed {best['seed']}"]
+    words += [f"--{k} {shlex.quote(str(v))}" for k, v in options.items()]
+    return f"best final {best['final']:.1f} ({best['key']}):\n  " + " ".join(words)
 
 
 def render_table(summary: list[dict[str, Any]]) -> str:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rlkit2.config import ConfigError
-from rlkit2.sweep import (SweepError, SweepSpec, check_name, expand, load_spec, parse_assignments, parse_seeds,
+from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments, parse_seeds,
                           prepare_directory, render_table, run_serial, summary_table, trial_result, validate_trials,
                           write_results_csv)
 
@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=0, help="at most this many trials at once (0: as the CPUs allow)")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1)")
     p.add_argument("--metric", default="eval/return_mean", help="the metric tables, searches and ASHA use")
+    p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
+                   help="asha: stop the trials that trail at each rung of evaluations early (Ray only)")
+    p.add_argument("--grace-steps", type=int, default=0, help="ASHA's first rung in env steps (default: eval_every)")
+    p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA keeps 1/this of the trials per rung")
     return p
 
 
@@ -87,6 +91,9 @@ def gather(spec: SweepSpec, metric: str) -> str:
              f"{sum(r['status'] == 'finished' for r in rows)} finished, {len(failed)} failed; metric {metric}", "",
              table]
     lines += [f"  failed: {r['key']}: {r['error']}" for r in failed]
+    best = best_command(rows, spec.set, list(spec.grid))
+    if best:
+        lines += ["", best]
     (directory / "table.md").write_text("\n".join(lines) + "\n")
     try:
         from rlkit2.sweep_plot import plot_curves
@@ -112,13 +119,16 @@ def main_sweep(argv: list[str]) -> int:
         validate_trials(trials, spec.directory)
         directory = prepare_directory(spec)
         if args.serial:
+            if args.scheduler != "fifo":
+                raise SweepError("--scheduler asha needs Ray (drop --serial)")
             run_serial(trials, directory, extra={"threads_update": max(1, int(args.cpus_per_trial))})
         else:
             from rlkit2.sweep_ray import run_on_ray
 
             run_on_ray(trials, directory, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                        address=args.address, max_concurrent=args.max_concurrent, dashboard=args.dashboard,
-                       metric=args.metric)
+                       metric=args.metric, scheduler=args.scheduler, grace_steps=args.grace_steps,
+                       reduction_factor=args.reduction_factor)
     except (SweepError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

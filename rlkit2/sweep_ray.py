@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rlkit2.sweep import SweepError, Trial, run_trial, trial_state
+from rlkit2.sweep import SweepError, Trial, mark_stopped, resolve_trial, run_trial, trial_state
 
 LOCALHOST = "127.0.0.1"
 
@@ -121,13 +121,31 @@ class _Progress:
             self._last = line
 
 
+def asha(metric: str, max_steps: int, grace_steps: int, reduction_factor: float, sweep_dir: Path):
+    """Ray Tune's ASHA on env steps, which also marks the run directory of every trial it stops (mark_stopped):
+    a stopped trial has periodic checkpoints, and without the mark a rerun would resume it."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class MarkingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP:
+                mark_stopped(sweep_dir / trial.config["trial"]["key"], result.get("env_steps"), "ASHA")
+            return decision
+
+    return MarkingASHA(time_attr="env_steps", metric=metric, mode="max", max_t=max_steps,
+                       grace_period=grace_steps, reduction_factor=reduction_factor)
+
+
 def run_on_ray(trials: list[Trial], sweep_dir: Path, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
                address: str | None = None, max_concurrent: int = 0, dashboard: bool = False,
-               metric: str = "eval/return_mean", extra: dict[str, Any] | None = None) -> None:
-    """Run the trials that are not finished on Ray Tune (FIFO over the grid)."""
+               metric: str = "eval/return_mean", extra: dict[str, Any] | None = None, scheduler: str = "fifo",
+               grace_steps: int = 0, reduction_factor: float = 3.0) -> None:
+    """Run the trials that are not done on Ray Tune: FIFO over the grid, or ASHA early stopping on the periodic
+    evaluations (grace period: ``grace_steps``, default the trials' eval_every)."""
     ray, tune = import_ray()
-    pending = [t for t in trials if trial_state(sweep_dir / t.key) != "finished"]
-    print(f"[sweep] {len(trials) - len(pending)} of {len(trials)} trials already finished; {len(pending)} to run",
+    pending = [t for t in trials if trial_state(sweep_dir / t.key) not in ("finished", "stopped")]
+    print(f"[sweep] {len(trials) - len(pending)} of {len(trials)} trials already finished (or stopped early); {len(pending)} to run",
           flush=True)
     if not pending:
         return
@@ -136,10 +154,15 @@ def run_on_ray(trials: list[Trial], sweep_dir: Path, cpus_per_trial: float = 1.0
     space = {"trial": tune.grid_search([{**asdict(t), "params": [list(p) for p in t.params]} for t in pending]),
              "sweep_dir": str(sweep_dir), "threads": threads, "extra": extra or {}}
     progress = _Progress(len(trials), len(trials) - len(pending), metric)
+    trial_scheduler = None
+    if scheduler == "asha":
+        run, _ = resolve_trial(pending[0], sweep_dir)
+        trial_scheduler = asha(metric, run.total_steps, grace_steps or run.eval_every or run.total_steps,
+                               reduction_factor, sweep_dir)
     tuner = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
         param_space=space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, scheduler=trial_scheduler,
                                     trial_name_creator=lambda t: t.config["trial"]["key"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["key"]),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / ".ray"), verbose=0,

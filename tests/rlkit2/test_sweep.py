@@ -181,3 +181,21 @@ def test_the_checked_in_benchmark_specs_resolve(tmp_path):
     for path in specs:
         spec = load_spec(path, root=str(tmp_path))
         validate_trials(expand(spec), spec.directory, build=False)
+
+
+def test_on_eval_reports_every_evaluation_and_the_last_only_after_the_final_checkpoint(tmp_path):
+    """A scheduler may end a trial at any report (Ray Tune raises SystemExit there): at the report of the last
+    evaluation the run must already be finished."""
+    from rlkit2.run import resolve_config, train
+
+    run, cfg = resolve_config("ppo", "CartPole-v1", {**TINY, "runs_dir": str(tmp_path), "run_name": "r",
+                                                     "progress": "false"})
+    reports = []
+
+    def on_eval(step, metrics):
+        reports.append((step, sorted(metrics), (tmp_path / "r" / "checkpoints" / "final.pt").is_file()))
+
+    train(run, cfg, on_eval=on_eval)
+    assert [step for step, _, _ in reports] == [512, 1024]
+    assert all("eval/return_mean" in keys for _, keys, _ in reports)
+    assert [final_saved for _, _, final_saved in reports] == [False, True]

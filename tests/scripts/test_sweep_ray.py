@@ -136,3 +136,19 @@ def test_a_cluster_started_with_ray_start_is_joined_through_ray_address(tmp_path
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"joined the Ray cluster at 127.0.0.1:{port}" in out.stdout
     assert finished(tmp_path / "cluster") == ["ppo-CartPole-v1-s0"]
+
+
+def test_asha_stops_a_trailing_trial_early_and_a_rerun_leaves_it_stopped(tmp_path):
+    """One trial at a time: lr 1e-3 reaches the first rung first and goes on; lr 1e-9 (a random policy) trails it
+    at that rung and is stopped there, and marked so that a rerun neither resumes nor restarts it."""
+    cmd = [*SWEEP, "--name", "asha", "--root", str(tmp_path), "--agent", "ppo", "--env", "CartPole-v1", "--seeds",
+           "0", "--grid", "lr=1e-3,1e-9", "--scheduler", "asha", "--reduction-factor", "2", "--max-concurrent", "1",
+           *[w.replace("total_steps=2048", "total_steps=4096") for w in TINY]]
+    out = subprocess.run(cmd, env=ray_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = {r["lr"]: r for r in csv.DictReader(open(tmp_path / "asha" / "results.csv"))}
+    assert rows["1e-3"]["status"] == "finished" and int(rows["1e-3"]["steps"]) >= 4096
+    assert rows["1e-9"]["status"] == "stopped" and int(rows["1e-9"]["steps"]) < 4096
+    assert "python scripts/train.py --agent ppo --env CartPole-v1 --seed 0" in out.stdout and "--lr 1e-3" in out.stdout
+    again = subprocess.run(cmd, env=ray_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "2 of 2 trials already finished (or stopped early)" in again.stdout, again.stdout[-2000:]
