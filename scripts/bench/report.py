@@ -5,7 +5,7 @@
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
-file (NAME: throughput, atari_speed, atari_pong, learning, ablation, learning_long, dsac_speed, dsac_learning, agac_exploration,
+file (NAME: throughput, atari_speed, atari_pong, learning, ablation, ablation_squash, learning_long, dsac_speed, dsac_learning, agac_exploration,
 vpn_collect, vpn_planning, collect_env, pref_mujoco_target and pref_mujoco, pref_mujoco_entropy, pref_atari, pref_events).
 """
 
@@ -97,6 +97,32 @@ def curves(path: Path, key: str) -> None:
         minutes = np.mean([r["seconds"] for r in runs]) / 60
         print(f"| {env} | {name} | {steps:,} | {len(runs)} | {finals.mean():.0f} ± {finals.std():.0f} | "
               f"{per_seed} | {best:.0f} | {minutes:.1f} min |")
+
+
+def paired_variants(path: Path, baseline: str = "study preset") -> None:
+    """Each variant against ``baseline`` on the seeds both ran: the final returns' mean, IQM with a 95% bootstrap
+    CI over seeds, every seed, the per-seed difference to the baseline, and the policy std at the end."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from rlkit2.sweep import iqm, stratified_bootstrap_ci
+
+    records = _records(path)
+    print(f"| env | variant | budget | seeds | final mean ± std | IQM [95% CI] | per seed | minus {baseline}, per seed | "
+          f"final action std (mean) |\n|---|---|---|---|---|---|---|---|---|")
+    for env in sorted({r["env"] for r in records}):
+        base = {r["seed"]: r["final"] for r in records if r["env"] == env and r["variant"] == baseline}
+        for variant in dict.fromkeys(r["variant"] for r in records if r["env"] == env):
+            runs = sorted((r for r in records if r["env"] == env and r["variant"] == variant), key=lambda r: r["seed"])
+            finals = np.array([r["final"] for r in runs])
+            low, high = stratified_bootstrap_ci({env: list(finals)})
+            diffs = ", ".join(f"s{r['seed']}: {r['final'] - base[r['seed']]:+.0f}" for r in runs if r["seed"] in base)
+            stds = [r["action_std_final"] for r in runs if "action_std_final" in r]
+            std_cell = f"{np.mean(stds):.3f}" if stds else "–"
+            per_seed = ", ".join(f"s{r['seed']}: {r['final']:.0f}" for r in runs)
+            print(f"| {env} | {variant} | {runs[0]['steps']:,} | {len(runs)} | {finals.mean():.0f} ± {finals.std():.0f} | "
+                  f"{iqm(finals):.0f} [{low:.0f}, {high:.0f}] | {per_seed} | "
+                  f"{'–' if variant == baseline else diffs or '–'} | {std_cell} |")
 
 
 def pref_target(path: Path, labels: int = 1400, target: float = 0.8) -> None:
@@ -232,6 +258,7 @@ def main() -> None:
     parser.add_argument("--learning", type=Path)
     parser.add_argument("--ablation", type=Path)
     parser.add_argument("--learning-long", type=Path, help="longer-budget learning runs (block learning_long)")
+    parser.add_argument("--ablation-squash", type=Path, help="ablation.py clip vs tanh records (block ablation_squash)")
     parser.add_argument("--atari-speed", type=Path, help="scripts/bench/atari_speed.py output (block atari_speed)")
     parser.add_argument("--atari-pong", type=Path, help="scripts/bench/run_record.py records of Pong runs (block atari_pong)")
     parser.add_argument("--dsac-speed", type=Path, help="scripts/bench/dsac_speed.py output (block dsac_speed)")
@@ -255,6 +282,8 @@ def main() -> None:
         blocks["learning"] = _capture(curves, args.learning, "lib")
     if args.ablation:
         blocks["ablation"] = _capture(curves, args.ablation, "variant")
+    if args.ablation_squash:
+        blocks["ablation_squash"] = _capture(paired_variants, args.ablation_squash)
     if args.learning_long:
         blocks["learning_long"] = _capture(curves, args.learning_long, "lib")
     if args.atari_speed:

@@ -90,3 +90,16 @@ def test_pref_events_block_shows_the_learned_reward_around_lost_points(tmp_path)
     # offsets beyond the record's window stay empty; -2..+2 line up with the means
     assert ("| pref-Pong-s0 | zeros | 80.50 | 1.04 | 1332 (1) |  |  |  |  | +0.50 | -1.00 | -0.90 | +42.30 | +1.00 "
             "|  | 7 |") in done.stdout
+
+
+def test_paired_variants_block_gives_iqm_and_per_seed_differences(tmp_path):
+    records = [{**_record("A-v5", "study preset", s, f), "action_std_final": 0.1} for s, f in ((0, 10.0), (1, 30.0))]
+    records += [{**_record("A-v5", "tanh squashing", s, f), "action_std_final": 0.3} for s, f in ((0, 14.0), (1, 20.0))]
+    data = tmp_path / "ablation.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--ablation-squash",
+                           str(data)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| A-v5 | study preset | 1,000 | 2 | 20 ± 10 | 20 [10, 30] | s0: 10, s1: 30 | – | 0.100 |" in done.stdout
+    assert "| A-v5 | tanh squashing | 1,000 | 2 | 17 ± 3 | 17 [14, 20] | s0: 14, s1: 20 | s0: +4, s1: -10 | 0.300 |" \
+        in done.stdout
