@@ -102,11 +102,14 @@ class OnPolicyConfig:
     init_std: float = 0.5
     """Initial action std, in the [-1, 1] action scale (study: ~0.5)."""
     min_std: float = 0.0
-    """Lower bound added to the std."""
+    """Lower bound added to the std (the study preset: seed_rl's 1e-3; the final stds of its 1M-step MuJoCo runs
+    were 0.12-0.17, so the floor never bound there)."""
     state_dependent_std: bool = False
     """Std as a network output instead of a free parameter (study: no gain)."""
     action_handling: Literal["clip", "tanh"] = "clip"
-    """Map Gaussian samples to the action bounds by clipping or by tanh squashing."""
+    """Map Gaussian samples to the action bounds by clipping or by tanh squashing. The study recommends tanh; the
+    preset clips, a measured choice: at 1M steps clipping ended ahead on HalfCheetah and far ahead on Hopper
+    (docs/benchmarks.md, "Clipping vs tanh squashing")."""
     # --- normalization and clipping ------------------------------------------------------------------------
     normalize_obs: bool = True
     """Running mean/std observation normalization (study: always; crucial except Hopper)."""
