@@ -95,10 +95,33 @@ class SweepSpec:
     set: dict[str, Any] = field(default_factory=dict)
     """Options given to every trial."""
     root: str = "sweeps"
+    search: str = ""
+    """'' (a grid), 'random' or 'optuna': sample ``trials`` configs from ``space`` (Ray only)."""
+    trials: int = 0
+    space: dict[str, str] = field(default_factory=dict)
+    """Each searched option's distribution: loguniform:LOW:HIGH, uniform:LOW:HIGH, randint:LOW:HIGH, choice:A,B,..."""
 
     def identity(self) -> dict[str, Any]:
         """What makes trials of the same name comparable: all but the seeds (a sweep may add seeds later)."""
-        return {"agents": self.agents, "envs": self.envs, "grid": _plain(self.grid), "set": _plain(self.set)}
+        out = {"agents": self.agents, "envs": self.envs, "grid": _plain(self.grid), "set": _plain(self.set)}
+        if self.search:
+            out.update(search=self.search, trials=self.trials, space=_plain(self.space))
+        return out
+
+    def check_search(self) -> None:
+        if not self.search:
+            if self.space or self.trials:
+                raise SweepError("--space and --trials belong to a search: add --search random (or optuna)")
+            return
+        if self.search not in ("random", "optuna"):
+            raise SweepError(f"--search '{self.search}': allowed values are random, optuna")
+        if len(self.agents) != 1 or len(self.envs) != 1 or len(self.seeds) != 1 or self.grid:
+            raise SweepError("A search samples configs of one agent on one env with one seed and no --grid; rerun "
+                             "the best config over seeds as a grid afterwards")
+        if self.trials < 1 or not self.space:
+            raise SweepError("A search needs --trials N (N >= 1) and at least one --space NAME=DIST")
+        for name, text in self.space.items():
+            parse_distribution(name, text)
 
     @property
     def directory(self) -> Path:
@@ -147,6 +170,49 @@ def load_spec(path: str | Path, root: str | None = None) -> SweepSpec:
                      root=root or data.get("root", "sweeps"))
 
 
+def parse_distribution(name: str, text: str) -> tuple[str, list]:
+    """'loguniform:1e-5:1e-3' -> ('loguniform', [1e-5, 1e-3]); 'choice:64,128' -> ('choice', ['64', '128'])."""
+    kind, _, rest = str(text).partition(":")
+    try:
+        if kind == "choice" and rest:
+            return kind, split_values(rest)
+        if kind in ("loguniform", "uniform", "randint"):
+            low, high = (float(v) for v in rest.split(":"))
+            if not low < high or (kind == "loguniform" and low <= 0):
+                raise ValueError
+            return kind, [int(low), int(high)] if kind == "randint" else [low, high]
+    except (ValueError, SweepError):
+        pass
+    raise SweepError(f"--space {name}={text}: expected loguniform:LOW:HIGH (0 < LOW < HIGH), uniform:LOW:HIGH, "
+                     "randint:LOW:HIGH (HIGH excluded) or choice:A,B,...")
+
+
+def search_probes(spec: SweepSpec) -> list[Trial]:
+    """Trials at every distribution's low and high ends (and each choice), to check a search's options resolve
+    before any sample runs."""
+    probes = []
+    for end in (0, -1):
+        params = []
+        for name, text in spec.space.items():
+            kind, values = parse_distribution(name, text)
+            value = values[end] if kind != "randint" else values[0] if end == 0 else values[1] - 1
+            params.append((name, value))
+        probes.append(make_trial(spec.agents[0], spec.envs[0], tuple(params), spec.seeds[0], spec.set))
+    for name, text in spec.space.items():
+        kind, values = parse_distribution(name, text)
+        if kind == "choice":
+            low = dict(probes[0].params)
+            probes += [make_trial(spec.agents[0], spec.envs[0], tuple({**low, name: v}.items()), spec.seeds[0],
+                                  spec.set) for v in values]
+    return probes
+
+
+def make_trial(agent: str, env: str, params: tuple[tuple[str, Any], ...], seed: int, fixed: dict) -> Trial:
+    shown = tuple((k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in params)
+    return Trial(trial_key(agent, env, shown, seed), agent, env, seed, shown,
+                 {**fixed, **{k: str(v) for k, v in params}, "seed": seed})
+
+
 # ----------------------------------------------------------------------------------------------- the trials
 @dataclass(frozen=True)
 class Trial:
@@ -181,8 +247,17 @@ def trial_key(agent: str, env: str, params: tuple[tuple[str, Any], ...], seed: i
 
 
 def expand(spec: SweepSpec) -> list[Trial]:
-    """Agents x envs x grid combinations x seeds, seeds innermost (a config's seeds run side by side)."""
+    """Agents x envs x grid combinations x seeds, seeds innermost (a config's seeds run side by side). A search's
+    trials are the ones its run directories hold (trial.json), since they are sampled as it runs."""
     import itertools
+
+    if spec.search:
+        found = []
+        for record in sorted(spec.directory.glob("*/trial.json")):
+            data = json.loads(record.read_text())
+            found.append(Trial(data["key"], data["agent"], data["env"], data["seed"],
+                               tuple(tuple(p) for p in data["params"]), data["overrides"]))
+        return found
 
     names = list(spec.grid)
     combos = list(itertools.product(*(spec.grid[n] for n in names))) if names else [()]
@@ -316,6 +391,7 @@ def run_trial(trial: Trial, sweep_dir: Path, on_eval: Callable[[int, dict], None
     state = trial_state(run_dir)
     if state in ("finished", "stopped"):
         return {"key": trial.key, "status": state, "ran": False}
+    record = {**asdict(trial), "params": [list(p) for p in trial.params]}
     try:
         if state == "resumable":
             (run_dir / "error.json").unlink(missing_ok=True)
@@ -324,6 +400,8 @@ def run_trial(trial: Trial, sweep_dir: Path, on_eval: Callable[[int, dict], None
             if run_dir.exists():  # never checkpointed (or failed before its first checkpoint): start afresh
                 shutil.rmtree(run_dir)
             run, agent_config = resolve_trial(trial, sweep_dir, {"progress": False, **(extra or {})})
+            run_dir.mkdir(parents=True)
+            _write_json(run_dir / "trial.json", record)  # what the trial is, for results gathered from disk
             result = train(run, agent_config, on_eval=on_eval)
     except BaseException as e:  # noqa: BLE001 -- recorded for the table, then raised for the scheduler
         # KeyboardInterrupt: Ctrl-C; SystemExit: Ray Tune ending the trial (ASHA, or the sweep stopping) -- no error
@@ -381,7 +459,7 @@ def trial_result(trial: Trial, sweep_dir: Path, metric: str = "eval/return_mean"
                            "final": curve[-1][1] if state == "finished" and curve else None,
                            "best": max(v for _, v in curve) if curve else None,
                            "wall_time_s": _wall_time(run_dir), "steps_per_sec": float(np.median(speeds)) if speeds else None,
-                           "error": None, "curve": curve}
+                           "error": None, "curve": curve, "overrides": trial.overrides}
     if (run_dir / "error.json").is_file() and state != "finished":
         row["error"] = json.loads((run_dir / "error.json").read_text()).get("error")
         row["status"] = "failed"
@@ -408,7 +486,7 @@ RESULT_COLUMNS = ["key", "agent", "env", "config", "seed", "status", "steps", "f
 
 
 def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    params = [k for r in rows for k in r if k not in RESULT_COLUMNS and k != "curve"]
+    params = [k for r in rows for k in r if k not in RESULT_COLUMNS and k not in ("curve", "overrides")]
     columns = RESULT_COLUMNS[:4] + list(dict.fromkeys(params)) + RESULT_COLUMNS[4:]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="") as f:
@@ -458,13 +536,13 @@ def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def best_command(rows: list[dict[str, Any]], spec_set: dict[str, Any], params: list[str]) -> str | None:
+def best_command(rows: list[dict[str, Any]]) -> str | None:
     """The train.py command that reproduces the finished trial with the highest final evaluation."""
     finished = [r for r in rows if r["final"] is not None]
     if not finished:
         return None
     best = max(finished, key=lambda r: r["final"])
-    options = {**spec_set, **{k: best[k] for k in params if k in best}}
+    options = {k: v for k, v in best["overrides"].items() if k != "seed"}
     words = ["python scripts/train.py", f"--agent {best['agent']}", f"--env {best['env']}", f"--seed {best['seed']}"]
     words += [f"--{k} {shlex.quote(str(v))}" for k, v in options.items()]
     return f"best final {best['final']:.1f} ({best['key']}):\n  " + " ".join(words)

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from rlkit2.config import ConfigError
-from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments, parse_seeds,
-                          prepare_directory, render_table, run_serial, summary_table, trial_result, validate_trials,
-                          write_results_csv)
+from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments,
+                          parse_seeds, prepare_directory, render_table, run_serial, search_probes, summary_table,
+                          trial_result, validate_trials, write_results_csv)
 
 USAGE = """Run many trainings: agents x envs x grid values x seeds, resumable (rerun the same command).
 
@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=0, help="at most this many trials at once (0: as the CPUs allow)")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1)")
     p.add_argument("--metric", default="eval/return_mean", help="the metric tables, searches and ASHA use")
+    p.add_argument("--search", choices=["random", "optuna"], help="sample --trials configs from --space (Ray only)")
+    p.add_argument("--trials", type=int, default=0, help="how many configs a search samples")
+    p.add_argument("--space", action="append", default=[], metavar="NAME=DIST",
+                   help="a searched option: loguniform:LOW:HIGH, uniform:LOW:HIGH, randint:LOW:HIGH or choice:A,B,...")
     p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
                    help="asha: stop the trials that trail at each rung of evaluations early (Ray only)")
     p.add_argument("--grace-steps", type=int, default=0, help="ASHA's first rung in env steps (default: eval_every)")
@@ -62,7 +66,9 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         raise SweepError("A new sweep needs --agent and --env (comma-separated lists), or a --spec file")
     return SweepSpec(name=check_name(args.name), agents=_list(args.agent), envs=_list(args.env),
                      seeds=parse_seeds(args.seeds), grid=parse_assignments(args.grid, "--grid", multi=True),
-                     set=parse_assignments(args.set, "--set", multi=False), root=args.root or "sweeps")
+                     set=parse_assignments(args.set, "--set", multi=False), root=args.root or "sweeps",
+                     search=args.search or "", trials=args.trials,
+                     space=parse_assignments(args.space, "--space", multi=False))
 
 
 def _list(text: str) -> list[str]:
@@ -91,7 +97,7 @@ def gather(spec: SweepSpec, metric: str) -> str:
              f"{sum(r['status'] == 'finished' for r in rows)} finished, {len(failed)} failed; metric {metric}", "",
              table]
     lines += [f"  failed: {r['key']}: {r['error']}" for r in failed]
-    best = best_command(rows, spec.set, list(spec.grid))
+    best = best_command(rows)
     if best:
         lines += ["", best]
     (directory / "table.md").write_text("\n".join(lines) + "\n")
@@ -110,15 +116,25 @@ def main_sweep(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = spec_from_args(args)
+        spec.check_search()
         trials = expand(spec)
         if args.table:
             if not (spec.directory / "spec.json").is_file():
                 raise SweepError(f"No sweep '{spec.name}' under {spec.directory.parent}")
             print(gather(spec, args.metric))
             return 0
-        validate_trials(trials, spec.directory)
+        validate_trials(search_probes(spec) if spec.search else trials, spec.directory)
         directory = prepare_directory(spec)
-        if args.serial:
+        if spec.search:
+            if args.serial:
+                raise SweepError("--search needs Ray (drop --serial)")
+            from rlkit2.sweep_ray import run_search
+
+            run_search(spec, directory, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                       address=args.address, max_concurrent=args.max_concurrent, dashboard=args.dashboard,
+                       metric=args.metric, scheduler=args.scheduler, grace_steps=args.grace_steps,
+                       reduction_factor=args.reduction_factor)
+        elif args.serial:
             if args.scheduler != "fifo":
                 raise SweepError("--scheduler asha needs Ray (drop --serial)")
             run_serial(trials, directory, extra={"threads_update": max(1, int(args.cpus_per_trial))})

@@ -15,7 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rlkit2.sweep import SweepError, Trial, mark_stopped, resolve_trial, run_trial, trial_state
+from rlkit2.sweep import (SweepError, SweepSpec, Trial, make_trial, mark_stopped, parse_distribution,
+                          read_progress_rows, resolve_trial, run_trial, trial_state)
 
 LOCALHOST = "127.0.0.1"
 
@@ -81,6 +82,41 @@ def _trainable(config: dict[str, Any]) -> None:
               extra={"threads_update": config["threads"], **config.get("extra", {})})
 
 
+def _search_trainable(config: dict[str, Any]) -> None:
+    """One sampled config of a search: its trial (key from the sampled values) run like a grid trial. A trial a
+    previous run of the same search finished reports its evaluations again, so the searcher sees them."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(config["threads"])
+    fixed = config["fixed"]
+    params = tuple((name, config["params"][name]) for name in fixed["space_order"])
+    trial = make_trial(fixed["agent"], fixed["env"], params, fixed["seed"], fixed["set"])
+    config["trial"] = {"key": trial.key}  # for the progress display and ASHA's marking
+
+    def report(step: int, metrics: dict) -> None:
+        tune.report({**metrics, "env_steps": step})
+
+    result = run_trial(trial, Path(config["sweep_dir"]), on_eval=report,
+                       extra={"threads_update": config["threads"], **config.get("extra", {})})
+    if not result["ran"]:
+        for row in read_progress_rows(Path(config["sweep_dir"]) / trial.key):
+            if "eval/return_mean" in row:
+                report(int(row["step"]), {k: v for k, v in row.items() if k.startswith("eval/")})
+
+
+def _tune_distribution(tune, name: str, text: str):
+    kind, values = parse_distribution(name, text)
+    if kind == "choice":
+        return tune.choice(values)
+    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}[kind](*values)
+
+
+def _trial_key(trial) -> str:
+    """A Tune trial's sweep key: fixed for grid trials; for a search, known once its trainable has built it."""
+    return trial.config.get("trial", {}).get("key", trial.trial_id)
+
+
 class _Progress:
     """A Tune callback that prints one line per change: trials done / running / failed and the best so far."""
 
@@ -97,12 +133,12 @@ class _Progress:
                 outer.show(trials)
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                outer.show(trials, f"failed: {trial.config['trial']['key']}")
+                outer.show(trials, f"failed: {_trial_key(trial)}")
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 value = result.get(outer.metric)
                 if value is not None and (outer.best is None or value > outer.best[0]):
-                    outer.best = (value, trial.config["trial"]["key"], result.get("env_steps"))
+                    outer.best = (value, _trial_key(trial), result.get("env_steps"))
                 outer.show(trials)
 
         self.callback = Reporter()
@@ -130,7 +166,13 @@ def asha(metric: str, max_steps: int, grace_steps: int, reduction_factor: float,
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
-                mark_stopped(sweep_dir / trial.config["trial"]["key"], result.get("env_steps"), "ASHA")
+                if "key" in trial.config.get("trial", {}):
+                    mark_stopped(sweep_dir / trial.config["trial"]["key"], result.get("env_steps"), "ASHA")
+                else:  # a search: the key is made in the worker from the sampled values
+                    params = tuple((n, trial.config["params"][n]) for n in trial.config["fixed"]["space_order"])
+                    fixed = trial.config["fixed"]
+                    key = make_trial(fixed["agent"], fixed["env"], params, fixed["seed"], fixed["set"]).key
+                    mark_stopped(sweep_dir / key, result.get("env_steps"), "ASHA")
             return decision
 
     return MarkingASHA(time_attr="env_steps", metric=metric, mode="max", max_t=max_steps,
@@ -165,6 +207,51 @@ def run_on_ray(trials: list[Trial], sweep_dir: Path, cpus_per_trial: float = 1.0
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, scheduler=trial_scheduler,
                                     trial_name_creator=lambda t: t.config["trial"]["key"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["key"]),
+        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / ".ray"), verbose=0,
+                                  callbacks=[progress.callback]),
+    )
+    start = time.perf_counter()
+    try:
+        tuner.fit()
+    finally:
+        print(f"[sweep] Ray Tune ran for {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def run_search(spec: SweepSpec, sweep_dir: Path, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
+               address: str | None = None, max_concurrent: int = 0, dashboard: bool = False,
+               metric: str = "eval/return_mean", scheduler: str = "fifo", grace_steps: int = 0,
+               reduction_factor: float = 3.0) -> None:
+    """Sample ``spec.trials`` configs from ``spec.space`` (random, or optuna's TPE), each one trial of one run
+    directory. Sampling is seeded by the sweep's seed, so a rerun of a random search draws the same configs and
+    finished ones are not trained again."""
+    ray, tune = import_ray()
+    from ray.tune.search import BasicVariantGenerator
+
+    print(f"[sweep] {init_ray(address, dashboard=dashboard)}", flush=True)
+    threads = max(1, int(cpus_per_trial))
+    seed = spec.seeds[0]
+    fixed = {"agent": spec.agents[0], "env": spec.envs[0], "seed": seed, "set": spec.set,
+             "space_order": list(spec.space)}
+    space = {"params": {name: _tune_distribution(tune, name, text) for name, text in spec.space.items()},
+             "fixed": fixed, "sweep_dir": str(sweep_dir), "threads": threads, "extra": {}}
+    if spec.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(metric=metric, mode="max", seed=seed)
+    else:
+        search_alg = BasicVariantGenerator(random_state=seed)
+    trial_scheduler = None
+    if scheduler == "asha":
+        probe = make_trial(fixed["agent"], fixed["env"], (), seed, spec.set)
+        run, _ = resolve_trial(probe, sweep_dir)
+        trial_scheduler = asha(metric, run.total_steps, grace_steps or run.eval_every or run.total_steps,
+                               reduction_factor, sweep_dir)
+    progress = _Progress(spec.trials, 0, metric)
+    tuner = tune.Tuner(
+        tune.with_resources(_search_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+        param_space=space,
+        tune_config=tune.TuneConfig(num_samples=spec.trials, search_alg=search_alg, scheduler=trial_scheduler,
+                                    max_concurrent_trials=max_concurrent or None),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / ".ray"), verbose=0,
                                   callbacks=[progress.callback]),
     )

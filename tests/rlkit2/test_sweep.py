@@ -199,3 +199,26 @@ def test_on_eval_reports_every_evaluation_and_the_last_only_after_the_final_chec
     assert [step for step, _, _ in reports] == [512, 1024]
     assert all("eval/return_mean" in keys for _, keys, _ in reports)
     assert [final_saved for _, _, final_saved in reports] == [False, True]
+
+
+def test_search_spaces_parse_and_a_search_is_checked_before_it_starts(tmp_path, capsys):
+    from rlkit2.sweep import parse_distribution, search_probes
+
+    assert parse_distribution("lr", "loguniform:1e-5:1e-3") == ("loguniform", [1e-5, 1e-3])
+    assert parse_distribution("n", "randint:2:5") == ("randint", [2, 5])
+    assert parse_distribution("h", "choice:64,64;32,32") == ("choice", ["64,64", "32,32"])
+    for bad in ("loguniform:0:1", "uniform:2:1", "normal:0:1", "choice:", "randint:a:b"):
+        with pytest.raises(SweepError, match="expected loguniform"):
+            parse_distribution("x", bad)
+    spec = SweepSpec(name="s", agents=["ppo"], envs=["CartPole-v1"], seeds=[0], root=str(tmp_path), search="random",
+                     trials=2, space={"lr": "loguniform:1e-4:1e-2", "epochs": "randint:2:5"})
+    probes = search_probes(spec)
+    assert [dict(p.params) for p in probes] == [{"lr": "0.0001", "epochs": 2}, {"lr": "0.01", "epochs": 4}]
+    assert probes[0].overrides == {"lr": "0.0001", "epochs": "2", "seed": 0}
+    base = ["--name", "s", "--root", str(tmp_path), "--agent", "ppo", "--env", "CartPole-v1", "--search", "random"]
+    assert main_sweep([*base, "--trials", "2", "--space", "lr=loguniform:1e-4:1e-2", "--seeds", "0-1"]) == 2
+    assert "one seed" in capsys.readouterr().err
+    assert main_sweep([*base, "--trials", "2", "--space", "clip_eps=uniform:-1:0.3"]) == 2  # a probe that fails
+    assert "clip_eps" in capsys.readouterr().err
+    assert main_sweep([*base, "--space", "lr=loguniform:1e-4:1e-2"]) == 2
+    assert "--trials N" in capsys.readouterr().err

@@ -152,3 +152,23 @@ def test_asha_stops_a_trailing_trial_early_and_a_rerun_leaves_it_stopped(tmp_pat
     assert "python scripts/train.py --agent ppo --env CartPole-v1 --seed 0" in out.stdout and "--lr 1e-3" in out.stdout
     again = subprocess.run(cmd, env=ray_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "2 of 2 trials already finished (or stopped early)" in again.stdout, again.stdout[-2000:]
+
+
+@pytest.mark.parametrize("search", ["random", "optuna"])
+def test_a_search_samples_configs_reports_the_best_and_a_rerun_trains_nothing_again(tmp_path, search):
+    pytest.importorskip("optuna") if search == "optuna" else None
+    cmd = [*SWEEP, "--name", search, "--root", str(tmp_path), "--agent", "ppo", "--env", "CartPole-v1", "--seeds", "3",
+           "--search", search, "--trials", "3", "--space", "lr=loguniform:1e-4:1e-2", "--space", "epochs=randint:2:5",
+           *TINY]
+    out = subprocess.run(cmd, env=ray_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / search / "results.csv")))
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"finished"}, rows
+    assert all(1e-4 <= float(r["lr"]) <= 1e-2 and 2 <= int(r["epochs"]) <= 4 for r in rows)
+    assert "python scripts/train.py --agent ppo --env CartPole-v1 --seed 3" in out.stdout and "--lr " in out.stdout
+    if search == "random":  # seeded sampling: the same configs again, all finished, none trained again
+        mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / search).glob("*/checkpoints/final.pt")}
+        again = subprocess.run(cmd, env=ray_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes and len(mtimes) == 3
+        assert len(list(csv.DictReader(open(tmp_path / search / "results.csv")))) == 3
