@@ -53,9 +53,10 @@ Where we depart from the official code (each an option or a measured choice):
   - The PyTorch port builds the adversary's optimizer with the actor's lr (its ``adversary_learning_rate`` is
     unused) and reads the old policy's std from the adversary's parameters in the Gaussian branch; we follow the
     TF code (lr x 0.3) and use the actor's own std.
-What we measured (docs/benchmarks.md, 2M steps, the MiniGrid preset): with the first-visit bonus AGAC solves
-  MultiRoom-N4-S5 on 3 seeds of 3 by 0.1-0.2M steps, where PPO never reaches the goal; AGAC with c = 0 (the
-  bonus alone) solves it as fast, so there the bonus does the exploring. AGAC solves KeyCorridorS3R2 on 3 seeds
+What we measured (docs/benchmarks.md, 2M steps, the MiniGrid preset, c decaying over each run's budget): with the
+  first-visit bonus AGAC solves MultiRoom-N4-S5 on 3 seeds of 3 by 0.1-0.2M steps, where PPO never reaches the
+  goal; AGAC with c = 0 (the bonus alone) solves it as fast, and so does AGAC with c over the official 2e8 steps
+  (c ~ c0 throughout; 3 seeds at 500k), so there the bonus does the exploring. AGAC solves KeyCorridorS3R2 on 3 seeds
   of 3 (success 0.5 at 0.5-0.9M steps; PPO 0.3-0.7M) and MultiRoom-N2-S4 by 0.1M, as PPO does; neither solves
   KeyCorridorS3R3 in 2M steps. Its policy entropy still falls early (0.1-0.5 from
   ~100k steps, PPO ~1.6 until the goal), with KL(pi || pi_adv) at 0.25-1.1 (beta_adv = 4e-5 leaves the
