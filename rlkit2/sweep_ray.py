@@ -89,10 +89,7 @@ def _search_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     torch.set_num_threads(config["threads"])
-    fixed = config["fixed"]
-    params = tuple((name, config["params"][name]) for name in fixed["space_order"])
-    trial = make_trial(fixed["agent"], fixed["env"], params, fixed["seed"], fixed["set"])
-    config["trial"] = {"key": trial.key}  # for the progress display and ASHA's marking
+    trial = _search_trial(config)
 
     def report(step: int, metrics: dict) -> None:
         tune.report({**metrics, "env_steps": step})
@@ -105,6 +102,13 @@ def _search_trainable(config: dict[str, Any]) -> None:
                 report(int(row["step"]), {k: v for k, v in row.items() if k.startswith("eval/")})
 
 
+def _search_trial(config: dict[str, Any]) -> Trial:
+    """The trial of a search's sampled config (its key made from the sampled values)."""
+    fixed = config["fixed"]
+    params = tuple((name, config["params"][name]) for name in fixed["space_order"])
+    return make_trial(fixed["agent"], fixed["env"], params, fixed["seed"], fixed["set"])
+
+
 def _tune_distribution(tune, name: str, text: str):
     kind, values = parse_distribution(name, text)
     if kind == "choice":
@@ -113,8 +117,8 @@ def _tune_distribution(tune, name: str, text: str):
 
 
 def _trial_key(trial) -> str:
-    """A Tune trial's sweep key: fixed for grid trials; for a search, known once its trainable has built it."""
-    return trial.config.get("trial", {}).get("key", trial.trial_id)
+    """A Tune trial's sweep key: a grid trial carries it, a search's is made from the sampled values."""
+    return trial.config["trial"]["key"] if "trial" in trial.config else _search_trial(trial.config).key
 
 
 class _Progress:
@@ -166,17 +170,35 @@ def asha(metric: str, max_steps: int, grace_steps: int, reduction_factor: float,
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
-                if "key" in trial.config.get("trial", {}):
-                    mark_stopped(sweep_dir / trial.config["trial"]["key"], result.get("env_steps"), "ASHA")
-                else:  # a search: the key is made in the worker from the sampled values
-                    params = tuple((n, trial.config["params"][n]) for n in trial.config["fixed"]["space_order"])
-                    fixed = trial.config["fixed"]
-                    key = make_trial(fixed["agent"], fixed["env"], params, fixed["seed"], fixed["set"]).key
-                    mark_stopped(sweep_dir / key, result.get("env_steps"), "ASHA")
+                mark_stopped(sweep_dir / _trial_key(trial), result.get("env_steps"), "ASHA")
             return decision
 
     return MarkingASHA(time_attr="env_steps", metric=metric, mode="max", max_t=max_steps,
                        grace_period=grace_steps, reduction_factor=reduction_factor)
+
+
+def _asha_for(probe: Trial, sweep_dir: Path, metric: str, grace_steps: int, reduction_factor: float):
+    """ASHA up to the trials' budget, its first rung at ``grace_steps`` or their eval_every (from ``probe``)."""
+    run, _ = resolve_trial(probe, sweep_dir)
+    return asha(metric, run.total_steps, grace_steps or run.eval_every or run.total_steps, reduction_factor,
+                sweep_dir)
+
+
+def _fit(tune, trainable, space: dict, sweep_dir: Path, progress: "_Progress", cpus_per_trial: float,
+         gpus_per_trial: float, **tune_config: Any) -> None:
+    """Run the trials on Ray Tune (its experiment state under SWEEP/.ray, never read back by rlkit2)."""
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+        param_space=space,
+        tune_config=tune.TuneConfig(**tune_config),
+        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / ".ray"), verbose=0,
+                                  callbacks=[progress.callback]),
+    )
+    start = time.perf_counter()
+    try:
+        tuner.fit()
+    finally:
+        print(f"[sweep] Ray Tune ran for {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 def run_on_ray(trials: list[Trial], sweep_dir: Path, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
@@ -196,25 +218,11 @@ def run_on_ray(trials: list[Trial], sweep_dir: Path, cpus_per_trial: float = 1.0
     space = {"trial": tune.grid_search([{**asdict(t), "params": [list(p) for p in t.params]} for t in pending]),
              "sweep_dir": str(sweep_dir), "threads": threads, "extra": extra or {}}
     progress = _Progress(len(trials), len(trials) - len(pending), metric)
-    trial_scheduler = None
-    if scheduler == "asha":
-        run, _ = resolve_trial(pending[0], sweep_dir)
-        trial_scheduler = asha(metric, run.total_steps, grace_steps or run.eval_every or run.total_steps,
-                               reduction_factor, sweep_dir)
-    tuner = tune.Tuner(
-        tune.with_resources(_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
-        param_space=space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, scheduler=trial_scheduler,
-                                    trial_name_creator=lambda t: t.config["trial"]["key"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]["key"]),
-        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / ".ray"), verbose=0,
-                                  callbacks=[progress.callback]),
-    )
-    start = time.perf_counter()
-    try:
-        tuner.fit()
-    finally:
-        print(f"[sweep] Ray Tune ran for {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    trial_scheduler = _asha_for(pending[0], sweep_dir, metric, grace_steps, reduction_factor) \
+        if scheduler == "asha" else None
+    _fit(tune, _trainable, space, sweep_dir, progress, cpus_per_trial, gpus_per_trial,
+         max_concurrent_trials=max_concurrent or None, scheduler=trial_scheduler,
+         trial_name_creator=_trial_key, trial_dirname_creator=_trial_key)
 
 
 def run_search(spec: SweepSpec, sweep_dir: Path, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
@@ -240,23 +248,9 @@ def run_search(spec: SweepSpec, sweep_dir: Path, cpus_per_trial: float = 1.0, gp
         search_alg = OptunaSearch(metric=metric, mode="max", seed=seed)
     else:
         search_alg = BasicVariantGenerator(random_state=seed)
-    trial_scheduler = None
-    if scheduler == "asha":
-        probe = make_trial(fixed["agent"], fixed["env"], (), seed, spec.set)
-        run, _ = resolve_trial(probe, sweep_dir)
-        trial_scheduler = asha(metric, run.total_steps, grace_steps or run.eval_every or run.total_steps,
-                               reduction_factor, sweep_dir)
-    progress = _Progress(spec.trials, 0, metric)
-    tuner = tune.Tuner(
-        tune.with_resources(_search_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
-        param_space=space,
-        tune_config=tune.TuneConfig(num_samples=spec.trials, search_alg=search_alg, scheduler=trial_scheduler,
-                                    max_concurrent_trials=max_concurrent or None),
-        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / ".ray"), verbose=0,
-                                  callbacks=[progress.callback]),
-    )
-    start = time.perf_counter()
-    try:
-        tuner.fit()
-    finally:
-        print(f"[sweep] Ray Tune ran for {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    probe = make_trial(fixed["agent"], fixed["env"], (), seed, spec.set)
+    trial_scheduler = _asha_for(probe, sweep_dir, metric, grace_steps, reduction_factor) \
+        if scheduler == "asha" else None
+    _fit(tune, _search_trainable, space, sweep_dir, _Progress(spec.trials, 0, metric), cpus_per_trial,
+         gpus_per_trial, num_samples=spec.trials, search_alg=search_alg, scheduler=trial_scheduler,
+         max_concurrent_trials=max_concurrent or None)
