@@ -100,10 +100,17 @@ class SweepSpec:
     trials: int = 0
     space: dict[str, str] = field(default_factory=dict)
     """Each searched option's distribution: loguniform:LOW:HIGH, uniform:LOW:HIGH, randint:LOW:HIGH, choice:A,B,..."""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Named configs, each a set of options (and optionally its own ``agent``): an ablation's one-change-each
+    variants, or rlkit2 beside a peer library. Crossed with the grid; every variant runs on every env and seed."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """How scripts/bench/report.py renders the results (baseline variant, extra metric columns, ...)."""
 
     def identity(self) -> dict[str, Any]:
         """What makes trials of the same name comparable: all but the seeds (a sweep may add seeds later)."""
         out = {"agents": self.agents, "envs": self.envs, "grid": _plain(self.grid), "set": _plain(self.set)}
+        if self.variants:
+            out["variants"] = _plain(self.variants)
         if self.search:
             out.update(search=self.search, trials=self.trials, space=_plain(self.space))
         return out
@@ -155,19 +162,27 @@ def load_spec(path: str | Path, root: str | None = None) -> SweepSpec:
         raise SweepError(f"Spec file '{path}' does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise SweepError(f"Spec file '{path}' is not valid TOML: {e}") from None
-    known = {"name", "agent", "env", "seeds", "grid", "set", "root", "description"}
+    known = {"name", "agent", "env", "seeds", "grid", "set", "root", "description", "variants", "report"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SweepError(f"Spec file '{path}': unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    for key in ("agent", "env", "seeds"):
+    variants = data.get("variants", {})
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise SweepError(f"Spec file '{path}': each variant is a table of options, e.g. "
+                         '[variants."no obs normalization"] normalize_obs = false')
+    every_variant_names_agent = bool(variants) and all("agent" in v for v in variants.values())
+    for key in ("env", "seeds") if every_variant_names_agent else ("agent", "env", "seeds"):
         if key not in data:
             raise SweepError(f"Spec file '{path}' needs '{key}'")
     as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
     grid = {k.replace("-", "_"): as_list(v) for k, v in data.get("grid", {}).items()}
-    return SweepSpec(name=check_name(data.get("name", path.stem)), agents=[str(a) for a in as_list(data["agent"])],
+    return SweepSpec(name=check_name(data.get("name", path.stem)), agents=[str(a) for a in as_list(data.get("agent", []))],
                      envs=[str(e) for e in as_list(data["env"])], seeds=parse_seeds(data["seeds"]), grid=grid,
                      set={k.replace("-", "_"): v for k, v in data.get("set", {}).items()},
-                     root=root or data.get("root", "sweeps"))
+                     root=root or data.get("root", "sweeps"),
+                     variants={str(name): {k.replace("-", "_"): v for k, v in options.items()}
+                               for name, options in variants.items()},
+                     report=data.get("report", {}))
 
 
 def parse_distribution(name: str, text: str) -> tuple[str, list]:
@@ -223,25 +238,29 @@ class Trial:
     params: tuple[tuple[str, Any], ...]
     """This trial's grid values, in the grid's order (its config, without the seed)."""
     overrides: dict[str, Any]
+    variant: str = ""
+    """The spec's named variant this trial runs ('' without variants)."""
 
     @property
     def config_name(self) -> str:
-        """The trials of one config over seeds share this name (the grid values; the agent and env apart)."""
-        return ",".join(f"{k}={v}" for k, v in self.params) or "default"
+        """The trials of one config over seeds share this name (the variant and grid values; agent and env apart)."""
+        return ", ".join(([self.variant] if self.variant else []) + [f"{k}={v}" for k, v in self.params]) or "default"
 
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", str(text).replace("ALE/", "")).strip("_")
 
 
-def trial_key(agent: str, env: str, params: tuple[tuple[str, Any], ...], seed: int) -> str:
-    """A stable, readable, filesystem-safe name: ppo-Hopper-v5-gae_lambda=0.9-s3 (a hash when it would be long)."""
-    parts = [agent, _safe(env)] + [_safe(f"{k}={v}") for k, v in params] + [f"s{seed}"]
+def trial_key(agent: str, env: str, params: tuple[tuple[str, Any], ...], seed: int, variant: str = "") -> str:
+    """A stable, readable, filesystem-safe name: ppo-Hopper-v5-gae_lambda=0.9-s3 (a hash when it would be long);
+    with a variant: ppo-Hopper-v5-no_obs_normalization-s3."""
+    parts = [agent, _safe(env)] + ([_safe(variant)] if variant and variant != agent else []) + [_safe(f"{k}={v}") for k, v in params] \
+        + [f"s{seed}"]
     key = "-".join(parts)
     if len(key) > 150:
         import hashlib
 
-        digest = hashlib.sha1(json.dumps([agent, env, list(params)], default=str).encode()).hexdigest()[:10]
+        digest = hashlib.sha1(json.dumps([agent, env, variant, list(params)], default=str).encode()).hexdigest()[:10]
         key = f"{agent}-{_safe(env)}-{digest}-s{seed}"
     return key
 
@@ -256,19 +275,27 @@ def expand(spec: SweepSpec) -> list[Trial]:
         for record in sorted(spec.directory.glob("*/trial.json")):
             data = json.loads(record.read_text())
             found.append(Trial(data["key"], data["agent"], data["env"], data["seed"],
-                               tuple(tuple(p) for p in data["params"]), data["overrides"]))
+                               tuple(tuple(p) for p in data["params"]), data["overrides"], data.get("variant", "")))
         return found
 
     names = list(spec.grid)
     combos = list(itertools.product(*(spec.grid[n] for n in names))) if names else [()]
+    # (agent, variant name, the variant's options): a variant that names an agent runs with that agent only
+    configs = [(a, "", {}) for a in spec.agents] if not spec.variants else [
+        (agent, name, {k: v for k, v in options.items() if k != "agent"})
+        for name, options in spec.variants.items()
+        for agent in ([str(options["agent"])] if "agent" in options else spec.agents)]
+    if not configs:
+        raise SweepError("The sweep has no agent: give agent = ... (or an agent in every variant)")
     trials = []
-    for agent in spec.agents:
+    for agent, variant, variant_options in configs:
         for env in spec.envs:
             for combo in combos:
                 params = tuple(zip(names, combo))
                 for seed in spec.seeds:
-                    overrides = {**spec.set, **dict(params), "seed": seed}
-                    trials.append(Trial(trial_key(agent, env, params, seed), agent, env, seed, params, overrides))
+                    overrides = {**spec.set, **variant_options, **dict(params), "seed": seed}
+                    trials.append(Trial(trial_key(agent, env, params, seed, variant), agent, env, seed, params,
+                                        overrides, variant))
     keys = [t.key for t in trials]
     if len(set(keys)) != len(keys):
         raise SweepError("Two trials got the same key (grid values that differ only in characters a folder name "
@@ -289,17 +316,22 @@ def validate_trials(trials: list[Trial], sweep_dir: Path, build: bool = True) ->
     agent once on the CPU, which checks what only the agent can (a minibatch larger than the batch, an env that
     does not load): a typo is one error, not N failed trials."""
     from envs import EnvCheckError
+    from rlkit2.peers import check_peer, is_peer, resolve_peer
 
     errors: dict[str, list[str]] = {}
     built: dict[tuple, str | None] = {}  # a config's build error (its seeds share it), None when it built
     for trial in trials:
         try:
-            run, agent_config = resolve_trial(trial, sweep_dir)
-            config = (trial.agent, trial.env, trial.params)
+            peer = is_peer(trial.agent)
+            if peer:
+                resolve_peer(trial.agent, trial.overrides)
+            else:
+                run, agent_config = resolve_trial(trial, sweep_dir)
+            config = (trial.agent, trial.env, trial.variant, trial.params)
             if build and config not in built:
                 built[config] = None
                 try:
-                    _dry_build(run, agent_config)
+                    check_peer(trial.agent, trial.env, trial.overrides) if peer else _dry_build(run, agent_config)
                 except (ConfigError, EnvCheckError, ValueError, KeyError) as e:
                     built[config] = str(e).strip("'\"")
             if build and built[config]:
@@ -356,6 +388,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 # ------------------------------------------------------------------------------------------ running a trial
 STOPPED_MARKER = "stopped_early.json"
+PEER_FINISHED = "finished.json"  # rlkit2.peers.FINISHED_MARKER: a peer library's trial (no checkpoints) finished
 
 
 def mark_stopped(run_dir: Path, step: int | None, reason: str) -> None:
@@ -370,7 +403,7 @@ def trial_state(run_dir: Path) -> str:
     'resumable' (a periodic checkpoint), 'failed' (its last attempt raised and left no checkpoint to resume) or
     'pending'."""
     checkpoints = run_dir / "checkpoints"
-    if (checkpoints / "final.pt").is_file():
+    if (checkpoints / "final.pt").is_file() or (run_dir / PEER_FINISHED).is_file():
         return "finished"
     if (run_dir / STOPPED_MARKER).is_file():
         return "stopped"
@@ -385,6 +418,7 @@ def run_trial(trial: Trial, sweep_dir: Path, on_eval: Callable[[int, dict], None
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Bring one trial's run directory to 'finished': nothing to do, resume, or (re)start from scratch. An
     exception is written to ``error.json`` in the run directory (and raised), so the results table shows it."""
+    from rlkit2.peers import is_peer, run_peer_trial
     from rlkit2.run import resume, train
 
     run_dir = sweep_dir / trial.key
@@ -393,6 +427,13 @@ def run_trial(trial: Trial, sweep_dir: Path, on_eval: Callable[[int, dict], None
         return {"key": trial.key, "status": state, "ran": False}
     record = {**asdict(trial), "params": [list(p) for p in trial.params]}
     try:
+        if is_peer(trial.agent):  # no checkpoints: an unfinished peer trial starts afresh
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            _write_json(run_dir / "trial.json", record)
+            run_peer_trial(trial.agent, trial.env, {**trial.overrides, **(extra or {})}, run_dir, on_eval=on_eval)
+            return {"key": trial.key, "status": "finished", "ran": True}
         if state == "resumable":
             (run_dir / "error.json").unlink(missing_ok=True)
             result = resume(run_dir, {"progress": False, **(extra or {})}, on_eval=on_eval)
@@ -453,40 +494,59 @@ def trial_result(trial: Trial, sweep_dir: Path, metric: str = "eval/return_mean"
     curve = [(int(r["step"]), r[metric]) for r in rows if metric in r]
     speeds = [r["perf/steps_per_sec"] for r in rows if "perf/steps_per_sec" in r]
     state = trial_state(run_dir)
+    source = _final_source(run_dir)
+    last: dict[str, float] = {}
+    for r in rows:  # the last value of every logged metric
+        last.update(r)
+    eval_metrics = dict.fromkeys(k for r in rows for k in r if k.startswith("eval/"))
     row: dict[str, Any] = {"key": trial.key, "agent": trial.agent, "env": trial.env, "config": trial.config_name,
-                           **{k: v for k, v in trial.params}, "seed": trial.seed, "status": state,
-                           "steps": int(rows[-1]["step"]) if rows else 0,
+                           "variant": trial.variant, **{k: v for k, v in trial.params}, "seed": trial.seed,
+                           "status": state, "steps": int(rows[-1]["step"]) if rows else 0,
                            "final": curve[-1][1] if state == "finished" and curve else None,
                            "best": max(v for _, v in curve) if curve else None,
-                           "wall_time_s": _wall_time(run_dir), "steps_per_sec": float(np.median(speeds)) if speeds else None,
-                           "error": None, "curve": curve, "overrides": trial.overrides}
+                           "wall_time_s": source.get("wall_time"),
+                           "steps_per_sec": float(np.median(speeds)) if speeds else None,
+                           "error": None, "commit": source.get("commit"), "curve": curve,
+                           "curves": {m: [(int(r["step"]), r[m]) for r in rows if m in r] for m in eval_metrics},
+                           "last": last, "overrides": trial.overrides}
     if (run_dir / "error.json").is_file() and state != "finished":
         row["error"] = json.loads((run_dir / "error.json").read_text()).get("error")
         row["status"] = "failed"
     return row
 
 
-def _wall_time(run_dir: Path) -> float | None:
-    """Training wall time from the newest checkpoint's counters (what the run loop saves)."""
+def _final_source(run_dir: Path) -> dict[str, Any]:
+    """Training wall time and the commit of the run's last session, from the newest checkpoint (what the run loop
+    saves) or a peer's finished.json; {} when there is neither."""
+    if (run_dir / PEER_FINISHED).is_file():
+        marker = json.loads((run_dir / PEER_FINISHED).read_text())
+        return {"wall_time": marker.get("wall_time"), "commit": marker.get("source", {}).get("commit")}
+    out: dict[str, Any] = {}
+    try:  # config.json: rewritten by every session of the run
+        out["commit"] = json.loads((run_dir / "config.json").read_text())["source"]["commit"]
+    except (OSError, ValueError, KeyError):
+        pass
     checkpoints = run_dir / "checkpoints"
     candidates = [checkpoints / "final.pt"] if (checkpoints / "final.pt").is_file() else \
         sorted(checkpoints.glob("step_*.pt"), key=lambda p: p.stat().st_mtime)[-1:]
     if not candidates:
-        return None
+        return out
     from rlkit2 import checkpoint as ckpt
 
     try:
-        return float(ckpt.load(candidates[0])["run"].get("wall_time", math.nan))
+        out["wall_time"] = float(ckpt.load(candidates[0])["run"].get("wall_time", math.nan))
     except Exception:  # noqa: BLE001 -- a damaged checkpoint: the table shows no time
-        return None
+        pass
+    return out
 
 
 RESULT_COLUMNS = ["key", "agent", "env", "config", "seed", "status", "steps", "final", "best", "wall_time_s",
-                  "steps_per_sec", "error"]
+                  "steps_per_sec", "error", "commit"]
+NOT_IN_CSV = ("curve", "curves", "last", "overrides", "variant")
 
 
 def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    params = [k for r in rows for k in r if k not in RESULT_COLUMNS and k not in ("curve", "overrides")]
+    params = [k for r in rows for k in r if k not in RESULT_COLUMNS and k not in NOT_IN_CSV]
     columns = RESULT_COLUMNS[:4] + list(dict.fromkeys(params)) + RESULT_COLUMNS[4:]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="") as f:
@@ -494,6 +554,13 @@ def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
+
+
+def write_results_json(rows: list[dict[str, Any]], spec: SweepSpec, path: Path, metric: str) -> None:
+    """Every trial's row with its curves, the spec and the metric: what scripts/bench/report.py renders and what a
+    benchmark keeps in docs/bench/ (the run directories hold checkpoints and stay out of git)."""
+    _write_json(path, {"sweep": spec.name, "metric": metric, "identity": spec.identity(), "seeds": spec.seeds,
+                       "report": spec.report, "trials": rows})
 
 
 def iqm(values: np.ndarray | list[float]) -> float:
@@ -538,7 +605,9 @@ def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def best_command(rows: list[dict[str, Any]]) -> str | None:
     """The train.py command that reproduces the finished trial with the highest final evaluation."""
-    finished = [r for r in rows if r["final"] is not None]
+    from rlkit2.peers import is_peer
+
+    finished = [r for r in rows if r["final"] is not None and not is_peer(r["agent"])]
     if not finished:
         return None
     best = max(finished, key=lambda r: r["final"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from rlkit2.config import ConfigError
 from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments,
                           parse_seeds, prepare_directory, render_table, run_serial, search_probes, summary_table,
-                          trial_result, validate_trials, write_results_csv)
+                          trial_result, validate_trials, write_results_csv, write_results_json)
 
 USAGE = """Run many trainings: agents x envs x grid values x seeds, resumable (rerun the same command).
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", type=Path, help="a TOML spec (benchmarks/*.toml) instead of --agent/--env/...")
     p.add_argument("--agent", help="agent(s), comma-separated")
     p.add_argument("--env", help="env id(s), comma-separated")
-    p.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,1,5 (default 0)")
+    p.add_argument("--seeds", help="e.g. 0-4 or 0,1,5 (default 0, or the spec's)")
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                    help="an option and its values (';' separates values that contain commas: policy_hidden=64,64;32,32)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="an option for every trial")
@@ -55,8 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if args.spec:
         spec = load_spec(args.spec, root=args.root)
+        given = [flag for flag, value in (("--agent", args.agent), ("--env", args.env), ("--grid", args.grid),
+                                          ("--search", args.search), ("--space", args.space)) if value]
+        if given:
+            raise SweepError(f"{', '.join(given)} with --spec: put them in the spec file (--set, --seeds and --name "
+                             "may change a spec for one sweep, e.g. --name NAME_1m --set total_steps=1000000)")
         if args.name:
             spec.name = check_name(args.name)
+        if args.seeds is not None:
+            spec.seeds = parse_seeds(args.seeds)
+        spec.set.update(parse_assignments(args.set, "--set", multi=False))
         return spec
     if not args.name:
         raise SweepError("Give the sweep a --name (its folder), or a --spec file")
@@ -65,7 +73,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if not args.agent or not args.env:
         raise SweepError("A new sweep needs --agent and --env (comma-separated lists), or a --spec file")
     return SweepSpec(name=check_name(args.name), agents=_list(args.agent), envs=_list(args.env),
-                     seeds=parse_seeds(args.seeds), grid=parse_assignments(args.grid, "--grid", multi=True),
+                     seeds=parse_seeds(args.seeds if args.seeds is not None else "0"), grid=parse_assignments(args.grid, "--grid", multi=True),
                      set=parse_assignments(args.set, "--set", multi=False), root=args.root or "sweeps",
                      search=args.search or "", trials=args.trials,
                      space=parse_assignments(args.space, "--space", multi=False))
@@ -91,6 +99,7 @@ def gather(spec: SweepSpec, metric: str) -> str:
     directory = spec.directory
     rows = [trial_result(t, directory, metric) for t in expand(spec)]
     write_results_csv(rows, directory / "results.csv")
+    write_results_json(rows, spec, directory / "results.json", metric)
     table = render_table(summary_table(rows))
     failed = [r for r in rows if r["status"] == "failed"]
     lines = [f"Sweep '{spec.name}' ({directory}): {len(rows)} trials, "
@@ -108,7 +117,7 @@ def gather(spec: SweepSpec, metric: str) -> str:
         lines.append(f"\ncurves: {directory / 'curves.png'}")
     except ImportError:
         lines.append("\n(curves.png needs matplotlib: pip install matplotlib)")
-    lines.append(f"results: {directory / 'results.csv'}")
+    lines.append(f"results: {directory / 'results.csv'} (with curves: results.json)")
     return "\n".join(lines)
 
 

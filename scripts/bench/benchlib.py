@@ -1,6 +1,6 @@
-"""Shared by the benchmark scripts: running jobs in parallel processes, appending a run's record (with the commit
-it ran on), training one rlkit2 run to completion, timing a raw vectorized env, and training an SB3 model with the
-same periodic evaluation rlkit2's run loop does."""
+"""Shared by the benchmark scripts: appending a run's record (with the commit it ran on), training one rlkit2 run to
+completion, and timing a raw vectorized env. Learning benchmarks are sweep specs (benchmarks/*.toml, run by
+scripts/sweep.py); an SB3 model trained with rlkit2's evaluation protocol is rlkit2.peers.learn_with_evaluation."""
 
 from __future__ import annotations
 
@@ -49,18 +49,6 @@ def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_jobs(commands: list[list[str]], jobs: int) -> None:
-    """Run the commands, at most ``jobs`` at a time (one core each), in the given order."""
-    running: list[subprocess.Popen] = []
-    for cmd in commands:
-        while len(running) >= jobs:
-            running = [p for p in running if p.poll() is None]
-            time.sleep(1)
-        running.append(subprocess.Popen(cmd))
-    for p in running:
-        p.wait()
-
-
 def train_to_completion(agent: str, env_id: str, overrides: dict) -> tuple[object, object, list[dict], float]:
     """Train one rlkit2 run under /tmp/rlkit2_bench_runs (no progress bar, no checkpoints) and return
     ``(run, cfg, progress rows, seconds)``. An interrupted run (e.g. SIGTERM) exits without a record: benchmarks
@@ -101,41 +89,3 @@ def raw_env_rate(env_id: str, backend: str, num_envs: int, seconds: float) -> fl
     rate = steps * num_envs / (time.perf_counter() - start)
     venv.close()
     return rate
-
-
-def learn_with_evaluation(model, env_id: str, seed: int, steps: int, eval_every: int,
-                          max_episode_steps: int | None = None) -> list[tuple[int, float]]:
-    """``model.learn(steps)`` with a deterministic evaluation (10 episodes on 5 separate envs, seeds 10000+, raw
-    reward: rlkit2's protocol) every ``eval_every`` env steps and at the end; returns the curve. ``max_episode_steps``
-    sets the evaluation envs' time limit (an env given as 'module:Class' has none of its own)."""
-    import torch
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    import envs
-    from rlkit2.evaluation import evaluate
-
-    eval_env = envs.make(env_id, 5, seed=seed + 10_000, backend="sync", max_episode_steps=max_episode_steps)
-    curve: list[tuple[int, float]] = []
-
-    def act(obs):
-        return torch.as_tensor(model.predict(obs.numpy(), deterministic=True)[0])
-
-    def score() -> float:
-        return evaluate(act, eval_env, 10, torch.device("cpu"), seed=seed + 10_000)["return_mean"]
-
-    class Eval(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.next = eval_every
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next:
-                self.next += eval_every
-                curve.append((self.num_timesteps, score()))
-            return True
-
-    model.learn(total_timesteps=steps, callback=Eval())
-    if not curve or curve[-1][0] != model.num_timesteps:
-        curve.append((model.num_timesteps, score()))
-    eval_env.close()
-    return curve

@@ -26,6 +26,7 @@ import argparse
 import importlib
 import itertools
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import append_record, column, learn_with_evaluation, run_jobs, train_to_completion  # noqa: E402
+from benchlib import append_record, column, train_to_completion  # noqa: E402
+
+from rlkit2.peers import learn_with_evaluation  # noqa: E402
 
 
 class PointMass(gym.Env):
@@ -148,10 +151,11 @@ def main() -> None:
     if args.single:
         args.variant, args.env, args.seed = args.single[0], args.single[1], int(args.single[2])
         return single(args)
+    # one run at a time, each in its own process (a fresh torch and RNG state per run, as before)
     command = "python scripts/bench/dsac_small_envs.py " + shlex.join(sys.argv[1:])
-    jobs = [(v, e, s) for s, e, v in itertools.product(args.seeds, args.envs, args.variants)]
-    run_jobs([[sys.executable, __file__, "--single", v, e, str(s), "--steps", str(args.steps), "--eval-every",
-               str(args.eval_every), "--out", str(args.out), "--command", command] for v, e, s in jobs], jobs=1)
+    for s, e, v in itertools.product(args.seeds, args.envs, args.variants):
+        subprocess.run([sys.executable, __file__, "--single", v, e, str(s), "--steps", str(args.steps), "--eval-every",
+                        str(args.eval_every), "--out", str(args.out), "--command", command], check=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Plot learning curves (mean +- std over seeds per library) from scripts/bench/learning.py or ablation.py output.
+"""Plot learning curves (mean +- std over seeds per config) from benchmark records (JSON lines) or a sweep's
+results.json (each trial named by its config; --curve takes a logged metric, e.g. eval/success_rate).
 
     python scripts/bench/plot_learning.py docs/bench/learning.jsonl docs/learning_curves.png [--key lib]
         [--hline ENV=VALUE --hline-label "random policy"] [--only NAME ...] [--curve success_curve]
+    python scripts/bench/plot_learning.py docs/bench/sweeps/ppo_mujoco.json docs/ppo_mujoco_curves.png
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def group_curves(records: list[dict], key: str, only: list[str] | None, curve: s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("jsonl", type=Path)
+    parser.add_argument("jsonl", type=Path, help="records (.jsonl) or a sweep's results.json")
     parser.add_argument("png", type=Path)
     parser.add_argument("--key", default="lib", help="record field that names a curve (lib, variant), or fields joined by '+' (variant+commit)")
     parser.add_argument("--ylabel", default="deterministic eval return")
@@ -43,8 +45,15 @@ def main() -> None:
     parser.add_argument("--curve", default="curve", help="record field with the (step, value) pairs to plot")
     args = parser.parse_args()
     hlines = {env: float(value) for env, value in (item.rsplit("=", 1) for item in args.hline)}
-    records = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
-    by_env = group_curves(records, args.key, args.only, args.curve)
+    if args.jsonl.suffix == ".json":  # a sweep's results.json: one record per trial, named by its config
+        trials = json.loads(args.jsonl.read_text())["trials"]
+        records = [{"env": t["env"], "config": t["config"] if t["config"] != "default" else t["agent"],
+                    "curve": t["curve"], **t.get("curves", {})} for t in trials if t["curve"]]
+        args.key = "config"
+        args.curve = "curve" if args.curve in ("curve", "eval/return_mean") else args.curve
+    else:
+        records = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
+    by_env = group_curves([r for r in records if args.curve in r], args.key, args.only, args.curve)
     if not by_env:
         raise SystemExit(f"no records in {args.jsonl} with {args.key} in {args.only}")
     fig, axes = plt.subplots(1, len(by_env), figsize=(6 * len(by_env), 4), squeeze=False)

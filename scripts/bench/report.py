@@ -3,6 +3,11 @@
 
     python scripts/bench/report.py --throughput docs/bench/throughput.json --learning docs/bench/learning.jsonl \
         --ablation docs/bench/ablation.jsonl [--write-into docs/benchmarks.md]
+    python scripts/bench/report.py --sweep ppo_mujoco=docs/bench/sweeps/ppo_mujoco.json --write-into docs/benchmarks.md
+
+A learning benchmark is a sweep spec (benchmarks/*.toml) run by scripts/sweep.py; its results.json, copied to
+docs/bench/sweeps/, renders with --sweep BLOCK=PATH (the spec's [report] table says what the table shows). The
+records of the benchmark scripts that sweeps replaced (docs/bench/*.jsonl) still render with their own options.
 
 With --write-into, each table replaces the block between `<!-- report:NAME -->` and `<!-- /report -->` in that
 file (NAME: throughput, atari_speed, atari_pong, learning, ablation, ablation_squash, learning_long, dsac_speed, dsac_learning, agac_exploration,
@@ -240,6 +245,101 @@ def collect_env(path: Path) -> None:
         print(f"| {r['env']} | {r['envs']} | {r['batched']:,.0f} | {r['sync']:,.0f} | {r['speedup']:.1f}x |")
 
 
+def read_sweep(path: Path) -> dict:
+    """A sweep's results.json (written by ``scripts/sweep.py`` in ROOT/NAME/, copied to docs/bench/sweeps/), or the
+    sweep folder itself."""
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise SystemExit(f"report: no sweep results at {path}; run `python scripts/sweep.py --name NAME --table` "
+                         "to gather them")
+    return json.loads(path.read_text())
+
+
+def sweep_table(path: Path) -> None:
+    """One row per (env, config) of a sweep over its seeds: the final evaluation's mean ± std, IQM with a 95%
+    bootstrap CI, every seed, the best evaluation, wall time and speed; trials not finished are listed as such.
+    The spec's [report] table adds: ``baseline`` (per-seed differences to that config), ``columns`` (the last logged
+    value of those metrics, mean over seeds), ``first_reaching`` (the first evaluation step at which a metric reached
+    a threshold, per seed), ``ratio`` (a config's final mean as a share of the baseline's, against a target) and
+    ``steps_table`` (the mean at every evaluation step)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from rlkit2.sweep import iqm, stratified_bootstrap_ci
+
+    data = read_sweep(path)
+    options, trials = data.get("report", {}), data["trials"]
+    baseline, columns = options.get("baseline"), options.get("columns", [])
+    reach = options.get("first_reaching")
+    name_of = lambda t: t["config"] if t["config"] != "default" else t["agent"]  # noqa: E731
+    groups: dict[tuple, list] = defaultdict(list)
+    for t in trials:
+        groups[(t["env"], name_of(t))].append(t)
+    commits = sorted({t["commit"] for t in trials if t.get("commit")})
+    print(f"Sweep `{data['sweep']}`, metric `{data['metric']}`, {len(trials)} trials; code: {', '.join(commits) or '?'}\n")
+    head = ["env", "config", "budget", "seeds done", "final mean ± std", "IQM [95% CI]", "per seed"]
+    head += [f"minus {baseline}, per seed"] if baseline else []
+    head += [f"final {c} (mean)" for c in columns]
+    head += [f"first step with {reach['metric']} ≥ {reach['threshold']} (per seed)"] if reach else []
+    head += ["best eval (mean)", "wall time per run", "steps/s (median)"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for (env, config), runs in groups.items():
+        runs = sorted(runs, key=lambda t: t["seed"])
+        done = [t for t in runs if t["final"] is not None]
+        finals = np.array([t["final"] for t in done])
+        budget = max(int(t["overrides"].get("total_steps", t["steps"])) for t in runs)
+        per_seed = ", ".join(f"s{t['seed']}: {t['final']:.0f}" if t["final"] is not None else
+                             f"s{t['seed']}: {t['status']}" + (f" ({t['error']})" if t.get("error") else "")
+                             for t in runs)
+        cells = [env, config, f"{budget:,}", f"{len(done)}/{len(runs)}"]
+        if len(done):
+            low, high = stratified_bootstrap_ci({env: list(finals)})
+            cells += [f"{finals.mean():.0f} ± {finals.std():.0f}", f"{iqm(finals):.0f} [{low:.0f}, {high:.0f}]"]
+        else:
+            cells += ["–", "–"]
+        cells.append(per_seed)
+        if baseline:
+            base = {t["seed"]: t["final"] for t in groups.get((env, baseline), []) if t["final"] is not None}
+            diffs = ", ".join(f"s{t['seed']}: {t['final'] - base[t['seed']]:+.0f}" for t in done if t["seed"] in base)
+            cells.append("–" if config == baseline else diffs or "–")
+        for column in columns:
+            values = [t["last"][column] for t in done if column in t.get("last", {})]
+            cells.append(f"{np.mean(values):.3g}" if values else "–")
+        if reach:
+            logged = [t for t in done if t["curves"].get(reach["metric"])]  # "never" only where it was measured
+            cells.append(", ".join(str(next((s for s, v in t["curves"][reach["metric"]] if v >= reach["threshold"]),
+                                            "never")) for t in logged) or "–")
+        best = [t["best"] for t in done if t["best"] is not None]
+        times = [t["wall_time_s"] for t in done if t.get("wall_time_s")]
+        speeds = [t["steps_per_sec"] for t in done if t.get("steps_per_sec")]
+        cells += [f"{np.mean(best):.0f}" if best else "–", f"{np.mean(times) / 60:.1f} min" if times else "–",
+                  f"{np.median(speeds):,.0f}" if speeds else "–"]
+        print("| " + " | ".join(cells) + " |")
+    if options.get("ratio") and baseline:
+        variant, target = options["ratio"]["variant"], options["ratio"].get("target")
+        print(f"\n| env | {variant} | {baseline} | ratio{f' (target {target:.0%})' if target else ''} | per seed |"
+              "\n|---|---|---|---|---|")
+        for env in dict.fromkeys(e for e, _ in groups):
+            mine = {t["seed"]: t["final"] for t in groups.get((env, variant), []) if t["final"] is not None}
+            base = {t["seed"]: t["final"] for t in groups.get((env, baseline), []) if t["final"] is not None}
+            seeds = sorted(set(mine) & set(base))  # like for like: the seeds both ran
+            if not seeds:
+                continue
+            a, b = np.array([mine[s] for s in seeds]), np.array([base[s] for s in seeds])
+            ratio = a.mean() / b.mean()
+            verdict = "" if target is None else f", {'met' if ratio >= target else 'not met'}"
+            print(f"| {env} | {a.mean():.0f} ± {a.std():.0f} | {b.mean():.0f} ± {b.std():.0f} | **{ratio:.0%}{verdict}** | "
+                  + ", ".join(f"s{s}: {mine[s] / base[s]:.0%}" for s in seeds) + " |")
+    if options.get("steps_table"):
+        for (env, config), runs in groups.items():
+            steps = sorted({s for t in runs for s, _ in t["curve"]})
+            if not steps:
+                continue
+            means = [np.mean([v for t in runs for s, v in t["curve"] if s == step]) for step in steps]
+            print(f"\n{env}, {config}, {len(runs)} seed(s):\n\n| env steps | " + " | ".join(f"{s:,}" for s in steps)
+                  + " |\n|---|" + "---|" * len(steps) + "\n| eval return | " + " | ".join(f"{v:.1f}" for v in means) + " |")
+
+
 def _capture(fn, *fn_args) -> str:
     import contextlib
     import io
@@ -273,6 +373,8 @@ def main() -> None:
                         help="pref_mujoco.py output with --rl-set entropy_coef=0.01 (block pref_mujoco_entropy)")
     parser.add_argument("--pref-events", type=Path, help="pref_reward_events.py output (block pref_events)")
     parser.add_argument("--pref-atari", type=Path, help="pref_mujoco.py output on Atari (block pref_atari)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="BLOCK=PATH",
+                        help="a sweep's results.json (or its folder) rendered into block BLOCK (repeatable)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -314,6 +416,11 @@ def main() -> None:
         # one command ran on successive code (reward-model fixes): each run is named by its variant and commit
         blocks["pref_atari"] = (_capture(curves, args.pref_atari, "variant+commit") + "\n\n"
                                 + _capture(eval_steps, args.pref_atari, "variant+commit").rstrip())
+    for item in args.sweep:
+        block, eq, path = item.partition("=")
+        if not eq or not block or not path:
+            raise SystemExit(f"report: --sweep '{item}' must be BLOCK=PATH, e.g. ppo_mujoco=docs/bench/sweeps/ppo_mujoco.json")
+        blocks[block] = _capture(sweep_table, Path(path))
     if not args.write_into:
         print("\n\n".join(blocks.values()))
         return

@@ -1,19 +1,8 @@
 #!/usr/bin/env python
-"""VPN benchmarks on the Collect domain (envs/collect.py).
+"""VPN diagnostics on the Collect domain (envs/collect.py). The learning benchmark (VPN vs the model-free n-step Q
+baseline) is the sweep spec benchmarks/vpn_collect.toml:
 
-Learning: VPN vs the model-free n-step Q baseline (same encoder, budget, seeds), deterministic and stochastic
-Collect at the paper's size (10x10, 8 goals, 20 steps):
-
-    python scripts/bench/vpn_collect.py learning --seeds 0 1 2 --steps 1000000 --jobs 2 \
-        --out docs/bench/vpn_collect.jsonl
-    python scripts/bench/plot_learning.py docs/bench/vpn_collect.jsonl docs/vpn_collect_curves.png --key method
-
-Both methods run agents/presets/vpn.toml (16 envs stepped together, rollouts of 10 options, Adam 1e-4 decaying
-0.9 per 1M steps, one step per env rollout, target sync 10k, epsilon 1 -> 0.05 over --eps-steps); VPN plans
-with --branch (default 4,4,4: VPN(3)). Evaluation every --eval-every steps: greedy, --eval-episodes episodes on
-separate envs; the return is the undiscounted sum of primitive rewards, the paper's "average reward". Extra
-overrides for both methods: --set name=value (e.g. --set filters=16,16,32 to shrink the network on a CPU).
-Each run appends one JSON line: its curve, final and best evaluation, and training steps/s.
+    python scripts/sweep.py --spec benchmarks/vpn_collect.toml --root ~/rlkit2-sweeps --max-concurrent 2
 
 The floor, the average reward of uniformly random options: ``python scripts/bench/vpn_collect.py random``.
 Adam steps per 1,000 options, ours against the official workers': ``python scripts/bench/vpn_collect.py adam-steps``.
@@ -27,7 +16,6 @@ envs, against the model-free forward:
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
 import sys
@@ -38,41 +26,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).parent))
 
-from benchlib import append_record, column, run_jobs, train_to_completion  # noqa: E402
 
 ENVS = {"deterministic": "rlkit2/Collect-v0", "stochastic": "rlkit2/CollectStochastic-v0"}
 BRANCHES = {1: (4,), 3: (4, 4, 4), 5: (4, 4, 4, 1, 1)}  # the official VPN(1), VPN(3), VPN(5)
-
-
-def run_one(method: str, env_id: str, seed: int, args: argparse.Namespace) -> dict:
-    overrides = {"seed": seed, "total_steps": args.steps, "eval_every": args.eval_every,
-                 "eval_episodes": args.eval_episodes, "threads_update": 1,
-                 "method": method, "branch": args.branch, "eps_steps": args.eps_steps}
-    overrides.update(dict(item.split("=", 1) for item in args.set))
-    _, cfg, rows, seconds = train_to_completion("vpn", env_id, overrides)
-    curve = column(rows, "eval/return_mean")
-    sps = [v for _, v in column(rows, "perf/steps_per_sec")]
-    name = method if method == "nstep_q" else f"vpn({len(cfg.branch)})"
-    return {"method": name, "env": env_id, "seed": seed, "steps": args.steps, "curve": curve, "final": curve[-1][1],
-            "best": max(v for _, v in curve), "steps_per_sec": float(np.median(sps)),
-            "seconds": seconds, "overrides": args.set, "branch": list(cfg.branch),
-            "eps_steps": cfg.eps_steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes}
-
-
-def learning(args: argparse.Namespace) -> None:
-    if args.single:
-        record = run_one(args.single[0], args.single[1], int(args.single[2]), args)
-        append_record(args.out, record)
-        return
-    # seed-major: each seed's VPN/baseline pair on both variants finishes before the next seed starts
-    jobs = [(m, ENVS[v], s) for s, v, m in itertools.product(args.seeds, args.variants, args.methods)]
-    common = ["--steps", str(args.steps), "--eval-every", str(args.eval_every), "--eval-episodes",
-              str(args.eval_episodes), "--eps-steps", str(args.eps_steps), "--branch", args.branch,
-              "--out", str(args.out)] + [x for item in args.set for x in ("--set", item)]
-    run_jobs([[sys.executable, __file__, "learning", "--single", m, env, str(s)] + common for m, env, s in jobs],
-             args.jobs)
 
 
 def planning(args: argparse.Namespace) -> None:
@@ -160,19 +117,6 @@ def adam_steps(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("learning")
-    p.add_argument("--variants", nargs="+", default=["deterministic", "stochastic"], choices=list(ENVS))
-    p.add_argument("--methods", nargs="+", default=["vpn", "nstep_q"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1_000_000)
-    p.add_argument("--eval-every", type=int, default=100_000)
-    p.add_argument("--eval-episodes", type=int, default=200)
-    p.add_argument("--eps-steps", type=int, default=1_000_000)
-    p.add_argument("--branch", default="4,4,4")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "vpn_collect.jsonl")
-    p.add_argument("--single", nargs=3, metavar=("METHOD", "ENV", "SEED"), help=argparse.SUPPRESS)
     p = sub.add_parser("planning")
     p.add_argument("--envs-per-batch", nargs="+", type=int, default=[1, 16, 64])
     p.add_argument("--threads", type=int, default=1)
@@ -187,7 +131,7 @@ def main() -> None:
     p.add_argument("--envs", type=int, default=16)
     p.add_argument("--rollouts", type=int, default=300)
     args = parser.parse_args()
-    {"learning": learning, "planning": planning, "random": random_options, "adam-steps": adam_steps}[
+    {"planning": planning, "random": random_options, "adam-steps": adam_steps}[
         args.command](args)
 
 

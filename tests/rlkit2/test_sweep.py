@@ -222,3 +222,90 @@ def test_search_spaces_parse_and_a_search_is_checked_before_it_starts(tmp_path, 
     assert "clip_eps" in capsys.readouterr().err
     assert main_sweep([*base, "--space", "lr=loguniform:1e-4:1e-2"]) == 2
     assert "--trials N" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- variants, and a peer library as a trial
+def _variants_spec(tmp_path):
+    path = tmp_path / "peers.toml"
+    path.write_text('name = "peers"\nenv = "CartPole-v1"\nseeds = "0-1"\n'
+                    '[set]\ntotal_steps = 1024\neval_every = 512\neval_episodes = 2\neval_envs = 2\nnum_envs = 2\n'
+                    '[variants.rlkit2]\nagent = "ppo"\nnum_steps = 128\ntensorboard = false\n'
+                    '[variants.sb3]\nagent = "sb3_ppo"\nn_steps = 64\n'
+                    '[report]\nbaseline = "rlkit2"\n')
+    return load_spec(path, root=str(tmp_path))
+
+
+def test_variants_name_their_configs_and_may_bring_their_own_agent(tmp_path):
+    spec = _variants_spec(tmp_path)
+    trials = expand(spec)
+    assert [t.key for t in trials] == ["ppo-CartPole-v1-rlkit2-s0", "ppo-CartPole-v1-rlkit2-s1",
+                                       "sb3_ppo-CartPole-v1-sb3-s0", "sb3_ppo-CartPole-v1-sb3-s1"]
+    assert [t.config_name for t in trials] == ["rlkit2", "rlkit2", "sb3", "sb3"]
+    assert trials[2].overrides == {"total_steps": 1024, "eval_every": 512, "eval_episodes": 2, "eval_envs": 2,
+                                   "num_envs": 2, "n_steps": 64, "seed": 0}  # no 'agent' among the options
+    # variants cross the grid; a variant without an agent runs with each of the spec's agents
+    both = SweepSpec(name="v", agents=["ppo", "a2c"], envs=["CartPole-v1"], seeds=[0], grid={"lr": ["1e-3", "3e-4"]},
+                     variants={"plain": {}, "no norm": {"normalize_obs": "false"}}, root=str(tmp_path))
+    keys = [t.key for t in expand(both)]
+    assert len(keys) == 2 * 2 * 2 and "a2c-CartPole-v1-no_norm-lr=3e-4-s0" in keys
+    assert next(t for t in expand(both) if t.key == "a2c-CartPole-v1-no_norm-lr=3e-4-s0").config_name == \
+        "no norm, lr=3e-4"
+    prepare_directory(spec)
+    changed = _variants_spec(tmp_path)
+    changed.variants["sb3"]["n_steps"] = 32
+    with pytest.raises(SweepError, match="variants: was"):
+        prepare_directory(changed)
+
+
+def test_a_peer_option_typo_is_caught_before_the_sweep_starts(tmp_path):
+    spec = SweepSpec(name="p", agents=["sb3_ppo"], envs=["CartPole-v1"], seeds=[0], set={"n_step": "64"},
+                     root=str(tmp_path))
+    with pytest.raises(SweepError, match=r"unknown option 'n_step' \(did you mean 'n_steps'\?\)"):
+        validate_trials(expand(spec), spec.directory)
+    spec.set = {"n_steps": "64", "backend": "envpool"}
+    with pytest.raises(SweepError, match="DummyVecEnv on the CPU"):
+        validate_trials(expand(spec), spec.directory)
+
+
+def test_a_peer_runs_beside_rlkit2_and_the_results_hold_both(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    spec = _variants_spec(tmp_path)
+    trials = expand(spec)
+    validate_trials(trials, spec.directory)
+    directory = prepare_directory(spec)
+    run_serial(trials, directory, report=lambda _: None)
+    assert all(trial_state(directory / t.key) == "finished" for t in trials)
+    peer_dir = directory / "sb3_ppo-CartPole-v1-sb3-s0"
+    progress = list(csv.DictReader(open(peer_dir / "progress.csv")))
+    assert [int(float(r["step"])) for r in progress] == [512, 1024]  # rlkit2's evaluation schedule
+    assert json.loads((peer_dir / "trial.json").read_text())["agent"] == "sb3_ppo"
+    mtimes = {p: p.stat().st_mtime_ns for p in peer_dir.rglob("*")}
+    run_serial(trials, directory, report=lambda _: None)  # finished: not rerun
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+    assert main_sweep(["--spec", str(tmp_path / "peers.toml"), "--root", str(tmp_path), "--table"]) == 0
+    data = json.loads((directory / "results.json").read_text())
+    assert data["report"] == {"baseline": "rlkit2"} and len(data["trials"]) == 4
+    peer = next(t for t in data["trials"] if t["key"] == "sb3_ppo-CartPole-v1-sb3-s0")
+    assert peer["final"] == pytest.approx(float(progress[-1]["eval/return_mean"]))
+    assert peer["curves"]["eval/return_mean"] == [[512, pytest.approx(float(progress[0]["eval/return_mean"]))],
+                                                  [1024, pytest.approx(peer["final"])]]
+    assert peer["wall_time_s"] > 0 and peer["commit"]
+    ours = next(t for t in data["trials"] if t["key"] == "ppo-CartPole-v1-rlkit2-s0")
+    assert ours["variant"] == "rlkit2" and "charts/action_std" not in ours["last"] and "eval/return_mean" in ours["last"]
+    # the best train.py command is never a peer's
+    assert "--agent ppo" in (directory / "table.md").read_text().split("best final")[1]
+
+
+def test_a_spec_takes_set_seeds_and_name_from_the_command_line_and_refuses_the_rest(tmp_path, capsys):
+    from rlkit2.sweep_cli import build_parser, spec_from_args
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nagent = "ppo"\nenv = "CartPole-v1"\nseeds = "0-2"\n[set]\ntotal_steps = 1024\n')
+    spec = spec_from_args(build_parser().parse_args(["--spec", str(path), "--name", "s_long", "--seeds", "5",
+                                                     "--set", "total_steps=4096", "--set", "lr=1e-3"]))
+    assert (spec.name, spec.seeds, spec.set) == ("s_long", [5], {"total_steps": "4096", "lr": "1e-3"})
+    assert spec_from_args(build_parser().parse_args(["--spec", str(path)])).seeds == [0, 1, 2]
+    assert main_sweep(["--spec", str(path), "--grid", "lr=1e-3,1e-4", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --grid with --spec: put them in the spec file") and "Traceback" not in err

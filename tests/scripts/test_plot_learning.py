@@ -37,3 +37,22 @@ def test_a_filter_that_matches_nothing_is_an_error_naming_it(tmp_path):
                            str(tmp_path / "out.png"), "--only", "agac", "ppo", "--curve", "success_curve"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and (tmp_path / "out.png").stat().st_size > 1000
+
+
+def test_a_sweeps_results_plot_one_curve_per_config(tmp_path):
+    trials = [{"env": "E", "agent": "ppo", "config": config, "seed": seed, "curve": [[1, v], [2, v + 1]],
+               "curves": {"eval/success_rate": [[1, 0.0], [2, 1.0]]}}
+              for config, seed, v in (("default", 0, 0.0), ("default", 1, 2.0), ("lr=1e-3", 0, 5.0))]
+    trials.append({"env": "E", "agent": "ppo", "config": "lr=1e-4", "seed": 0, "curve": [], "curves": {}})  # pending
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"sweep": "s", "trials": trials}))
+    for curve in ("curve", "eval/success_rate"):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "plot_learning.py"), str(results),
+                               str(tmp_path / "out.png"), "--curve", curve], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "plot_learning.py"), str(results),
+                           str(tmp_path / "out.png"), "--only", "ppo"], capture_output=True, text=True)
+    assert done.returncode == 0  # an unnamed config is named by its agent
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "plot_learning.py"), str(results),
+                           str(tmp_path / "out.png"), "--only", "lr=1e-4"], capture_output=True, text=True)
+    assert done.returncode != 0 and "with config in ['lr=1e-4']" in done.stderr  # a pending trial has no curve

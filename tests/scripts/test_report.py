@@ -103,3 +103,46 @@ def test_paired_variants_block_gives_iqm_and_per_seed_differences(tmp_path):
     assert "| A-v5 | study preset | 1,000 | 2 | 20 ± 10 | 20 [10, 30] | s0: 10, s1: 30 | – | 0.100 |" in done.stdout
     assert "| A-v5 | tanh squashing | 1,000 | 2 | 17 ± 3 | 17 [14, 20] | s0: 14, s1: 20 | s0: +4, s1: -10 | 0.300 |" \
         in done.stdout
+
+
+def _trial(env, config, seed, final, status="finished", agent="ppo", **extra):
+    curve = [[500, final / 2], [1000, final]] if final is not None else [[500, 1.0]]
+    return {"key": f"{agent}-{env}-{config}-s{seed}", "agent": agent, "env": env, "config": config, "variant": config,
+            "seed": seed, "status": status, "steps": 1000 if final is not None else 500, "final": final,
+            "best": max(v for _, v in curve), "wall_time_s": 120.0, "steps_per_sec": 1000.0 + seed,
+            "error": extra.pop("error", None), "commit": "abc1234", "curve": curve,
+            "curves": {"eval/return_mean": curve, "eval/success_rate": extra.pop("success", [])},
+            "last": extra.pop("last", {}), "overrides": {"total_steps": 1000, "seed": seed}}
+
+
+def test_a_sweeps_results_render_with_the_specs_report_options(tmp_path):
+    trials = [_trial("A-v5", "true reward", 0, 100.0, last={"pref/reward_correlation": 0.5}),
+              _trial("A-v5", "true reward", 1, 200.0),
+              _trial("A-v5", "1400 labels", 0, 90.0, agent="pref", last={"pref/reward_correlation": 0.8},
+                     success=[[500, 0.2], [1000, 0.6]]),
+              _trial("A-v5", "1400 labels", 1, 150.0, agent="pref", last={"pref/reward_correlation": 0.6},
+                     success=[[500, 0.7], [1000, 0.9]]),
+              _trial("A-v5", "700 labels", 0, None, status="failed", agent="pref", error="ValueError: boom")]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"sweep": "pm", "metric": "eval/return_mean", "trials": trials, "report": {
+        "baseline": "true reward", "columns": ["pref/reward_correlation"],
+        "first_reaching": {"metric": "eval/success_rate", "threshold": 0.5},
+        "ratio": {"variant": "1400 labels", "target": 0.8}, "steps_table": True}}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- report:pm -->\n<!-- /report -->\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--sweep", f"pm={results}",
+                           "--write-into", str(doc)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = doc.read_text()
+    assert "Sweep `pm`, metric `eval/return_mean`, 5 trials; code: abc1234" in text
+    # baseline: its own row shows no difference; the others per seed; correlation column is the mean of the last values
+    assert ("| A-v5 | true reward | 1,000 | 2/2 | 150 ± 50 | 150 [100, 200] | s0: 100, s1: 200 | – | 0.5 | "
+            "– | 150 | 2.0 min | 1,000 |") in text
+    assert "| A-v5 | 1400 labels | 1,000 | 2/2 | 120 ± 30 | 120 [90, 150] | s0: 90, s1: 150 | s0: -10, s1: -50 | 0.7 | " \
+           "1000, 500 | 120 |" in text
+    assert "| A-v5 | 700 labels | 1,000 | 0/1 | – | – | s0: failed (ValueError: boom) |" in text  # never dropped
+    assert "| A-v5 | 120 ± 30 | 150 ± 50 | **80%, met** | s0: 90%, s1: 75% |" in text  # ratio of means, per seed
+    assert "A-v5, true reward, 2 seed(s):" in text and "| eval return | 75.0 | 150.0 |" in text
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--sweep",
+                          f"pm={tmp_path / 'nothing'}"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "no sweep results" in bad.stderr and "Traceback" not in bad.stderr
