@@ -62,8 +62,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
                              "Check that it runs (ray status), and that this machine has the cluster's auth token: "
                              "RAY_AUTH_MODE=token with ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/sweeps.md)") from None
         return f"joined the Ray cluster at {address}"
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=LOCALHOST, log_to_driver=False,
-             configure_logging=False)
+    # address="local": a Ray of its own, even where `ray start` left a cluster running on this machine
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=LOCALHOST,
+             log_to_driver=False, configure_logging=False)
     return f"started a local Ray on {LOCALHOST} with {int(ray.cluster_resources().get('CPU', 0))} CPUs"
 
 
