@@ -11,18 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs import EnvCheckError
 from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import AGENTS, NonFiniteLossError, get_agent_spec
-from rlkit2.config import ConfigError, parse_cli_overrides
+from rlkit2.cli_errors import ArgumentParser, UsageError, cli_boundary
+from rlkit2.config import parse_cli_overrides
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video
 from rlkit2.run import build_agent, help_text, load_run_config, make_env, resolve_config, resume, train
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 TRAIN_USAGE = """Train an agent.
@@ -34,6 +29,7 @@ TRAIN_USAGE = """Train an agent.
 """
 
 
+@cli_boundary("python scripts/train.py --agent AGENT --help", extra=(ckpt.CheckpointError,))
 def main_train(argv: list[str]) -> int:
     head = argparse.ArgumentParser(add_help=False)
     head.add_argument("--agent", default="ppo")
@@ -58,11 +54,7 @@ def main_train(argv: list[str]) -> int:
         else:
             run, agent_config = resolve_config(known.agent, known.env, overrides)
             result = train(run, agent_config)
-    except (ConfigError, EnvCheckError, ckpt.CheckpointError, FileExistsError, FileNotFoundError) as e:
-        return _fail(str(e))
-    except ValueError as e:  # bad agent name, backend, device ...
-        return _fail(str(e))
-    except NonFiniteLossError as e:
+    except NonFiniteLossError as e:  # not bad input: training diverged (bad input is cli_boundary's)
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"\nrun {result.status} after {result.env_steps} env steps")
@@ -77,40 +69,43 @@ def main_train(argv: list[str]) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+@cli_boundary("python scripts/evaluate.py --help", extra=(ckpt.CheckpointError,))
 def main_evaluate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a saved policy from a run directory.")
+    parser = ArgumentParser(prog="scripts/evaluate.py", description="Evaluate a saved policy from a run directory.")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episodes", type=_positive_int, default=10)
     parser.add_argument("--checkpoint", default=None,
                         help="'best', 'final', or a path; default: best, else final, else the latest step file")
     parser.add_argument("--video", action="store_true", help="also write an mp4 of one episode")
     parser.add_argument("--video_path", type=Path, default=None)
-    parser.add_argument("--envs", type=int, default=5, help="parallel evaluation envs")
+    parser.add_argument("--envs", type=_positive_int, default=5, help="parallel evaluation envs")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        return _fail(f"--episodes must be >= 1, got {args.episodes}")
-    try:
-        run, agent_config = load_run_config(args.run_dir, {"device": args.device})
-        path = _checkpoint_path(args.run_dir, args.checkpoint)
-        payload = ckpt.load(path, map_location=resolve_device(args.device))
-        set_threads(1)
-        env = make_env(run, min(args.envs, args.episodes), args.seed)
-        agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
-        agent.load_state_dict(payload["agent_state"])
-        device = resolve_device(args.device)
-        stochastic = args.stochastic or not run.eval_deterministic  # the run's own evaluation mode by default
+    run, agent_config = load_run_config(args.run_dir, {"device": args.device})
+    path = _checkpoint_path(args.run_dir, args.checkpoint)
+    payload = ckpt.load(path, map_location=resolve_device(args.device))
+    set_threads(1)
+    env = make_env(run, min(args.envs, args.episodes), args.seed)
+    agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
+    agent.load_state_dict(payload["agent_state"])
+    device = resolve_device(args.device)
+    stochastic = args.stochastic or not run.eval_deterministic  # the run's own evaluation mode by default
 
-        def act(obs: torch.Tensor) -> torch.Tensor:
-            return agent.act(obs, deterministic=not stochastic)
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        return agent.act(obs, deterministic=not stochastic)
 
-        result = evaluate(act, env, args.episodes, device, seed=args.seed)
-        env.close()
-    except (ConfigError, EnvCheckError, ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
-        return _fail(str(e))
+    result = evaluate(act, env, args.episodes, device, seed=args.seed)
+    env.close()
     if args.json:
         print(json.dumps({"checkpoint": str(path), **result}))
     else:
@@ -129,7 +124,7 @@ def main_evaluate(argv: list[str]) -> int:
                                  device, seed=args.seed)
             video_env.close()
         except gymnasium.error.DependencyNotInstalled as e:
-            return _fail(f"cannot render '{run.env}' for video: {e}")
+            raise UsageError(f"cannot render '{run.env}' for video: {e}") from e
         print(f"video: {video}")
     return 0
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rlkit2.config import ConfigError
+from rlkit2.cli_errors import ArgumentParser, cli_boundary
 from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments,
                           parse_seeds, prepare_directory, render_table, run_serial, search_probes, summary_table,
                           trial_result, validate_trials, write_results_csv, write_results_json)
@@ -23,7 +23,7 @@ USAGE = """Run many trainings: agents x envs x grid values x seeds, resumable (r
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sweep.py", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="scripts/sweep.py", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", help="the sweep's folder under --root (default: the spec file's name)")
     p.add_argument("--spec", type=Path, help="a TOML spec (benchmarks/*.toml) instead of --agent/--env/...")
     p.add_argument("--agent", help="agent(s), comma-separated")
@@ -121,6 +121,7 @@ def gather(spec: SweepSpec, metric: str) -> str:
     return "\n".join(lines)
 
 
+@cli_boundary("python scripts/sweep.py --help; a trial's options: python scripts/train.py --agent AGENT --help")
 def main_sweep(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -154,9 +155,6 @@ def main_sweep(argv: list[str]) -> int:
                        address=args.address, max_concurrent=args.max_concurrent, dashboard=args.dashboard,
                        metric=args.metric, scheduler=args.scheduler, grace_steps=args.grace_steps,
                        reduction_factor=args.reduction_factor)
-    except (SweepError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\nsweep interrupted: rerun the same command to resume (finished trials are not rerun)",
               file=sys.stderr)

@@ -1,0 +1,77 @@
+"""The one boundary between the command line and the library, shared by scripts/train.py, evaluate.py, label.py
+and sweep.py.
+
+A user's bad input reaches it as a ValueError (ConfigError, EnvCheckError, SweepError, LabelError, UsageError and
+the plain ValueErrors that check values), an OSError (a path that is missing or not writable, a port in use) or one
+of the entry point's ``extra`` types (CheckpointError): it prints one line, ``error: <what> — <fix>``, and returns
+exit code 2, with no traceback. Anything else is a bug, in rlkit2 or in an env's code: its traceback is printed for
+the report and the exit code is 1. ``RLKIT2_TRACEBACK=1`` prints the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+_OUR_CODE = tuple(str(Path(__file__).resolve().parents[1] / name) + os.sep
+                  for name in ("rlkit2", "envs", "agents", "scripts"))
+
+
+class UsageError(ValueError):
+    """Bad command-line input that a front end finds itself; the message says what is wrong and how to fix it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's own errors (an unknown flag, --episodes x) in the boundary's one-line form, exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} — see: python {self.prog} --help\n")
+
+
+def cli_boundary(help_command: str, extra: tuple[type[BaseException], ...] = ()) -> Callable:
+    """Decorate ``main(argv) -> exit code``. ``help_command`` is the fix offered for an error whose message
+    came from a third-party library (numpy, gymnasium, torch) and so names no fix of its own."""
+
+    def wrap(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except (ValueError, OSError, *extra) as error:
+                if os.environ.get("RLKIT2_TRACEBACK"):
+                    traceback.print_exc()
+                print(f"error: {describe(error, help_command)}", file=sys.stderr)
+                return 2
+            except Exception as error:  # noqa: BLE001 -- not bad input: a bug, shown in full for the report
+                traceback.print_exc()
+                print(f"error: internal error ({type(error).__name__}), not a problem with your input — if the "
+                      "traceback above ends in your env's code, fix it there; otherwise please report it with the "
+                      "traceback and the command", file=sys.stderr)
+                return 1
+
+        return run
+
+    return wrap
+
+
+def describe(error: BaseException, help_command: str) -> str:
+    """The error's one line: our messages as written (they carry their fix); a system error on a path with the
+    path; a third party's message with where to look."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: '{error.filename}' — check that the path exists and that you may " \
+               f"write there"
+    message = str(error) or type(error).__name__
+    if _raised_by_us(error):
+        return message
+    return (f"{message} — check the values given ({help_command}); if they look right, rerun with "
+            "RLKIT2_TRACEBACK=1 and report the traceback")
+
+
+def _raised_by_us(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.startswith(_OUR_CODE)
