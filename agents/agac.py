@@ -232,7 +232,8 @@ class AGACNetworks(nn.Module):
                 cnn = image_torso(obs_space.shape)
                 return cnn, cnn.out_dim
             in_dim = int(np.prod(obs_space.shape))
-            return nn.Sequential(nn.Flatten(), mlp(in_dim, cfg.hidden, None, cfg.activation)), cfg.hidden[-1]
+            return nn.Sequential(nn.Flatten(), mlp(in_dim, cfg.hidden, None, cfg.activation)), \
+                (cfg.hidden[-1] if cfg.hidden else in_dim)
 
         actor_torso, dim = torso()
         self.actor = nn.Sequential(actor_torso, mlp(dim, (), act_dim, out_scale=0.01))

@@ -73,5 +73,9 @@ def describe(error: BaseException, help_command: str) -> str:
 
 
 def _raised_by_us(error: BaseException) -> bool:
+    """Our error classes (ConfigError, EnvCheckError...), or a builtin one raised by our code, e.g. the
+    ValueError of an unknown agent name: its message was written for the user."""
+    if type(error).__module__.split(".")[0] in ("rlkit2", "envs", "agents"):
+        return True
     frames = traceback.extract_tb(error.__traceback__)
     return bool(frames) and frames[-1].filename.startswith(_OUR_CODE)

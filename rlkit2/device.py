@@ -13,12 +13,37 @@ import os
 import torch
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICE_HELP = "use auto (CUDA when present, else CPU), cpu, cuda or cuda:N"
+
+
+def parse_device(name: str) -> torch.device | None:
+    """The device a name stands for (None for 'auto'), without asking whether this machine has it: a sweep's
+    head node checks its trials' names, then each trial resolves its device where it runs."""
     if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(f"Unknown device '{name}' — {DEVICE_HELP}")
+    return device
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    device = parse_device(name)
+    if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available; use device=auto or cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{name}' requested but CUDA is not available — use device auto or cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device '{name}' requested but this machine has {count} GPU(s), cuda:0 to "
+                             f"cuda:{count - 1} — use one of them, or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device '{name}' requested but MPS (Apple GPUs) is not available — use auto or cpu")
     return device
 
 

@@ -45,6 +45,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, act: str = "tan
         initializer: str = "orthogonal", out_scale: float = 1.0) -> nn.Sequential:
     """Linear-act-...-Linear. Hidden layers get gain sqrt(2) for orthogonal init; the output layer
     ``out_scale`` (e.g. 0.01 for the policy head, the study's "last layer scaled down")."""
+    _check_widths(hidden)
     layers: list[nn.Module] = []
     dim = in_dim
     hidden_gain = math.sqrt(2) if initializer == "orthogonal" else 1.0
@@ -54,6 +55,13 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, act: str = "tan
     if out_dim is not None:
         layers.append(init_layer(nn.Linear(dim, out_dim), initializer, out_scale))
     return nn.Sequential(*layers)
+
+
+def _check_widths(hidden: Sequence[int]) -> None:
+    # a width of 0 builds a network that trains without error and learns nothing
+    if any(width < 1 for width in hidden):
+        raise ValueError(f"hidden layer widths must be >= 1, got {tuple(hidden)} — e.g. --policy_hidden 64,64 "
+                         "(the options ending in 'hidden'; an empty list means no hidden layer)")
 
 
 CNN_PRECISIONS = ("fp32", "bf16")
@@ -101,6 +109,7 @@ class EnsembleMLP(nn.Module):
         super().__init__()
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
+        _check_widths(hidden)
         dims = [in_dim, *hidden, out_dim]
         self.ensemble_size = ensemble_size
         self.weights = nn.ParameterList()

@@ -29,7 +29,7 @@ from envs.minigrid import is_minigrid
 from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
-from rlkit2.device import resolve_device, set_threads
+from rlkit2.device import parse_device, resolve_device, set_threads
 from rlkit2.evaluation import evaluate
 from rlkit2.logger import Logger
 
@@ -98,6 +98,23 @@ class RunConfig:
                      "stop_after_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ConfigError(f"Option 'max_episode_steps' must be >= 1, got {self.max_episode_steps} — or leave it "
+                              "unset for the env's own time limit")
+        if not 0 <= self.seed < 2**31:  # env i gets seed + i, evaluation envs seed + 10000 + i: all < 2**32
+            raise ConfigError(f"Option 'seed' must be in [0, 2**31), got {self.seed}")
+        try:
+            parse_device(self.device)
+        except ValueError as e:
+            raise ConfigError(f"Option 'device': {e}") from None
+        _check_run_name(self.run_name)
+
+
+def _check_run_name(name: str) -> None:
+    """A run directory is always runs_dir/run_name: a name that climbs out (../x) or is a path is refused."""
+    if name and (name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute()):
+        raise ConfigError(f"Option 'run_name' must be a folder name, not a path, got '{name}' — runs are "
+                          "written to runs_dir/run_name: choose the parent folder with --runs_dir")
 
 
 CLASSIC_NAMES = {"CartPole", "Pendulum", "Acrobot", "MountainCar", "MountainCarContinuous", "LunarLander",
@@ -432,12 +449,26 @@ def _progress_bar(run: RunConfig, initial: int):
                 dynamic_ncols=True, smoothing=0.1, desc=f"{run.agent} {run.env}")
 
 
-def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
-    """The resolved configs saved in a run directory (for resume and evaluation), with optional overrides."""
+def read_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's config.json, checked for what evaluate and resume read from it."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"'{run_dir}' is not a run directory (no config.json).")
-    record = json.loads(path.read_text())
+        raise FileNotFoundError(f"'{run_dir}' is not a run directory (no config.json) — give the folder that "
+                                "scripts/train.py printed as 'run directory'")
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"'{path}' is damaged (not JSON: {e}) — restore it, or train a new run") from None
+    missing = [key for key in ("agent", "run", "agent_config") if not isinstance(record, dict) or key not in record]
+    if missing:
+        raise ConfigError(f"'{path}' lacks {', '.join(missing)}: not a config.json written by scripts/train.py — "
+                          "give a run directory, or restore the file")
+    return record
+
+
+def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
+    """The resolved configs saved in a run directory (for resume and evaluation), with optional overrides."""
+    record = read_run_record(run_dir)
     spec = get_agent_spec(record["agent"])
     run_values = dict(record["run"])
     agent_values = dict(record["agent_config"])

@@ -24,7 +24,10 @@ from rlkit2.label_server import LabelServer, segment_renderer  # noqa: E402
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be in 0..65535 (0: any free port), got {value}")
     return value
