@@ -7,13 +7,19 @@ An env can be given three ways:
 
 ``check_env`` steps one instance for a few steps and turns the usual ways an env breaks the API into an
 ``EnvCheckError`` that names the env, the problem and the fix. It runs before the vector env is built, so
-a broken env fails in the first second of a run rather than ten minutes into it.
+a broken env fails in the first second of a run rather than ten minutes into it. An env that gives different
+episodes for the same seed gets a ``NotReproducibleWarning`` (it trains, but same-seed runs differ).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
+import os
+import re
+import sys
+import warnings
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -39,13 +45,7 @@ def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.En
         target = env
     elif isinstance(env, str) and ":" in env:
         module_name, _, attr = env.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise EnvCheckError(
-                f"Env '{env}': cannot import module '{module_name}' ({e}). Fix: make sure the module is "
-                "on PYTHONPATH (or installed) and the path is written 'package.module:ClassOrFactory'."
-            ) from e
+        module = _import_env_module(env, module_name)
         if not hasattr(module, attr):
             public = sorted(n for n in dir(module) if not n.startswith("_"))
             raise EnvCheckError(
@@ -55,8 +55,13 @@ def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.En
         if not callable(target):
             raise EnvCheckError(f"Env '{env}': '{attr}' is a {type(target).__name__}, not a class or factory.")
     elif isinstance(env, str):
-        _ensure_registered(env)
-        return lambda render_mode=None: gym.make(env, render_mode=render_mode, **env_kwargs)
+        ensure_registered(env)
+
+        def make_registered(render_mode: str | None = None) -> gym.Env:
+            return _construct(env, lambda: gym.make(env, render_mode=render_mode, **env_kwargs), env_kwargs,
+                              _registered_creator(env))
+
+        return make_registered
     else:
         raise EnvCheckError(
             f"Env spec {env!r} is a {type(env).__name__}; give a registered id, 'module:Class' or a callable."
@@ -68,7 +73,7 @@ def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.En
         kwargs = dict(env_kwargs)
         if render_mode is not None and accepts_render_mode:
             kwargs["render_mode"] = render_mode
-        instance = target(**kwargs)
+        instance = _construct(env_name(env), lambda: target(**kwargs), env_kwargs, target)
         if not isinstance(instance, gym.Env):
             raise EnvCheckError(
                 f"Env '{env_name(env)}': the factory returned a {type(instance).__name__}, not a gymnasium.Env. "
@@ -79,6 +84,67 @@ def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.En
     return factory
 
 
+def _import_env_module(env: str, module_name: str) -> Any:
+    """Import the module of a 'module:Class' env; like ``python -m``, the current directory is searched too (last,
+    so that it shadows nothing), as scripts/train.py run from the folder holding mymodule.py expects."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        top = module_name.split(".")[0]
+        if e.name is not None and e.name != module_name and not module_name.startswith(e.name + "."):
+            # the env's module was found; something it imports is missing
+            raise EnvCheckError(f"Env '{env}': module '{module_name}' imports '{e.name}', which is not installed. "
+                                f"Fix: pip install the package that provides '{e.name}'.") from e
+        raise EnvCheckError(
+            f"Env '{env}': cannot import module '{module_name}' ({e}). Fix: make sure the module is on PYTHONPATH: "
+            f"run from the folder that holds {top}.py (or the package folder {top}/); the current directory "
+            f"({cwd}) is searched. Or add that folder to PYTHONPATH (PYTHONPATH=/path/to/folder python "
+            "scripts/train.py ...), or pip install your package. Write the path 'package.module:ClassOrFactory'."
+        ) from e
+    except ImportError as e:
+        raise EnvCheckError(f"Env '{env}': importing module '{module_name}' failed ({e}). Fix: correct that "
+                            "import in the module (or install what it needs).") from e
+
+
+def _construct(name: str, build: Callable[[], Any], env_kwargs: dict[str, Any], constructor: Any) -> Any:
+    """``build()``; a keyword from env_kwargs that the constructor does not take, or a missing optional dependency
+    (Box2D...), becomes an EnvCheckError that says what to change."""
+    try:
+        return build()
+    except gym.error.DependencyNotInstalled as e:  # its message names what to pip install
+        raise EnvCheckError(f"Env '{name}' needs a package that is not installed: {e}") from None
+    except TypeError as e:
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad is None or bad.group(1) not in env_kwargs:
+            raise
+        key = bad.group(1)
+        takes = _keywords(constructor)
+        raise EnvCheckError(
+            f"Env '{name}': its constructor takes no argument '{key}' (env_kwargs {env_kwargs}). Fix: drop "
+            f"--env_kwargs.{key}" + (f"; it takes: {', '.join(takes)}" if takes else "")
+        ) from None
+
+
+def _keywords(constructor: Any) -> list[str]:
+    try:
+        params = inspect.signature(constructor).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "render_mode"]
+
+
+def _registered_creator(env_id: str) -> Any:
+    """The class or function a registered id is built by, for the list of keywords it takes (None if unknown)."""
+    try:
+        entry_point = gym.spec(env_id).entry_point
+        return gym.envs.registration.load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    except Exception:  # noqa: BLE001 -- only to improve a message; the id itself is already known to gymnasium
+        return None
+
+
 def _accepts(fn: Callable, name: str) -> bool:
     try:
         params = inspect.signature(fn).parameters
@@ -87,7 +153,7 @@ def _accepts(fn: Callable, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _ensure_registered(env_id: str) -> None:
+def ensure_registered(env_id: str) -> None:
     if env_id.startswith("ALE/"):
         import ale_py
 
@@ -100,7 +166,7 @@ def _ensure_registered(env_id: str) -> None:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise EnvCheckError(
         f"Env '{env_id}' is not a registered gymnasium id.{hint} For your own env pass 'module:Class' "
-        "or a callable (see README, 'Custom environments')."
+        "or a callable (see README, '2. Plug in custom gymnasium envs')."
     )
 
 
@@ -151,6 +217,45 @@ def check_env(env: gym.Env, name: str, steps: int = 8, seed: int = 0) -> None:
             fail(f"step() returned info of type {type(info).__name__}", "return a dict as the fifth value")
         if terminated or truncated:
             env.reset()
+    _check_seeding(env, name, seed, steps)
+
+
+class NotReproducibleWarning(UserWarning):
+    """An env gives different episodes for the same seed: same-seed runs will differ."""
+
+
+def _check_seeding(env: gym.Env, name: str, seed: int, steps: int) -> None:
+    """Warn (not fail: training still works) when two rollouts from reset(seed=seed) with the same actions differ,
+    as they do when reset ignores its seed or the env draws from np.random / random instead of self.np_random."""
+    if not _same(_rollout(env, seed, steps), _rollout(env, seed, steps)):
+        warnings.warn(
+            f"Env '{name}': two resets with seed={seed}, followed by the same actions, gave different observations "
+            "or rewards, so runs with the same --seed will differ and cannot be reproduced. Fix: in reset(), call "
+            "super().reset(seed=seed) and draw every random number from self.np_random (not np.random or "
+            "random).", NotReproducibleWarning, stacklevel=2)
+
+
+def _rollout(env: gym.Env, seed: int, steps: int) -> list[Any]:
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    trajectory = [copy.deepcopy(obs)]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        trajectory += [copy.deepcopy(obs), float(reward)]
+        if terminated or truncated:
+            break
+    return trajectory
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+    except TypeError:  # equal_nan on non-numeric arrays
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
 def _check_obs(obs: Any, space: gym.spaces.Space, where: str, fail: Callable[[str, str], None]) -> None:

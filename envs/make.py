@@ -18,7 +18,7 @@ import gymnasium as gym
 
 from envs.atari import AtariSettings, ale_native_backend, is_atari, make_gymnasium_atari
 from envs.collect import COLLECT_IDS, CollectBackend, collect_config, is_collect
-from envs.custom import EnvCheckError, EnvSpecLike, check_env, env_name, resolve_factory
+from envs.custom import EnvCheckError, EnvSpecLike, check_env, ensure_registered, env_name, resolve_factory
 from envs.minigrid import is_minigrid
 from envs.minigrid import make_env as make_minigrid_env
 from envs.vector import EnvpoolBackend, GymnasiumBackend, VecEnv
@@ -54,6 +54,8 @@ def make(
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend '{backend}'. Allowed: {', '.join(BACKENDS)}")
     name = env_name(env)
+    if is_atari(env):
+        ensure_registered(env)  # a misspelt game fails here, with suggestions, not as an assertion in ale-py
     env_kwargs = dict(env_kwargs or {})
     atari_settings = (atari or AtariSettings()) if is_atari(env) else None
     if atari_settings is not None and max_episode_steps is not None:
