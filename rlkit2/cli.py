@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -17,7 +18,8 @@ from rlkit2.cli_errors import ArgumentParser, UsageError, cli_boundary
 from rlkit2.config import parse_cli_overrides
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video
-from rlkit2.run import build_agent, help_text, load_run_config, make_env, resolve_config, resume, train
+from rlkit2.run import (build_agent, help_text, load_run_config, make_env, read_run_record, resolve_config, resume,
+                        train)
 
 
 TRAIN_USAGE = """Train an agent.
@@ -31,13 +33,14 @@ TRAIN_USAGE = """Train an agent.
 
 @cli_boundary("python scripts/train.py --agent AGENT --help", extra=(ckpt.CheckpointError,))
 def main_train(argv: list[str]) -> int:
-    head = argparse.ArgumentParser(add_help=False)
-    head.add_argument("--agent", default="ppo")
-    head.add_argument("--env", default="Hopper-v5")
+    head = ArgumentParser(prog="scripts/train.py", add_help=False, allow_abbrev=False)
+    head.add_argument("--agent", default=None)  # None: not given (ppo for a new run, the run's own on --resume)
+    head.add_argument("--env", default=None)
     head.add_argument("--resume", default=None)
     head.add_argument("--list", action="store_true")
     head.add_argument("-h", "--help", action="store_true")
     known, rest = head.parse_known_args(argv)
+    agent, env = known.agent or "ppo", known.env or "Hopper-v5"
     try:
         if known.list:
             get_agent_spec("ppo")  # fills the registry
@@ -46,13 +49,13 @@ def main_train(argv: list[str]) -> int:
             return 0
         if known.help:
             print(TRAIN_USAGE)
-            print(help_text(known.agent))
+            print(help_text(agent, env))
             return 0
         overrides = parse_cli_overrides(rest)
         if known.resume:
-            result = resume(known.resume, overrides)
+            result = resume(known.resume, overrides, env_fn=_resume_env(known))
         else:
-            run, agent_config = resolve_config(known.agent, known.env, overrides)
+            run, agent_config = resolve_config(agent, env, overrides)
             result = train(run, agent_config)
     except NonFiniteLossError as e:  # not bad input: training diverged (bad input is cli_boundary's)
         print(f"error: {e}", file=sys.stderr)
@@ -69,8 +72,33 @@ def main_train(argv: list[str]) -> int:
     return 0
 
 
+def _resume_env(known: argparse.Namespace) -> str | None:
+    """A resumed run keeps its agent and env; only a run trained from a Python callable needs --env (to name it)."""
+    record = read_run_record(known.resume)
+    if known.agent is not None and known.agent != record["agent"]:
+        raise UsageError(f"--agent {known.agent} with --resume: '{known.resume}' is a '{record['agent']}' run and "
+                         "resumes as one — drop --agent")
+    if record.get("env_is_callable"):
+        if known.env is None:
+            raise UsageError(_callable_env_message(known.resume))
+        return known.env
+    if known.env is not None and known.env != record["run"]["env"]:
+        raise UsageError(f"--env {known.env} with --resume: '{known.resume}' trains on '{record['run']['env']}' "
+                         "and resumes on it — drop --env, or start a new run on the other env")
+    return None
+
+
+def _callable_env_message(run_dir: str | Path) -> str:
+    return (f"'{run_dir}' was trained on an env from a Python callable (train(..., env_fn=...)), which its "
+            "config.json cannot name — pass it as --env module:Factory (a gymnasium.Env class, or a function "
+            "returning one, importable from the current directory or PYTHONPATH)")
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -89,15 +117,27 @@ def main_evaluate(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--env", default=None, metavar="ENV",
+                        help="evaluate on this env instead of the run's: needed for a run trained with "
+                             "train(..., env_fn=...), as 'module:Factory' (a gymnasium.Env class or a function "
+                             "returning one)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     run, agent_config = load_run_config(args.run_dir, {"device": args.device})
+    if args.env is not None:
+        run = dataclasses.replace(run, env=args.env)
+    elif read_run_record(args.run_dir).get("env_is_callable"):
+        raise UsageError(_callable_env_message(args.run_dir))
     path = _checkpoint_path(args.run_dir, args.checkpoint)
     payload = ckpt.load(path, map_location=resolve_device(args.device))
     set_threads(1)
     env = make_env(run, min(args.envs, args.episodes), args.seed)
     agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
-    agent.load_state_dict(payload["agent_state"])
+    try:
+        agent.load_state_dict(payload["agent_state"])
+    except (RuntimeError, KeyError) as e:  # e.g. --env with other observation or action spaces than the run's
+        raise UsageError(f"the checkpoint '{path}' does not fit the networks built for env '{run.env}' "
+                         f"({str(e).splitlines()[0][:200]}) — evaluate on the env the run was trained on") from e
     device = resolve_device(args.device)
     stochastic = args.stochastic or not run.eval_deterministic  # the run's own evaluation mode by default
 
@@ -134,8 +174,12 @@ def _checkpoint_path(run_dir: Path, which: str | None) -> Path:
     if which is None:
         path = checkpoints.for_evaluation()
         if path is None:
-            raise ckpt.CheckpointError(f"'{run_dir}' has no checkpoints yet.")
+            raise ckpt.CheckpointError(f"'{run_dir}' has no checkpoints yet — a run saves one every "
+                                       "checkpoint_every env steps and at its end; wait for it, or resume the run")
         return path
-    if which in ("best", "final"):
-        return checkpoints.root / f"{which}.pt"
-    return Path(which)
+    path = checkpoints.root / f"{which}.pt" if which in ("best", "final") else Path(which)
+    if not path.is_file():
+        present = sorted(p.name for p in checkpoints.root.glob("*.pt")) if checkpoints.root.is_dir() else []
+        raise ckpt.CheckpointError(f"No checkpoint at '{path}' — give --checkpoint best, final or the path of a "
+                                   f".pt file; this run has: {', '.join(present) or 'none yet'}")
+    return path

@@ -252,8 +252,10 @@ def parse_cli_overrides(argv: list[str]) -> dict[str, str]:
     return out
 
 
-def describe(cls: type, prefix: str = "") -> str:
-    """Help text: every option with its type, default and docstring."""
+def describe(cls: type, prefix: str = "", current: Any = None, marked: set[str] | frozenset[str] = frozenset()) -> str:
+    """Help text: every option with its type, default and docstring. ``current``: an instance whose values are
+    shown as the defaults (a preset's); the options named in ``marked`` (dotted) get "[preset]", and the
+    built-in default when it differs."""
     docs = field_docs(cls)
     hints = _type_hints(cls)
     lines = []
@@ -261,11 +263,15 @@ def describe(cls: type, prefix: str = "") -> str:
         hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        value = getattr(current, f.name) if current is not None else default
+        name = prefix + f.name
         if dataclasses.is_dataclass(hint):
-            lines.append(describe(hint, prefix=f"{prefix}{f.name}."))
+            lines.append(describe(hint, prefix=f"{name}.", current=value, marked=marked))
             continue
-        type_name = _type_name(hint)
-        lines.append(f"  --{prefix}{f.name} {type_name} (default: {default})")
+        note = ""
+        if name in marked or any(m.startswith(name + ".") for m in marked):
+            note = " [preset]" if value == default else f" [preset; built-in: {default}]"
+        lines.append(f"  --{name} {_type_name(hint)} (default: {value}){note}")
         if f.name in docs:
             lines.append(textwrap.fill(docs[f.name], width=100, initial_indent="      ",
                                        subsequent_indent="      "))

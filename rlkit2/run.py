@@ -140,17 +140,23 @@ def resolve_config(agent: str, env: str, overrides: dict[str, Any] | None = None
     (``[env."Pendulum-v1"]``) < ``overrides`` (CLI or Python).
     Each override name is looked up in the run config and the agent config; unknown names are an error."""
     spec = get_agent_spec(agent)
-    run_values: dict[str, Any] = {"agent": agent, "env": env}
+    preset_run, agent_values = preset_values(spec, env)
+    run_values: dict[str, Any] = {"agent": agent, "env": env, **preset_run}
+    _route_overrides(spec, overrides, run_values, agent_values)
+    return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
+
+
+def preset_values(spec: AgentSpec, env: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the agent's preset sets for ``env``: (run values, agent values), its sections merged in order."""
+    run_values: dict[str, Any] = {}
     agent_values: dict[str, Any] = {}
     if spec.preset is not None:
         preset = load_preset(spec.preset)
         family = env_family(env)
-        sections = (preset, preset.get(family, {}) if family else {}, preset.get("env", {}).get(env, {}))
-        for section in sections:
+        for section in (preset, preset.get(family, {}) if family else {}, preset.get("env", {}).get(env, {})):
             run_values.update(section.get("run", {}))
             agent_values.update(section.get("agent", {}))
-    _route_overrides(spec, overrides, run_values, agent_values)
-    return override(RunConfig(), run_values), override(spec.config_cls(), agent_values)
+    return run_values, agent_values
 
 
 def _route_overrides(spec: AgentSpec, overrides: dict[str, Any] | None, run_values: dict[str, Any],
@@ -175,10 +181,33 @@ def _route_overrides(spec: AgentSpec, overrides: dict[str, Any] | None, run_valu
                               f"See: python scripts/train.py --agent {spec.name} --help")
 
 
-def help_text(agent: str) -> str:
+def help_text(agent: str, env: str = "Hopper-v5") -> str:
+    """Every option with the value a run of ``agent`` on ``env`` starts from: the preset's where it sets one
+    (marked [preset], with the built-in default when that differs), else the built-in default."""
     spec = get_agent_spec(agent)
-    return (f"Run options:\n{describe(RunConfig)}\n\nAgent options ({spec.name}: {spec.description}):\n"
-            f"{describe(spec.config_cls)}")
+    run, agent_config = resolve_config(agent, env)
+    preset_run, preset_agent = preset_values(spec, env)
+    source = f"the {spec.name} preset ({_shown_path(spec.preset)})" if spec.preset is not None else "no preset"
+    return (f"Defaults for --agent {spec.name} --env {env}, from {source}; [preset] marks a value the preset "
+            f"sets.\n\nRun options:\n{describe(RunConfig, current=run, marked=_dotted(preset_run))}\n\n"
+            f"Agent options ({spec.name}: {spec.description}):\n"
+            f"{describe(spec.config_cls, current=agent_config, marked=_dotted(preset_agent))}")
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return str(path)
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> set[str]:
+    """{'atari': {'noop_max': 0}, 'rl.lr': 1} -> {'atari.noop_max', 'rl.lr'}: the option names a preset sets."""
+    names: set[str] = set()
+    for key, value in values.items():
+        name = prefix + key.replace("-", "_")
+        names |= _dotted(value, name + ".") if isinstance(value, dict) and value else {name}
+    return names
 
 
 @dataclass
