@@ -22,6 +22,7 @@ from the command line: ``python scripts/train.py --agent ppo --env Hopper-v5 --g
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -181,6 +182,13 @@ class OnPolicyConfig:
         for name in ("minibatch_size", "clip_eps", "max_grad_norm", "value_clip", "n_step", "obs_clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
+
+
+def _note(message: str) -> None:
+    """A line on stderr that leaves a running progress bar intact."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -481,6 +489,10 @@ class OnPolicyAgent:
     def _compile_on_first_call(self, *minibatch: Tensor) -> tuple[Tensor, ...]:
         """``compile_loss``: compile ``minibatch_losses`` at the first update; if that fails (e.g. no C++
         compiler for inductor), warn and train uncompiled rather than stop the run."""
+        # the compile holds the progress bar still for a while: say why, once
+        _note("compiling the loss with torch.compile (about 10-60 s on a CPU, once per run; --compile_loss false "
+              "to skip)")
+        start = time.perf_counter()
         compiled = torch.compile(self.minibatch_losses)
         try:
             # AOTAutograd compiles the backward at its first use: run one here too, so that a backward compile
@@ -493,6 +505,7 @@ class OnPolicyAgent:
             self._losses = self.minibatch_losses
             return self.minibatch_losses(*minibatch)
         self._losses = compiled
+        _note(f"compiled in {time.perf_counter() - start:.0f} s")
         return out
 
     def _entropy(self, dist: DiagGaussian | Categorical) -> Tensor:
