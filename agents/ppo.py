@@ -491,7 +491,7 @@ class OnPolicyAgent:
         compiler for inductor), warn and train uncompiled rather than stop the run."""
         # the compile holds the progress bar still for a while: say why, once
         _note("compiling the loss with torch.compile (about 10-60 s on a CPU, once per run; --compile_loss false "
-              "to skip)")
+              "to skip, --rl.compile_loss false with --agent pref)")
         start = time.perf_counter()
         compiled = torch.compile(self.minibatch_losses)
         try:

@@ -2,6 +2,7 @@
 """Evaluate a saved policy: mean +- std return over N deterministic episodes, optionally an mp4.
 
     python scripts/evaluate.py runs/ppo-Hopper-v5-s0-... [--episodes 10] [--video] [--checkpoint final]
+    python scripts/evaluate.py RUN_DIR --env my_envs:make_env   # a run trained with train(..., env_fn=...)
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python scripts/train.py --agent ppo --env Hopper-v5 [--field value ...]
     python scripts/train.py --agent ppo --env my_pkg.envs:MyEnv --total_steps 200000
     python scripts/train.py --resume runs/ppo-Hopper-v5-s0-... [--total_steps 2000000]
-    python scripts/train.py --agent ppo --help        # every option, its default and what it does
+    python scripts/train.py --agent ppo --env Hopper-v5 --help   # every option, its value here, what it does
     python scripts/train.py --list                    # available agents
 """
 

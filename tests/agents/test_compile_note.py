@@ -26,5 +26,5 @@ def test_the_first_compile_is_announced_once(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert len(calls) == 1
     assert err.count("compiling the loss with torch.compile (about 10-60 s on a CPU, once per run; "
-                     "--compile_loss false to skip)") == 1
+                     "--compile_loss false to skip, --rl.compile_loss false with --agent pref)") == 1
     assert err.count("compiled in ") == 1
