@@ -136,6 +136,7 @@ def main_evaluate(argv: list[str]) -> int:
     try:
         agent.load_state_dict(payload["agent_state"])
     except (RuntimeError, KeyError) as e:  # e.g. --env with other observation or action spaces than the run's
+        env.close()
         raise UsageError(f"the checkpoint '{path}' does not fit the networks built for env '{run.env}' "
                          f"({str(e).splitlines()[0][:200]}) — evaluate on the env the run was trained on") from e
     device = resolve_device(args.device)
