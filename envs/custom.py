@@ -53,7 +53,8 @@ def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.En
             )
         target = getattr(module, attr)
         if not callable(target):
-            raise EnvCheckError(f"Env '{env}': '{attr}' is a {type(target).__name__}, not a class or factory.")
+            raise EnvCheckError(f"Env '{env}': '{attr}' is a {type(target).__name__}, not a class or factory. Fix: "
+                                "name a gymnasium.Env class or a function returning one, 'module:ClassOrFactory'.")
     elif isinstance(env, str):
         ensure_registered(env)
 

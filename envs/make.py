@@ -130,7 +130,8 @@ def _choose_backend(env: EnvSpecLike, backend: str, render_mode: str | None, env
                     max_episode_steps: int | None) -> str:
     atari = is_atari(env)
     if backend == "ale" and not atari:
-        raise ValueError(f"backend 'ale' runs Atari ids only (ALE/...-v5), not '{env_name(env)}'")
+        raise ValueError(f"backend 'ale' runs Atari ids only (ALE/...-v5), not '{env_name(env)}' — use backend "
+                         "auto (or sync)")
     if backend == "batched" and not (is_collect(env) and max_episode_steps is None):
         raise ValueError(f"backend 'batched' runs the Collect ids ({', '.join(COLLECT_IDS)}) without "
                          f"max_episode_steps (set the limit with env_kwargs max_steps), not '{env_name(env)}'")

@@ -141,7 +141,8 @@ def convert(value: Any, hint: Any, name: str) -> Any:
     if hint is dict or origin is dict:
         if isinstance(value, dict):
             return value
-        raise ConfigError(f"Option '{name}' expects a mapping; set it from Python or a preset file")
+        raise ConfigError(f"Option '{name}' expects a mapping — give it key by key (--{name}.KEY VALUE), or set "
+                          "it from Python or a preset file")
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return override(hint(), value)
     raise ConfigError(f"Option '{name}' has unsupported type {hint}")
