@@ -35,13 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
-from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
+from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
 from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
 from rlkit2.optim import RMSpropTF
+from rlkit2.remote import make_on_policy_collector
 from rlkit2.returns import gae, n_step_returns, next_values_from
 
 PRESETS = Path(__file__).parent / "presets"
@@ -268,8 +269,9 @@ class OnPolicyAgent:
         self.optimizer = self._make_optimizer()
         if isinstance(action_space, gym.spaces.Box):
             self.action_low, self.action_high = action_bounds(env.name, action_space, self.device)
-        self.collector = OnPolicyCollector(env, cfg.num_steps, self.device,
-                                           bootstrap_truncation=cfg.timeout_handling == "bootstrap")
+        # in-process, or remote workers when ctx.env is a WorkerGroup (--workers)
+        self.collector = make_on_policy_collector(env, cfg.num_steps, self.device,
+                                                  bootstrap_truncation=cfg.timeout_handling == "bootstrap")
         self.env_steps = 0
         self.updates = 0
         self.batch_size = cfg.num_steps * env.num_envs
@@ -328,6 +330,10 @@ class OnPolicyAgent:
         dist = self.model.distribution(obs)
         return self.to_env_action(dist.mode() if deterministic else dist.sample())
 
+    def acting_modules(self) -> dict[str, nn.Module]:
+        """What a remote worker's acting copy needs (rlkit2/remote.py)."""
+        return {"model": self.model, "obs_normalizer": self.obs_normalizer, "value_normalizer": self.value_normalizer}
+
     # --- one iteration: collect -> advantages -> minibatch updates ------------------------------------------
     def train_iteration(self) -> dict[str, float]:
         self._set_learning_rate()  # from the steps done before this iteration: full lr first, > 0 last
@@ -349,6 +355,7 @@ class OnPolicyAgent:
             stats["charts/episode_length"] = float(np.mean(lengths))
         stats["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         stats.update({f"time/{k}": v for k, v in timing.items()})
+        stats.update(self.collector.pop_stats())
         return stats
 
     def advantages_and_returns(self, rollout: Rollout, values: Tensor, last_value: Tensor,
@@ -540,6 +547,6 @@ def build(cfg: OnPolicyConfig, ctx: BuildContext) -> OnPolicyAgent:
 
 
 register(AgentSpec("ppo", OnPolicyConfig, build, PRESETS / "ppo.toml",
-                   "PPO with the on-policy study's recommendations"))
+                   "PPO with the on-policy study's recommendations", remote_workers=True))
 register(AgentSpec("a2c", OnPolicyConfig, build, PRESETS / "a2c.toml",
-                   "synchronous advantage actor-critic (vanilla policy gradient, N-step returns)"))
+                   "synchronous advantage actor-critic (vanilla policy gradient, N-step returns)", remote_workers=True))

@@ -15,6 +15,7 @@ from envs import EnvCheckError
 from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import AGENTS, NonFiniteLossError, get_agent_spec
 from rlkit2.config import ConfigError, parse_cli_overrides
+from rlkit2.remote import WorkerError
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video
 from rlkit2.run import build_agent, help_text, load_run_config, make_env, resolve_config, resume, train
@@ -62,7 +63,7 @@ def main_train(argv: list[str]) -> int:
         return _fail(str(e))
     except ValueError as e:  # bad agent name, backend, device ...
         return _fail(str(e))
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, WorkerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"\nrun {result.status} after {result.env_steps} env steps")

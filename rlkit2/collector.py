@@ -222,3 +222,7 @@ class OnPolicyCollector:
         out = {"env": self.env_time, "inference": self.inference_time}
         self.env_time = self.inference_time = 0.0
         return out
+
+    def pop_stats(self) -> dict[str, float]:
+        """Collector statistics beyond timing: none in-process (the remote collector's: per-worker steps/s ...)."""
+        return {}

@@ -148,9 +148,10 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ writing
     def add(self, obs: Any, actions: Any, rewards: Any, terminated: Any, truncated: Any,
-            next_obs: Any) -> None:
-        """Store one vector-env step (numpy arrays or tensors, leading dim N); see the module docstring."""
-        N = self.num_envs
+            next_obs: Any, columns: slice | None = None) -> None:
+        """Store one vector-env step (numpy arrays or tensors, leading dim N); see the module docstring.
+        ``columns``: a step of only these envs (leading dim their count), e.g. one remote actor's envs."""
+        N = self.num_envs if columns is None else len(range(*columns.indices(self.num_envs)))
         obs = self._as_tensor("obs", obs, (N, *self.obs_shape), self.obs.dtype)
         next_obs = self._as_tensor("next_obs", next_obs, (N, *self.obs_shape), self.obs.dtype)
         actions = self._as_tensor("actions", actions, (N, *self.action_shape), self.actions.dtype)
@@ -160,7 +161,9 @@ class ReplayBuffer:
         if self.frame_stack:  # older frames of the stack are already in earlier slots
             obs, next_obs = obs[:, -1], next_obs[:, -1]
 
-        C, envs, p = self.capacity_per_env, self._envs, self.ptr
+        C, envs = self.capacity_per_env, self._envs if columns is None else self._envs[columns]
+        p = self.ptr if columns is None else self.ptr[columns]
+        fresh = self.fresh if columns is None else self.fresh[columns]
         q = (p + 1) % C
         self.obs[p, envs] = obs
         self.actions[p, envs] = actions
@@ -168,7 +171,7 @@ class ReplayBuffer:
         self.terminated[p, envs] = terminated
         self.truncated[p, envs] = truncated
         self.valid[p, envs] = True
-        self.episode_start[p, envs] = self.fresh
+        self.episode_start[p, envs] = fresh
         self.obs[q, envs] = next_obs
         self.valid[q, envs] = False
         self.episode_start[q, envs] = False
@@ -178,8 +181,14 @@ class ReplayBuffer:
         ended = terminated | truncated
         if self.device.type == "cpu":  # reading a CPU tensor is no device sync
             self.high_water = min(C, max(self.high_water, int(p.max()) + 2))
-        self.ptr = (p + 1 + ended.long()) % C
-        self.fresh = ended
+        if columns is None:
+            self.ptr = (p + 1 + ended.long()) % C
+            self.fresh = ended
+        else:  # new tensors, not in-place writes: a state_dict taken earlier keeps its values
+            self.ptr = self.ptr.clone()
+            self.ptr[columns] = (p + 1 + ended.long()) % C
+            self.fresh = self.fresh.clone()
+            self.fresh[columns] = ended
         self.num_adds += 1
 
     def break_episodes(self) -> None:

@@ -27,11 +27,12 @@ from envs import AtariSettings, is_atari
 from envs.make import MUJOCO_NAMES
 from envs.minigrid import is_minigrid
 from rlkit2 import checkpoint as ckpt
-from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
+from rlkit2.agent import AGENTS, Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate
 from rlkit2.logger import Logger
+from rlkit2.remote import WorkerError
 
 
 @dataclass
@@ -89,15 +90,33 @@ class RunConfig:
     """Show a progress bar."""
     tensorboard: bool = True
     """Write TensorBoard event files under tb/."""
+    workers: int = 0
+    """Remote rollout workers that step the num_envs training envs between them (each num_envs / workers envs and
+    an acting copy of the policy, on the CPU); 0 = the envs step in this process. Helps when the env, not the
+    update, is the bottleneck (docs/remote_workers.md). Needs the ray extra unless worker_mode is local.
+    Agents: ppo, a2c, agac, dsac."""
+    worker_mode: Literal["ray", "local"] = "ray"
+    """'ray': each worker is a Ray actor (a local Ray on 127.0.0.1, or the cluster in $RAY_ADDRESS); 'local': the
+    same workers in this process, one after another (for tests and debugging: same results as 'ray')."""
+    worker_timeout: float = 300.0
+    """Seconds the learner waits for a worker's answer before it stops the run (a hung worker is an error)."""
+    worker_cpus: float = 1.0
+    """CPUs Ray reserves for each worker (0: workers share cores with whatever else runs)."""
 
     def validate(self) -> None:
         for name in ("total_steps", "num_envs", "eval_episodes", "eval_envs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Option '{name}' must be >= 1, got {getattr(self, name)}")
         for name in ("eval_every", "checkpoint_every", "keep_checkpoints", "threads_collect", "threads_update",
-                     "stop_after_steps"):
+                     "stop_after_steps", "workers", "worker_cpus"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
+        if self.worker_timeout <= 0:
+            raise ConfigError(f"Option 'worker_timeout' must be > 0 (seconds), got {self.worker_timeout}")
+        if self.workers > self.num_envs:
+            raise ConfigError(f"Option 'workers' ({self.workers}) is larger than 'num_envs' ({self.num_envs}): every "
+                              f"worker steps at least one env. Fix: --num_envs {self.workers} or more (each worker "
+                              "gets num_envs / workers), or fewer workers")
 
 
 CLASSIC_NAMES = {"CartPole", "Pendulum", "Acrobot", "MountainCar", "MountainCarContinuous", "LunarLander",
@@ -233,6 +252,27 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
                      max_episode_steps=run.max_episode_steps, env_kwargs=kwargs, render_mode=render_mode)
 
 
+def make_train_env(run: RunConfig, agent_config: Any, env_fn: Callable | None = None):
+    """The training envs: a VecEnv in this process, or with ``run.workers`` a ``WorkerGroup`` whose workers build and
+    step them (rlkit2/remote.py); the learner then builds one env, only to read the spaces from."""
+    if not run.workers:
+        return make_env(run, run.num_envs, run.seed, env_fn, training=True)
+    spec = get_agent_spec(run.agent)
+    if not spec.remote_workers:
+        supported = ", ".join(sorted(name for name, s in AGENTS.items() if s.remote_workers))
+        raise ConfigError(f"Agent '{run.agent}' does not run with remote workers (--workers {run.workers}); agents "
+                          f"that do: {supported}. Fix: --workers 0")
+    from rlkit2.remote import WorkerGroup, WorkerSpec
+
+    probe = make_env(run, 1, run.seed, env_fn, training=True)
+    make_kwargs = {"backend": run.backend, "atari": run.atari, "max_episode_steps": run.max_episode_steps,
+                   "env_kwargs": {**run.env_kwargs, **run.train_env_kwargs}}
+    worker_spec = WorkerSpec(run.agent, agent_config, env_fn or run.env, make_kwargs, run.threads_collect,
+                             run.total_steps)
+    return WorkerGroup(worker_spec, probe, run.num_envs, run.workers, run.worker_mode, run.worker_timeout,
+                       run.worker_cpus)
+
+
 def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
                 training: bool = True, env_seed: int | None = None, run_dir: Path | None = None,
                 stop_requested: Callable[[], bool] | None = None) -> Agent:
@@ -278,7 +318,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         payload_in = ckpt.load(path, map_location="cpu")
         counters.update(payload_in["run"])
 
-    env = make_env(run, run.num_envs, run.seed, env_fn, training=True)
+    env = make_train_env(run, agent_config, env_fn)
     eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
     # A resumed session seeds its training envs differently, so it does not replay the first session's
     # initial states (iteration 0 = a fresh run: the plain seed).
@@ -361,6 +401,11 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
             else:
                 path = checkpoints.save_step(payload(), agent.env_steps)
+    except WorkerError as e:  # the agent's state is that of its last complete step: save it, say how to go on
+        path = checkpoints.save_step(payload(), agent.env_steps)
+        raise WorkerError(e.index, e.count, e.what + (
+            f" -- training stopped at {agent.env_steps} env steps with a resumable checkpoint ({path}); continue "
+            f"with: python scripts/train.py --resume {run_dir}")) from None
     except NonFiniteLossError as e:
         logger.log(agent.env_steps, {"errors/nonfinite_loss": 1.0})
         raise NonFiniteLossError(
@@ -410,7 +455,9 @@ def _evaluate(agent: Agent, eval_env: envs.VecEnv, run: RunConfig) -> dict:
 def _perf_metrics(stats: dict[str, float], steps: int, seconds: float) -> dict[str, float]:
     metrics = dict(stats)
     metrics["perf/steps_per_sec"] = steps / max(seconds, 1e-9)
-    phases = {k: metrics.pop(f"time/{k}") for k in ("env", "inference", "update") if f"time/{k}" in metrics}
+    # wait / broadcast: a learner with remote workers waiting for rollouts / putting the acting weights
+    phases = {k: metrics.pop(f"time/{k}") for k in ("env", "inference", "update", "wait", "broadcast")
+              if f"time/{k}" in metrics}
     for name, value in phases.items():
         metrics[f"perf/share_{name}"] = value / max(seconds, 1e-9)
     return metrics
