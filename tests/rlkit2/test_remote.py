@@ -128,6 +128,25 @@ def test_a_worker_acts_on_the_cpu_and_never_touches_cuda(monkeypatch):
     learner.close()
 
 
+def test_rollouts_from_cpu_workers_land_on_the_learners_device():
+    """The learner's side of a GPU run: the workers' numpy rollouts become tensors on the learner's device ('meta'
+    stands in for CUDA on a machine without one), truncation bootstraps included."""
+    spec = WorkerSpec("ppo", override(OnPolicyConfig(), {"num_steps": 8}), "CartPole-v1",
+                      {"backend": "sync", "max_episode_steps": 5})
+    group = WorkerGroup(spec, envs.make("CartPole-v1", 1), 4, 2, "local")
+    group.start(0)
+    try:
+        parts = [w.collect(0, [acting_state(w.modules)], 0) for w in group.workers]
+        rollout = RemoteCollector(group, 8, torch.device("meta"))._assemble(parts)
+    finally:
+        group.close()
+    tensors = [rollout.obs, rollout.actions, rollout.logprobs, rollout.values, rollout.rewards, rollout.terminated,
+               rollout.truncated, rollout.final_values, rollout.last_obs, rollout.last_value]
+    tensors += [t for _, idx, obs in rollout.truncated_final_obs for t in (idx, obs)]
+    assert len(rollout.truncated_final_obs) >= 2 and all(t.device.type == "meta" for t in tensors)
+    assert rollout.obs.shape == (8, 4, 4) and rollout.last_value.shape == (4,)
+
+
 # ------------------------------------------------------------------------------------------ replay columns
 def test_replay_writes_of_some_env_columns_equal_writes_of_all():
     """An actor's chunk fills its own env columns of the learner's replay: column-wise adds give the buffer that
