@@ -396,15 +396,17 @@ class WorkerGroup:
                 results[index[ref]] = self.result(ref, index[ref])
         return results
 
-    def wait_any(self, handles: list) -> int:
-        """The position in ``handles`` of one finished request (local: the oldest); WorkerError after ``timeout``."""
+    def wait_any(self, handles: list, workers: list[int]) -> int:
+        """The position in ``handles`` (requests to ``workers``, oldest first) of one finished request (local: the
+        oldest); a WorkerError naming the worker of the oldest request when none answers within ``timeout``."""
         if self.mode == "local":
             return 0
         import ray
 
         ready, _ = ray.wait(handles, num_returns=1, timeout=self.timeout)
         if not ready:
-            raise WorkerError(-1, self.count, f"no worker answered within {self.timeout:g} s (worker_timeout)")
+            raise WorkerError(workers[0], self.count, f"no answer to 'collect_chunk' within {self.timeout:g} s "
+                                                      f"(worker_timeout); workers still silent: {sorted(set(workers))}")
         return handles.index(ready[0])
 
     def result(self, handle, index: int):
@@ -613,7 +615,7 @@ class ReplayFeeder:
             answers = self.group.gather([h for h, _, _ in taken], "collect_chunk")
             chunks = [self._chunk(worker, a, updates) for (_, worker, _), a in zip(taken, answers)]
         else:
-            position = self.group.wait_any([h for h, _, _ in self.pending])
+            position = self.group.wait_any([h for h, _, _ in self.pending], [w for _, w, _ in self.pending])
             handle, worker, _ = self.pending.pop(position)
             chunks = [self._chunk(worker, self.group.result(handle, worker), updates)]
         self._timing["wait"] += time.perf_counter() - start

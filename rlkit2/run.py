@@ -252,16 +252,19 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
                      max_episode_steps=run.max_episode_steps, env_kwargs=kwargs, render_mode=render_mode)
 
 
+def check_workers(spec: AgentSpec, run: RunConfig) -> None:
+    if run.workers and not spec.remote_workers:
+        supported = ", ".join(sorted(name for name, s in AGENTS.items() if s.remote_workers))
+        raise ConfigError(f"Agent '{run.agent}' does not run with remote workers (--workers {run.workers}); agents "
+                          f"that do: {supported}. Fix: --workers 0")
+
+
 def make_train_env(run: RunConfig, agent_config: Any, env_fn: Callable | None = None):
     """The training envs: a VecEnv in this process, or with ``run.workers`` a ``WorkerGroup`` whose workers build and
     step them (rlkit2/remote.py); the learner then builds one env, only to read the spaces from."""
     if not run.workers:
         return make_env(run, run.num_envs, run.seed, env_fn, training=True)
-    spec = get_agent_spec(run.agent)
-    if not spec.remote_workers:
-        supported = ", ".join(sorted(name for name, s in AGENTS.items() if s.remote_workers))
-        raise ConfigError(f"Agent '{run.agent}' does not run with remote workers (--workers {run.workers}); agents "
-                          f"that do: {supported}. Fix: --workers 0")
+    check_workers(get_agent_spec(run.agent), run)
     from rlkit2.remote import WorkerGroup, WorkerSpec
 
     probe = make_env(run, 1, run.seed, env_fn, training=True)
@@ -291,6 +294,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     (e.g. from ``load_run_config``), possibly with a larger budget. ``on_eval(step, metrics)`` is called after
     every evaluation with its ``eval/...`` metrics (a sweep reports them to its scheduler)."""
     spec = get_agent_spec(run.agent)
+    check_workers(spec, run)  # before a run directory is made
     agent_config = agent_config if agent_config is not None else spec.config_cls()
     seed_everything(run.seed)
     set_threads(run.threads_collect)

@@ -131,9 +131,13 @@ class FailingEnv(FixedHorizonEnv):
     killing its own process (``how="kill"``) or hanging (``"hang"``); it first creates ``marker``, and does not fail
     once that file exists, so a resumed run finishes."""
 
-    def __init__(self, fail_seed: int = -1, fail_after: int = 20, how: str = "raise", marker: str = "") -> None:
+    def __init__(self, fail_seed: int = -1, fail_after: int = 20, how: str = "raise", marker: str = "",
+                 continuous: bool = False) -> None:
         super().__init__()
         self.fail_seed, self.fail_after, self.how, self.marker = fail_seed, fail_after, how, marker
+        self.continuous = continuous  # a Box(-1, 1) action (for DSAC): its sign is the discrete action
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.seed_used: int | None = None
         self.steps = 0
 
@@ -157,4 +161,4 @@ class FailingEnv(FixedHorizonEnv):
 
                 time.sleep(3600)
             raise RuntimeError(f"env seeded {self.seed_used} broke at step {self.steps}")
-        return super().step(action)
+        return super().step(int(np.asarray(action).reshape(-1)[0] > 0) if self.continuous else action)

@@ -317,6 +317,7 @@ def test_options_that_workers_cannot_serve_are_refused_with_a_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"Agent 'vpn' does not run with remote workers.*a2c, agac, dsac, ppo.*"
                                           r"--workers 0"):
         train(run, cfg)
+    assert not any(tmp_path.iterdir())  # refused before a run directory was made
     with pytest.raises(ConfigError, match=r"'workers' \(3\) is larger than 'num_envs' \(2\)"):
         resolve_config("ppo", "CartPole-v1", {"workers": 3, "num_envs": 2})[0].validate()
     with pytest.raises(ConfigError, match="worker_mode"):
@@ -364,6 +365,25 @@ def test_a_hung_worker_is_an_error_not_a_hang(tmp_path, local_ray):  # noqa: F81
                                           r"96 env steps"):
         train(run, cfg)
     assert ckpt.load(ckpt.CheckpointDir(tmp_path / "fails" / "checkpoints").latest())["agent_state"]["env_steps"] == 96
+
+
+def test_a_failed_dsac_actor_stops_the_run_with_a_resumable_checkpoint(tmp_path, local_ray):  # noqa: F811
+    """The asynchronous path: the actor whose env raises is named, the learner keeps what it added, and a resume
+    with the replay finishes."""
+    marker = tmp_path / "failed-once"
+    run, cfg = resolve_config("dsac", "toy_envs:FailingEnv", {
+        **QUIET, "runs_dir": str(tmp_path), "run_name": "fails", "num_envs": 2, "total_steps": 400,
+        "learning_starts": 50, "steps_per_iteration": 100, "hidden": "16", "batch_size": 16, "workers": 2,
+        "actor_chunk": 10, "worker_timeout": 60,
+        "env_kwargs": {"fail_seed": 1, "fail_after": 75, "continuous": True, "marker": str(marker)}})
+    with pytest.raises(WorkerError, match=r"^rollout worker 1 of 2 failed: RuntimeError: env seeded 1 broke at step "
+                                          r"75 -- training stopped at \d+ env steps with a resumable checkpoint"):
+        train(run, cfg)
+    saved = ckpt.load(ckpt.CheckpointDir(tmp_path / "fails" / "checkpoints").latest())
+    steps = saved["agent_state"]["env_steps"]
+    assert 0 < steps < 400 and int(saved["resume_state"]["replay"]["valid"].sum()) == steps
+    resumed = resume(tmp_path / "fails")
+    assert resumed.status == "finished" and resumed.env_steps >= 400
 
 
 def test_a_worker_that_cannot_build_its_env_is_named(tmp_path):
