@@ -75,12 +75,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
-from rlkit2.collector import EpisodeStats
+from rlkit2.collector import EpisodeStats, final_next_obs
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
 from rlkit2.distributions import TanhGaussian
 from rlkit2.networks import EnsembleMLP, mlp
-from rlkit2.remote import ReplayFeeder, WorkerGroup, final_next_obs
+from rlkit2.remote import ReplayFeeder, WorkerGroup
 from rlkit2.replay import ReplayBuffer, Transitions
 
 PRESETS = Path(__file__).parent / "presets"

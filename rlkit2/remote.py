@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 import envs
-from rlkit2.collector import EpisodeStats, OnPolicyCollector, Rollout
+from rlkit2.collector import EpisodeStats, OnPolicyCollector, Rollout, final_next_obs
 from rlkit2.device import set_threads
 from rlkit2.normalizers import RunningMeanStd, moments_since
 
@@ -107,16 +107,6 @@ def request_seed(seed: int, worker: int, request: int) -> int:
 def env_shares(num_envs: int, workers: int) -> list[int]:
     """How many of the ``num_envs`` envs each worker owns (the first ones take the remainder)."""
     return [num_envs // workers + (i < num_envs % workers) for i in range(workers)]
-
-
-def final_next_obs(next_obs: np.ndarray, ended: np.ndarray, info: dict) -> np.ndarray:
-    """The observation each transition leads to: the true final observation where an episode ended (SAME_STEP
-    autoreset has already put the next episode's first obs in ``next_obs``)."""
-    if not ended.any():
-        return next_obs
-    real = next_obs.copy()
-    real[ended] = info["final_obs"][ended]
-    return real
 
 
 # -------------------------------------------------------------------------------------------------- worker
@@ -213,8 +203,6 @@ class Worker:
         """``steps`` env steps of off-policy acting (``agent.explore``): transitions [T,k,...] for the replay."""
         self._load(version, box)
         agent, env, k = self.agent, self.env, self.env.num_envs
-        if self.obs is None:
-            self.obs, _ = env.reset(seed=self.seed)
         obs = np.zeros((steps, *self.obs.shape), self.obs.dtype)
         next_obs = np.zeros_like(obs)
         actions = rewards = None
@@ -424,8 +412,10 @@ class WorkerGroup:
         except ray.exceptions.GetTimeoutError:
             raise WorkerError(index, self.count, f"no answer within {self.timeout:g} s (worker_timeout)") from None
         except ray.exceptions.RayActorError as e:
-            raise WorkerError(index, self.count, f"its process died ({type(e).__name__}: "
-                                                 f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+            if "creation task" in lines[0]:  # its __init__ raised: the message ends with the worker's exception
+                raise WorkerError(index, self.count, f"could not start: {lines[-1]}") from None
+            raise WorkerError(index, self.count, f"its process died ({type(e).__name__}: {lines[0]})") from None
 
 
 def _describe(error: BaseException) -> str:

@@ -386,10 +386,14 @@ def test_a_failed_dsac_actor_stops_the_run_with_a_resumable_checkpoint(tmp_path,
     assert resumed.status == "finished" and resumed.env_steps >= 400
 
 
-def test_a_worker_that_cannot_build_its_env_is_named(tmp_path):
+@pytest.mark.parametrize("mode", ["local", "ray"])
+def test_a_worker_that_cannot_build_its_env_is_named_with_its_error(request, mode):
+    """Both workers fail to start; the first to answer is named (on Ray, either), with the env layer's own message."""
+    use_mode(request, mode)
     spec = WorkerSpec("ppo", OnPolicyConfig(), "toy_envs:NoSuchEnv", {"backend": "sync"})
-    group = WorkerGroup(spec, envs.make("CartPole-v1", 1), 2, 2, "local")
-    with pytest.raises(WorkerError, match=r"rollout worker 0 of 2 failed: .*NoSuchEnv"):
+    group = WorkerGroup(spec, envs.make("CartPole-v1", 1), 2, 2, mode, timeout=60)
+    with pytest.raises(WorkerError, match=r"^rollout worker [01] of 2 failed: .*EnvCheckError: Env 'toy_envs:NoSuchEnv'"
+                                          r": module 'toy_envs' has no attribute 'NoSuchEnv'"):
         group.start(0)
     group.close()
 
