@@ -6,9 +6,9 @@ An adversary pi_adv learns to imitate the actor; the actor is rewarded for doing
 predict. Three networks, no shared trunk: actor pi, critic V and adversary pi_adv.
 
 Algorithm (one ``train_iteration``; "old" = the networks at collection time):
-    1. collect T steps from N envs (rlkit2.collector), storing log pi_old(a|s), log pi_adv_old(a|s) and both
-       distributions' parameters; optionally add the episodic count bonus beta / sqrt(n(agent position)) to the
-       rewards used for the actor's returns (MiniGrid presets; off by default);
+    1. collect T steps from N envs (rlkit2.collector, or remote workers with --workers), storing log pi_old(a|s),
+       log pi_adv_old(a|s) and both distributions' parameters; optionally add the episodic count bonus
+       beta / sqrt(n(agent position)) to the rewards used for the actor's returns (MiniGrid presets; off by default);
     2. G_t = GAE(lambda) returns on the rewards with the bonus; G^ext_t = the same on the true rewards;
        A_t = G_t - V_old(s_t) + c (log pi_old(a_t|s_t) - log pi_adv_old(a_t|s_t))
        T_t = G^ext_t + c KL(pi_old || pi_adv_old)(s_t)                      (critic target; no gradient)

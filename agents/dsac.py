@@ -51,6 +51,10 @@ Where the defaults come from (and where they differ; see also agents/presets/dsa
   - The critics see actions rescaled to [-1, 1]; log pi includes -sum log((high-low)/2) as the official code
     does, so the entropy target refers to the env's action units.
 
+With ``--workers N`` remote actors step the envs (rlkit2.remote.ReplayFeeder): each chunk of their transitions
+goes into its actor's env columns of the replay and owes the same updates as in-process steps; an actor gets its
+next request only after those updates (``_train_iteration_with_actors``).
+
 Implementation notes (speed on CPU, no host syncs per update): the twin critics are one ``EnsembleMLP``
 (one batched matmul per layer for both; Adam is elementwise, so one optimizer over both equals the
 official two); the policy loss differentiates through detached critic weights (no requires_grad toggling);

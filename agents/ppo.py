@@ -2,7 +2,8 @@
 for On-Policy Deep Actor-Critic Methods? A Large-Scale Study" (arXiv 2006.05990), as documented options.
 
 Algorithm (one ``train_iteration``):
-    1. collect T steps from N envs with one batched forward per step (rlkit2.collector);
+    1. collect T steps from N envs with one batched forward per step (rlkit2.collector; with --workers, remote
+       workers each collect their share of the envs: rlkit2.remote);
        truncated episodes store V(final_obs) for bootstrapping -- a time limit is not a terminal;
     2. for each epoch:
          (re)compute advantages with GAE(lambda) or N-step returns on the current value function;
