@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 import envs
 from rlkit2.collector import EpisodeStats, OnPolicyCollector, Rollout, final_next_obs
-from rlkit2.device import set_threads
+from rlkit2.device import cpu_count, set_threads
 from rlkit2.normalizers import RunningMeanStd, moments_since
 
 WORKER_DEVICE = torch.device("cpu")  # acting copies live here whatever the learner's device
@@ -287,8 +287,7 @@ class WorkerGroup:
         self.shares = env_shares(num_envs, workers)
         self.offsets = [sum(self.shares[:i]) for i in range(workers)]
         self.workers: list = []
-        self.pids: list[int] = []
-        self.started_with = ""
+        self.pids: list[int] = []  # the workers' processes
         probe.close()
 
     # -- life cycle
@@ -307,11 +306,9 @@ class WorkerGroup:
         else:
             from rlkit2.ray_local import init_ray
 
-            from rlkit2.device import cpu_count
-
             # a local Ray gets at least a CPU per worker: a worker short of one would wait forever to start
-            self.started_with = init_ray(num_cpus=max(cpu_count(), int(np.ceil(self.cpus * self.count))),
-                                         instead="--worker_mode local (the same workers in this process)")
+            init_ray(num_cpus=max(cpu_count(), int(np.ceil(self.cpus * self.count))),
+                     instead="--worker_mode local (the same workers in this process)")
             import ray
 
             actor = ray.remote(num_cpus=self.cpus, num_gpus=0, max_restarts=0)(Worker)

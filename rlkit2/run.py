@@ -407,9 +407,10 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                 path = checkpoints.save_step(payload(), agent.env_steps)
     except WorkerError as e:  # the agent's state is that of its last complete step: save it, say how to go on
         path = checkpoints.save_step(payload(), agent.env_steps)
+        # chained to the env's own traceback where there is one (in-process workers), for debugging
         raise WorkerError(e.index, e.count, e.what + (
             f" -- training stopped at {agent.env_steps} env steps with a resumable checkpoint ({path}); continue "
-            f"with: python scripts/train.py --resume {run_dir}")) from None
+            f"with: python scripts/train.py --resume {run_dir}")) from e.__cause__
     except NonFiniteLossError as e:
         logger.log(agent.env_steps, {"errors/nonfinite_loss": 1.0})
         raise NonFiniteLossError(
