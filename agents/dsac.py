@@ -283,6 +283,7 @@ class DSACAgent:
                                    (self.action_dim,), torch.float32, device=self._replay_device(obs_dim))
         self.episodes = EpisodeStats()
         self.env_steps = 0
+        self.budget_unit = (self.num_envs, f"one step of each of the {self.num_envs} envs")  # the run's rounding
         self.updates = 0
         self._update_debt = 0.0  # fractional updates owed (replay_ratio * env steps since learning_starts)
         self.warmup = warmup_steps(cfg.learning_starts, ctx.total_steps)

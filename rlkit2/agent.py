@@ -10,6 +10,10 @@ An agent is one module in ``agents/`` that registers an ``AgentSpec`` under one 
 - ``state_dict()`` / ``load_state_dict()``: networks, optimizers, normalizers, counters (plain tensors).
 - optional ``resume_state()`` / ``load_resume_state(state_or_None)``: what only resuming needs (an off-policy
   agent's replay buffer); saved in step/final/interrupt checkpoints, not in ``best.pt``.
+- optional ``budget_unit = (env steps, why)``: the env steps the agent cannot split (PPO: one iteration); the run
+  loop says at the start when the budget rounds up to them.
+- optional ``self_checked_state``: top-level ``state_dict`` keys whose network shapes ``load_state_dict`` checks
+  itself (the run's checkpoint check skips them).
 """
 
 from __future__ import annotations
