@@ -123,3 +123,17 @@ class UnboundedActionEnv(ReachTargetEnv):
     def __init__(self) -> None:
         super().__init__()
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+
+class RenderCountingEnv(FixedHorizonEnv):
+    """FixedHorizonEnv (3 steps) whose rgb frame is filled with its step count t: a video's frames say which states
+    it shows."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__(horizon=3)
+        self.render_mode = render_mode
+
+    def render(self):
+        return np.full((8, 8, 3), self.t, np.uint8)
