@@ -302,6 +302,8 @@ class AGACAgent:
         self.collector = make_on_policy_collector(env, cfg.num_steps, self.device, info_keys=info_keys,
                                                   bootstrap_truncation=cfg.timeout_handling == "bootstrap")
         self.batch_size = cfg.num_steps * env.num_envs
+        # the run's budget rounds up to whole iterations (the run loop says so when it does)
+        self.budget_unit = (self.batch_size, f"one iteration: num_envs {env.num_envs} x num_steps {cfg.num_steps}")
         self.decay_iterations = max(1, (cfg.agac_c_decay_steps or ctx.total_steps) // self.batch_size)
         self.episode_counts: list[dict[tuple, int]] = [{} for _ in range(env.num_envs)]  # count_reset="episode"
         self.env_steps = 0

@@ -301,6 +301,7 @@ class DSACAgent:
             if ctx.training else None
         self.episodes = EpisodeStats()
         self.env_steps = 0
+        self.budget_unit = (self.num_envs, f"one step of each of the {self.num_envs} envs")  # the run's rounding
         self.updates = 0
         self._update_debt = 0.0  # fractional updates owed (replay_ratio * env steps since learning_starts)
         self.warmup = warmup_steps(cfg.learning_starts, ctx.total_steps)

@@ -276,6 +276,8 @@ class OnPolicyAgent:
         self.env_steps = 0
         self.updates = 0
         self.batch_size = cfg.num_steps * env.num_envs
+        # the run's budget rounds up to whole iterations (the run loop says so when it does)
+        self.budget_unit = (self.batch_size, f"one iteration: num_envs {env.num_envs} x num_steps {cfg.num_steps}")
         self.minibatch_size = cfg.minibatch_size or self.batch_size
         if ctx.training and self.minibatch_size > self.batch_size:
             raise ConfigError(f"Option 'minibatch_size' ({self.minibatch_size}) is larger than the batch "

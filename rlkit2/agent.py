@@ -12,6 +12,10 @@ An agent is one module in ``agents/`` that registers an ``AgentSpec`` under one 
   agent's replay buffer); saved in step/final/interrupt checkpoints, not in ``best.pt``.
 - with ``AgentSpec.remote_workers``: ``acting_modules()``, the modules (by name) an acting copy on a remote
   worker needs, normalizers included (rlkit2/remote.py).
+- optional ``budget_unit = (env steps, why)``: the env steps the agent cannot split (PPO: one iteration); the run
+  loop says at the start when the budget rounds up to them.
+- optional ``self_checked_state``: top-level ``state_dict`` keys whose network shapes ``load_state_dict`` checks
+  itself (the run's checkpoint check skips them).
 """
 
 from __future__ import annotations

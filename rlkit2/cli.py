@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from rlkit2.config import ConfigError, parse_cli_overrides
 from rlkit2.remote import WorkerError
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video
-from rlkit2.run import build_agent, help_text, load_run_config, make_env, resolve_config, resume, train
+from rlkit2.run import (EnvFailedError, build_agent, help_text, load_run_config, make_env, resolve_config,
+                        restore_agent, resume, train)
 
 
 def _fail(message: str) -> int:
@@ -59,6 +61,9 @@ def main_train(argv: list[str]) -> int:
         else:
             run, agent_config = resolve_config(known.agent, known.env, overrides)
             result = train(run, agent_config)
+    except EnvFailedError as e:  # saved what it could: say how to go on
+        resume_hint = f" Resume with: {resume_command(e.run_dir)}" if e.checkpoint is not None else ""
+        return _fail(f"{e}{resume_hint}")
     except (ConfigError, EnvCheckError, ckpt.CheckpointError, FileExistsError, FileNotFoundError) as e:
         return _fail(str(e))
     except ValueError as e:  # bad agent name, backend, device ...
@@ -74,8 +79,16 @@ def main_train(argv: list[str]) -> int:
     print(f"tensorboard   : tensorboard --logdir {result.run_dir / 'tb'}")
     print(f"checkpoint    : {result.checkpoint}")
     if result.status == "interrupted":
-        print(f"resume with   : python scripts/train.py --resume {result.run_dir}")
-    return 0
+        print(f"resume with   : {resume_command(result.run_dir)}")
+    # A job scheduler must tell an interrupted run from a finished one: 128 + the signal, as a shell reports it
+    # (130 SIGINT, 143 SIGTERM). --stop_after_steps is a requested end of the session: 0.
+    return 128 + result.stop_signal if result.stop_signal else 0
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that resumes ``run_dir``, with absolute paths so that it works from any directory."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    return shlex.join(["python", str(script), "--resume", str(Path(run_dir).resolve())])
 
 
 def main_evaluate(argv: list[str]) -> int:
@@ -101,7 +114,8 @@ def main_evaluate(argv: list[str]) -> int:
         set_threads(1)
         env = make_env(run, min(args.envs, args.episodes), args.seed)
         agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
-        agent.load_state_dict(payload["agent_state"])
+        restore_agent(agent, payload, path, run, agent_config, env,
+                      fix="evaluate it from the run directory that saved it (or restore this run's config.json)")
         device = resolve_device(args.device)
         stochastic = args.stochastic or not run.eval_deterministic  # the run's own evaluation mode by default
 

@@ -336,24 +336,43 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, ints and a string: loadable with ``torch.load(weights_only=True)``. The generator is the
         caller's and is not included. The same on every device: what only one device's code path keeps (the CPU
-        sampler's ``high_water``) is left out and derived again on load."""
-        state: dict[str, Any] = {f: getattr(self, f) for f in _TRANSITION_FIELDS}
+        sampler's ``high_water``) is left out and derived again on load.
+
+        Only the rows in use are saved (``_rows_in_use``), copied out of the buffer: a checkpoint's size follows
+        the content, not the capacity (a 1e6 buffer after 3k steps is kilobytes, not the 69 MB of all rows)."""
+        rows = self._rows_in_use()
+        state: dict[str, Any] = {f: getattr(self, f)[:rows].clone() for f in _TRANSITION_FIELDS}
         state.update(ptr=self.ptr, fresh=self.fresh, num_adds=self.num_adds, capacity=self.capacity,
                      num_envs=self.num_envs, frame_stack=self.frame_stack, stack_padding=self.stack_padding)
         return state
 
+    def _rows_in_use(self) -> int:
+        """1 + the last slot holding non-zero data in any env and field. A write pointer never skips a slot, so
+        the slots after it are as the constructor left them (zeros) -- and once the ring has wrapped, every slot
+        is in use. Saving slots [0, rows) and zero-filling the rest on load restores every field exactly."""
+        C = self.capacity_per_env
+        used = torch.zeros(C, dtype=torch.bool, device=self.device)
+        for name in _TRANSITION_FIELDS:
+            used |= getattr(self, name).reshape(C, -1).ne(0).any(1)
+        last = used.nonzero()
+        return int(last.max()) + 1 if len(last) else 0
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = self.state_dict()
-        for key in ("capacity", "num_envs", "frame_stack", "stack_padding"):
-            if state.get(key) != mine[key]:
-                raise ValueError(f"load_state_dict(): {key}={state.get(key)} in the state but {mine[key]} "
+        mine = {"capacity": self.capacity, "num_envs": self.num_envs, "frame_stack": self.frame_stack,
+                "stack_padding": self.stack_padding}
+        for key, value in mine.items():
+            if state.get(key) != value:
+                raise ValueError(f"load_state_dict(): {key}={state.get(key)} in the state but {value} "
                                  f"in this buffer; build the buffer with the same arguments")
+        rows = state["valid"].shape[0]  # the rows in use when saved (all of them in states saved before that)
         for key in (*_TRANSITION_FIELDS, "ptr", "fresh"):
-            src, dst = state[key], mine[key]
-            if src.shape != dst.shape or src.dtype != dst.dtype:
+            src, dst = state[key], getattr(self, key)
+            n = rows if key in _TRANSITION_FIELDS else dst.shape[0]
+            if tuple(src.shape) != (n, *dst.shape[1:]) or n > dst.shape[0] or src.dtype != dst.dtype:
                 raise ValueError(f"load_state_dict(): '{key}' is {tuple(src.shape)} {src.dtype}, expected "
-                                 f"{tuple(dst.shape)} {dst.dtype}; build the buffer with the same shapes")
-            dst.copy_(src)
+                                 f"{(n, *dst.shape[1:])} {dst.dtype}; build the buffer with the same shapes")
+            dst[:n].copy_(src)
+            dst[n:].zero_()
         self.num_adds = int(state["num_adds"])
         # From the data, never from a saved counter: states saved on CUDA before this was derived carry
         # high_water = 0, and trusting it confined sampling to the slots below the write pointer.

@@ -162,3 +162,17 @@ class FailingEnv(FixedHorizonEnv):
                 time.sleep(3600)
             raise RuntimeError(f"env seeded {self.seed_used} broke at step {self.steps}")
         return super().step(int(np.asarray(action).reshape(-1)[0] > 0) if self.continuous else action)
+
+
+class RenderCountingEnv(FixedHorizonEnv):
+    """FixedHorizonEnv (3 steps) whose rgb frame is filled with its step count t: a video's frames say which states
+    it shows."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__(horizon=3)
+        self.render_mode = render_mode
+
+    def render(self):
+        return np.full((8, 8, 3), self.t, np.uint8)
