@@ -416,7 +416,11 @@ class WorkerGroup:
 
 
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error)[:400]}"
+    """The worker's exception in one line; the env layer's own errors already name the env, step and cause."""
+    from envs import EnvCheckError
+
+    text = str(error).splitlines()[0][:600] if str(error) else ""
+    return text if isinstance(error, EnvCheckError) else f"{type(error).__name__}: {text[:400]}"
 
 
 # --------------------------------------------------------------------------------------------- on-policy
