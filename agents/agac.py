@@ -6,9 +6,9 @@ An adversary pi_adv learns to imitate the actor; the actor is rewarded for doing
 predict. Three networks, no shared trunk: actor pi, critic V and adversary pi_adv.
 
 Algorithm (one ``train_iteration``; "old" = the networks at collection time):
-    1. collect T steps from N envs (rlkit2.collector), storing log pi_old(a|s), log pi_adv_old(a|s) and both
-       distributions' parameters; optionally add the episodic count bonus beta / sqrt(n(agent position)) to the
-       rewards used for the actor's returns (MiniGrid presets; off by default);
+    1. collect T steps from N envs (rlkit2.collector, or remote workers with --workers), storing log pi_old(a|s),
+       log pi_adv_old(a|s) and both distributions' parameters; optionally add the episodic count bonus
+       beta / sqrt(n(agent position)) to the rewards used for the actor's returns (MiniGrid presets; off by default);
     2. G_t = GAE(lambda) returns on the rewards with the bonus; G^ext_t = the same on the true rewards;
        A_t = G_t - V_old(s_t) + c (log pi_old(a_t|s_t) - log pi_adv_old(a_t|s_t))
        T_t = G^ext_t + c KL(pi_old || pi_adv_old)(s_t)                      (critic target; no gradient)
@@ -82,12 +82,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
-from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
+from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
 from rlkit2.distributions import Categorical, DiagGaussian
 from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer
+from rlkit2.remote import make_on_policy_collector
 from rlkit2.returns import gae, next_values_from
 
 PRESETS = Path(__file__).parent / "presets"
@@ -298,9 +299,12 @@ class AGACAgent:
         self.adversary_optimizer = torch.optim.Adam(self.adversary_params, lr=cfg.lr * cfg.adversary_lr_scale,
                                                     eps=cfg.adam_eps)
         info_keys = ("agent_pos",) if cfg.count_bonus > 0 else ()
-        self.collector = OnPolicyCollector(env, cfg.num_steps, self.device, info_keys=info_keys,
-                                           bootstrap_truncation=cfg.timeout_handling == "bootstrap")
+        # in-process, or remote workers when ctx.env is a WorkerGroup (--workers)
+        self.collector = make_on_policy_collector(env, cfg.num_steps, self.device, info_keys=info_keys,
+                                                  bootstrap_truncation=cfg.timeout_handling == "bootstrap")
         self.batch_size = cfg.num_steps * env.num_envs
+        # the run's budget rounds up to whole iterations (the run loop says so when it does)
+        self.budget_unit = (self.batch_size, f"one iteration: num_envs {env.num_envs} x num_steps {cfg.num_steps}")
         self.decay_iterations = max(1, (cfg.agac_c_decay_steps or ctx.total_steps) // self.batch_size)
         self.episode_counts: list[dict[tuple, int]] = [{} for _ in range(env.num_envs)]  # count_reset="episode"
         self.env_steps = 0
@@ -343,6 +347,10 @@ class AGACAgent:
         dist = self.nets.dist(self.nets.actor_params(obs))
         return self.to_env_action(dist.mode() if deterministic else dist.sample())
 
+    def acting_modules(self) -> dict[str, nn.Module]:
+        """What a remote worker's acting copy needs (rlkit2/remote.py); the adversary too: it fills the extras."""
+        return {"nets": self.nets, "obs_normalizer": self.obs_normalizer}
+
     def current_c(self) -> float:
         """c at this iteration: c0 (1 - (u - 1) / U) for iteration u = 1..U, U = the iterations in
         ``agac_c_decay_steps`` (official), or c0."""
@@ -372,6 +380,7 @@ class AGACAgent:
             stats["charts/episode_length"] = float(np.mean(lengths))
         stats["charts/agac_c"] = c
         stats.update({f"time/{k}": v for k, v in timing.items()})
+        stats.update(self.collector.pop_stats())
         return stats
 
     def returns(self, rollout: Rollout, rewards: Tensor, next_values: Tensor) -> Tensor:
@@ -468,4 +477,5 @@ def build(cfg: AGACConfig, ctx: BuildContext) -> AGACAgent:
 
 
 register(AgentSpec("agac", AGACConfig, build, PRESETS / "agac.toml",
-                   "adversarially guided actor-critic (PPO-based; MiniGrid presets with the count bonus)"))
+                   "adversarially guided actor-critic (PPO-based; MiniGrid presets with the count bonus)",
+                   remote_workers=True))

@@ -51,6 +51,10 @@ Where the defaults come from (and where they differ; see also agents/presets/dsa
   - The critics see actions rescaled to [-1, 1]; log pi includes -sum log((high-low)/2) as the official code
     does, so the entropy target refers to the env's action units.
 
+With ``--workers N`` remote actors step the envs (rlkit2.remote.ReplayFeeder): each chunk of their transitions
+goes into its actor's env columns of the replay and owes the same updates as in-process steps; an actor gets its
+next request only after those updates (``_train_iteration_with_actors``).
+
 Implementation notes (speed on CPU, no host syncs per update): the twin critics are one ``EnsembleMLP``
 (one batched matmul per layer for both; Adam is elementwise, so one optimizer over both equals the
 official two); the policy loss differentiates through detached critic weights (no requires_grad toggling);
@@ -75,11 +79,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
-from rlkit2.collector import EpisodeStats
+from rlkit2.collector import EpisodeStats, final_next_obs
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
 from rlkit2.distributions import TanhGaussian
 from rlkit2.networks import EnsembleMLP, mlp
+from rlkit2.remote import ReplayFeeder, WorkerGroup
 from rlkit2.replay import ReplayBuffer, Transitions
 
 PRESETS = Path(__file__).parent / "presets"
@@ -155,11 +160,22 @@ class DSACConfig:
     checkpoint_replay: bool = True
     """Save the replay buffer in resumable checkpoints (step/final/interrupt; not 'best'), so a resumed run
     continues from the same data. Off: a resumed run refills the buffer with a new warm-up."""
+    # --- remote actors (--workers N: actors step the envs and fill the replay; rlkit2/remote.py) -------------
+    actor_mode: Literal["async", "sync"] = "async"
+    """'async': each actor steps with the newest weights it has and its chunks are added as they arrive; 'sync':
+    one chunk from every actor per round, in worker order (deterministic: for tests and comparisons)."""
+    actor_chunk: int = 32
+    """Env steps per env in one chunk of transitions an actor sends."""
+    actor_in_flight: int = 2
+    """Chunk requests an actor may have outstanding (async): how far collection runs ahead of the updates."""
+    actor_sync_every: int = 100
+    """Send the actors the policy's weights every this many updates (the policy lag is logged)."""
 
     def validate(self) -> None:
         check_ranges(self, positive=("critic_lr", "policy_lr", "alpha_lr", "batch_size", "buffer_size", "delay",
                                      "replay_ratio", "steps_per_iteration", "sample_clip", "td_bound",
-                                     "td_bound_sigmas", "epsilon", "huber_delta", "reward_scale"),
+                                     "td_bound_sigmas", "epsilon", "huber_delta", "reward_scale", "actor_chunk",
+                                     "actor_in_flight", "actor_sync_every"),
                      unit_interval=("gamma", "tau", "tau_b"))
         if self.learning_starts is not None and self.learning_starts < 0:
             raise ConfigError(f"Option 'learning_starts' must be >= 0 (or none: 5% of total_steps, at most 10k), "
@@ -279,10 +295,13 @@ class DSACAgent:
         self.policy_opt = torch.optim.Adam(self._policy_params, lr=cfg.policy_lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
 
+        # an acting copy (evaluation, a remote actor) needs no replay
         self.replay = ReplayBuffer(cfg.buffer_size, self.num_envs, obs_space.shape, torch.float32,
-                                   (self.action_dim,), torch.float32, device=self._replay_device(obs_dim))
+                                   (self.action_dim,), torch.float32, device=self._replay_device(obs_dim)) \
+            if ctx.training else None
         self.episodes = EpisodeStats()
         self.env_steps = 0
+        self.budget_unit = (self.num_envs, f"one step of each of the {self.num_envs} envs")  # the run's rounding
         self.updates = 0
         self._update_debt = 0.0  # fractional updates owed (replay_ratio * env steps since learning_starts)
         self.warmup = warmup_steps(cfg.learning_starts, ctx.total_steps)
@@ -290,8 +309,14 @@ class DSACAgent:
             _check_budget(self.warmup, ctx.total_steps)
         self.learning_starts_at = self.warmup  # env step of the first update (moves if replay is lost)
         self._obs_np: np.ndarray | None = None
+        # --workers: remote actors step the envs (ctx.env is then a WorkerGroup) and fill the replay
+        self.actors = ReplayFeeder(env, cfg.actor_chunk, cfg.actor_in_flight, cfg.actor_sync_every,
+                                   synchronous=cfg.actor_mode == "sync") if isinstance(env, WorkerGroup) else None
         if ctx.training:
-            self._obs_np, _ = env.reset(seed=ctx.seed)
+            if self.actors is not None:
+                self.actors.start(ctx.seed)
+            else:
+                self._obs_np, _ = env.reset(seed=ctx.seed)
 
     def _replay_device(self, obs_dim: int) -> torch.device:
         cfg = self.cfg
@@ -318,6 +343,18 @@ class DSACAgent:
         action = dist.mode() if deterministic else dist.rsample_with_log_prob()[0]
         return self.to_env_action(action)
 
+    def explore(self, obs: Tensor, warmup: bool) -> Tensor:
+        """The [-1, 1] action to collect with (stored in replay): uniform over the box during a uniform warm-up,
+        else a sample of the policy. Shared by the in-process steps and the remote actors."""
+        if warmup and self.cfg.warmup_actions == "uniform":
+            return torch.rand(len(obs), self.action_dim, device=self.device) * 2.0 - 1.0
+        with torch.inference_mode():
+            return self.policy(obs).rsample_with_log_prob()[0]
+
+    def acting_modules(self) -> dict[str, nn.Module]:
+        """What a remote actor's acting copy needs (rlkit2/remote.py)."""
+        return {"policy": self.policy}
+
     def q_values(self, critic: EnsembleMLP, obs: Tensor, action: Tensor, params=None) -> tuple[Tensor, Tensor]:
         """Mean and std [E, B] of each critic's return distribution."""
         out = critic(torch.cat([obs, action], dim=-1), params)
@@ -325,6 +362,8 @@ class DSACAgent:
 
     # --- one iteration: env steps interleaved with gradient updates ---------------------------------------
     def train_iteration(self) -> dict[str, float]:
+        if self.actors is not None:
+            return self._train_iteration_with_actors()
         cfg, N = self.cfg, self.num_envs
         set_threads(self.ctx.threads_update)
         budget = max(1, min(cfg.steps_per_iteration, self.ctx.total_steps - self.env_steps))
@@ -346,11 +385,7 @@ class DSACAgent:
     def _env_step(self, timing: dict[str, float]) -> None:
         start = time.perf_counter()
         obs = torch.as_tensor(self._obs_np, dtype=torch.float32, device=self.device)
-        if self.env_steps < self.learning_starts_at and self.cfg.warmup_actions == "uniform":
-            action = torch.rand(self.num_envs, self.action_dim, device=self.device) * 2.0 - 1.0
-        else:
-            with torch.inference_mode():
-                action = self.policy(obs).rsample_with_log_prob()[0]
+        action = self.explore(obs, warmup=self.env_steps < self.learning_starts_at)
         env_action = self.to_env_action(action).cpu().numpy()  # the one sync per step: the env needs it
         timing["inference"] += time.perf_counter() - start
 
@@ -358,14 +393,47 @@ class DSACAgent:
         next_obs, rewards, terminated, truncated, info = self.env.step(env_action)
         timing["env"] += time.perf_counter() - start
         self.episodes.record(info)
-        real_next_obs = next_obs
-        ended = terminated | truncated
-        if ended.any():  # the stored next obs is the true final obs (for bootstrapping after truncation)
-            real_next_obs = next_obs.copy()
-            real_next_obs[ended] = info["final_obs"][ended]
+        # the stored next obs is the true final obs where an episode ended (for bootstrapping after truncation)
+        real_next_obs = final_next_obs(next_obs, terminated | truncated, info)
         self.replay.add(self._obs_np, action, rewards, terminated, truncated, real_next_obs)
         self._obs_np = next_obs
         self.env_steps += self.num_envs
+
+    def _train_iteration_with_actors(self) -> dict[str, float]:
+        """``train_iteration`` with remote actors stepping the envs (--workers, rlkit2.remote.ReplayFeeder): each
+        chunk of their transitions goes into its actor's replay columns step by step, owing updates as the
+        in-process steps do, and the updates it owes are made before that actor gets its next request."""
+        cfg = self.cfg
+        set_threads(self.ctx.threads_update)
+        budget = max(1, min(cfg.steps_per_iteration, self.ctx.total_steps - self.env_steps))
+        timing = {"update": 0.0}
+        sums: dict[str, Tensor] = {}
+        updates_before, steps_before = self.updates, self.env_steps
+        modules = self.acting_modules()
+        while self.env_steps - steps_before < budget:
+            # a request acts at random while the steps before it (received or not) are still in the warm-up
+            chunks = self.actors.next_chunks(modules, self.updates,
+                                             warmup=lambda ahead: self.env_steps + ahead < self.learning_starts_at)
+            for chunk in chunks:
+                k = chunk.envs.stop - chunk.envs.start
+                for t in range(len(chunk.rewards)):
+                    self.replay.add(chunk.obs[t], chunk.actions[t], chunk.rewards[t], chunk.terminated[t],
+                                    chunk.truncated[t], chunk.next_obs[t], columns=chunk.envs)
+                    self.env_steps += k
+                    if self.env_steps > self.learning_starts_at:
+                        self._update_debt += k * cfg.replay_ratio
+                self.episodes.returns.extend(chunk.episodes[0])
+                self.episodes.lengths.extend(chunk.episodes[1])
+                start = time.perf_counter()
+                while self._update_debt >= 1.0:
+                    self._update_debt -= 1.0
+                    for key, value in self.update(self.replay.sample(self.cfg.batch_size)).items():
+                        sums[key] = sums[key] + value if key in sums else value
+                timing["update"] += time.perf_counter() - start
+                self.actors.updated(modules, self.updates)
+        stats = self._iteration_stats(sums, self.updates - updates_before, {**timing, **self.actors.pop_timing()})
+        stats.update(self.actors.pop_stats())
+        return stats
 
     def update(self, batch: Transitions) -> dict[str, Tensor]:
         """One gradient update on a batch; returns detached device scalars (no host sync)."""
@@ -520,4 +588,4 @@ def build(cfg: DSACConfig, ctx: BuildContext) -> DSACAgent:
 
 
 register(AgentSpec("dsac", DSACConfig, build, PRESETS / "dsac.toml",
-                   "distributional soft actor-critic (DSAC-T by default; --variant v1)"))
+                   "distributional soft actor-critic (DSAC-T by default; --variant v1)", remote_workers=True))

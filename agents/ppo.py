@@ -2,7 +2,8 @@
 for On-Policy Deep Actor-Critic Methods? A Large-Scale Study" (arXiv 2006.05990), as documented options.
 
 Algorithm (one ``train_iteration``):
-    1. collect T steps from N envs with one batched forward per step (rlkit2.collector);
+    1. collect T steps from N envs with one batched forward per step (rlkit2.collector; with --workers, remote
+       workers each collect their share of the envs: rlkit2.remote);
        truncated episodes store V(final_obs) for bootstrapping -- a time limit is not a terminal;
     2. for each epoch:
          (re)compute advantages with GAE(lambda) or N-step returns on the current value function;
@@ -36,13 +37,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
-from rlkit2.collector import OnPolicyCollector, PolicyStep, Rollout
+from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
 from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
 from rlkit2.optim import RMSpropTF
+from rlkit2.remote import make_on_policy_collector
 from rlkit2.returns import gae, n_step_returns, next_values_from
 
 PRESETS = Path(__file__).parent / "presets"
@@ -276,11 +278,14 @@ class OnPolicyAgent:
         self.optimizer = self._make_optimizer()
         if isinstance(action_space, gym.spaces.Box):
             self.action_low, self.action_high = action_bounds(env.name, action_space, self.device)
-        self.collector = OnPolicyCollector(env, cfg.num_steps, self.device,
-                                           bootstrap_truncation=cfg.timeout_handling == "bootstrap")
+        # in-process, or remote workers when ctx.env is a WorkerGroup (--workers)
+        self.collector = make_on_policy_collector(env, cfg.num_steps, self.device,
+                                                  bootstrap_truncation=cfg.timeout_handling == "bootstrap")
         self.env_steps = 0
         self.updates = 0
         self.batch_size = cfg.num_steps * env.num_envs
+        # the run's budget rounds up to whole iterations (the run loop says so when it does)
+        self.budget_unit = (self.batch_size, f"one iteration: num_envs {env.num_envs} x num_steps {cfg.num_steps}")
         self.minibatch_size = cfg.minibatch_size or self.batch_size
         if ctx.training and self.minibatch_size > self.batch_size:
             raise ConfigError(f"Option 'minibatch_size' ({self.minibatch_size}) is larger than the batch "
@@ -336,6 +341,10 @@ class OnPolicyAgent:
         dist = self.model.distribution(obs)
         return self.to_env_action(dist.mode() if deterministic else dist.sample())
 
+    def acting_modules(self) -> dict[str, nn.Module]:
+        """What a remote worker's acting copy needs (rlkit2/remote.py)."""
+        return {"model": self.model, "obs_normalizer": self.obs_normalizer, "value_normalizer": self.value_normalizer}
+
     # --- one iteration: collect -> advantages -> minibatch updates ------------------------------------------
     def train_iteration(self) -> dict[str, float]:
         self._set_learning_rate()  # from the steps done before this iteration: full lr first, > 0 last
@@ -357,6 +366,7 @@ class OnPolicyAgent:
             stats["charts/episode_length"] = float(np.mean(lengths))
         stats["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         stats.update({f"time/{k}": v for k, v in timing.items()})
+        stats.update(self.collector.pop_stats())
         return stats
 
     def advantages_and_returns(self, rollout: Rollout, values: Tensor, last_value: Tensor,
@@ -553,6 +563,6 @@ def build(cfg: OnPolicyConfig, ctx: BuildContext) -> OnPolicyAgent:
 
 
 register(AgentSpec("ppo", OnPolicyConfig, build, PRESETS / "ppo.toml",
-                   "PPO with the on-policy study's recommendations"))
+                   "PPO with the on-policy study's recommendations", remote_workers=True))
 register(AgentSpec("a2c", OnPolicyConfig, build, PRESETS / "a2c.toml",
-                   "synchronous advantage actor-critic (vanilla policy gradient, N-step returns)"))
+                   "synchronous advantage actor-critic (vanilla policy gradient, N-step returns)", remote_workers=True))

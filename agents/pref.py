@@ -343,6 +343,10 @@ class LearnedRewardEnv:
 
 # ---------------------------------------------------------------------------------------------------- agent
 class PrefAgent:
+    # The run's checkpoint check leaves the reward model to load_state_dict: a model saved before batch norm gets
+    # the options that rebuild it (resume) or is skipped (evaluation only acts), see _load_reward_model.
+    self_checked_state = ("reward_model",)
+
     def __init__(self, cfg: PrefConfig, ctx: BuildContext):
         cfg.validate()
         self.cfg, self.ctx, self.device = cfg, ctx, ctx.device

@@ -425,6 +425,9 @@ class VPNAgent:
         env = self.env = ctx.env
         _check_spaces(env.name, env.single_observation_space, env.single_action_space)
         self.num_envs, self.num_options = env.num_envs, int(env.single_action_space.n)
+        # the run's budget rounds up to whole iterations (the run loop says so when it does)
+        self.budget_unit = (env.num_envs * cfg.num_steps,
+                            f"one iteration: num_envs {env.num_envs} x num_steps {cfg.num_steps}")
         self.net = VPNNet(env.single_observation_space, self.num_options, cfg).to(self.device)
         self.target = copy.deepcopy(self.net).requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, fused=True)

@@ -21,7 +21,7 @@ from envs.collect import COLLECT_IDS, CollectBackend, collect_config, is_collect
 from envs.custom import EnvCheckError, EnvSpecLike, check_env, ensure_registered, env_name, resolve_factory
 from envs.minigrid import is_minigrid
 from envs.minigrid import make_env as make_minigrid_env
-from envs.vector import EnvpoolBackend, GymnasiumBackend, VecEnv
+from envs.vector import EnvpoolBackend, GymnasiumBackend, ReportErrors, VecEnv
 
 BACKENDS = ("auto", "sync", "async", "ale", "envpool", "batched")
 
@@ -88,7 +88,7 @@ def make(
                 check_env(probe, name, seed=seed)
             finally:
                 probe.close()
-        env_fns = [functools.partial(factory, render_mode) for _ in range(num_envs)]
+        env_fns = [functools.partial(_reporting_errors, factory, i, render_mode) for i in range(num_envs)]
         backend_impl = GymnasiumBackend.from_env_fns(env_fns, asynchronous=(chosen == "async"))
 
     venv = VecEnv(
@@ -113,6 +113,10 @@ def _single_env_factory(env: EnvSpecLike, atari: AtariSettings | None, max_episo
     if max_episode_steps is None:
         return base
     return functools.partial(_time_limited, base, max_episode_steps)
+
+
+def _reporting_errors(factory: Callable[[str | None], gym.Env], index: int, render_mode: str | None) -> gym.Env:
+    return ReportErrors(factory(render_mode), index)  # an exception in the env then names its index
 
 
 def _atari_factory(env_id: str, atari: AtariSettings, render_mode: str | None = None) -> gym.Env:

@@ -17,6 +17,9 @@ The semantic every backend is normalized to (gymnasium's ``SAME_STEP``):
   episodes, measured on the raw reward (before clipping) and per game, not per life.
 - With ``episodic_life`` (Atari), a lost life sets ``terminated`` for learning but does not reset the game;
   ``info["life_lost"]`` marks such steps.
+- A NaN/inf observation or reward raises ``EnvCheckError`` at the step it appears, naming the envs; an exception
+  inside an env's ``step``/``reset`` becomes ``EnvStepError`` naming the env index (gymnasium backends, where
+  ``ReportErrors`` wraps each env) and carrying the env's own traceback text.
 
 Shape legend: ``N`` envs; ``...`` observation dims.
 """
@@ -24,12 +27,65 @@ Shape legend: ``N`` envs; ``...`` observation dims.
 from __future__ import annotations
 
 import functools
+import traceback
+import warnings
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
 from envs.custom import EnvCheckError
+
+
+class EnvStepError(EnvCheckError):
+    """An env raised inside ``step()``/``reset()`` (a bug in a user's env, usually). The message names the env, the
+    env steps taken so far, the env index when known and the env's exception; ``env_traceback`` is the env's own
+    traceback text, for a log file rather than the console."""
+
+    def __init__(self, message: str, env_traceback: str = ""):
+        super().__init__(message)
+        self.env_traceback = env_traceback
+
+
+class EnvRaised(Exception):
+    """An env's exception on its way out of a vector env, as plain data: ``(index, where, type name, message,
+    traceback text)``. Plain data survives gymnasium's async workers, which send the exception back without its
+    traceback and re-raise it as ``type(exception)(exception)`` (handled by the one-argument form)."""
+
+    def __init__(self, *args: Any):
+        if len(args) == 1 and isinstance(args[0], EnvRaised):
+            args = args[0].args
+        super().__init__(*args)
+
+    @property
+    def index(self) -> int:
+        return self.args[0]
+
+    def describe(self) -> tuple[str, str, str]:
+        """(where, 'TypeName: message', traceback text)."""
+        _, where, type_name, message, trace = self.args
+        return where, f"{type_name}: {message}" if message else type_name, trace
+
+
+class ReportErrors(gym.Wrapper):
+    """Around env ``index`` of a gymnasium vector env: an exception in ``step``/``reset`` leaves as ``EnvRaised``,
+    which says which env failed (a vector env does not) and keeps the env's traceback text."""
+
+    def __init__(self, env: gym.Env, index: int):
+        super().__init__(env)
+        self.index = index
+
+    def step(self, action: Any) -> Any:
+        try:
+            return self.env.step(action)
+        except Exception as e:
+            raise EnvRaised(self.index, "step()", type(e).__name__, str(e), traceback.format_exc()) from e
+
+    def reset(self, **kwargs: Any) -> Any:
+        try:
+            return self.env.reset(**kwargs)
+        except Exception as e:
+            raise EnvRaised(self.index, "reset()", type(e).__name__, str(e), traceback.format_exc()) from e
 
 
 class Backend(Protocol):
@@ -70,18 +126,26 @@ class VecEnv(gym.vector.VectorEnv):
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._lives: np.ndarray | None = None
+        # env steps taken (num_envs per step()), for error messages; the run loop sets it to a resumed run's count
+        self.env_steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         if seed is not None:
             self.action_space.seed(seed)
-        obs, self._lives = self.backend.reset(seed)
+        try:
+            obs, self._lives = self.backend.reset(seed)
+        except Exception as e:
+            raise self._step_error(e, "reset()") from e
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
         self._raise_if_not_finite(obs, "reset()")
         return obs, dict(getattr(self.backend, "extra_info", {}))
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        obs, reward, terminated, truncated, final_obs, lives = self.backend.step(actions)
+        try:
+            obs, reward, terminated, truncated, final_obs, lives = self.backend.step(actions)
+        except Exception as e:
+            raise self._step_error(e, "step()") from e
         reward = np.asarray(reward, dtype=np.float32)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool) & ~terminated  # terminal wins when both are set
@@ -90,6 +154,8 @@ class VecEnv(gym.vector.VectorEnv):
             self._raise_if_not_finite(obs, "step()")
             if ended.any():  # a NaN state often *is* why a MuJoCo episode terminated
                 self._raise_if_not_finite(final_obs, "step() (as the final observation)")
+        self._raise_if_reward_not_finite(reward)
+        self.env_steps += self.num_envs
 
         self._episode_return += reward
         self._episode_length += 1
@@ -120,8 +186,34 @@ class VecEnv(gym.vector.VectorEnv):
             bad = np.unique(np.argwhere(~np.isfinite(obs.reshape(self.num_envs, -1)))[:, 0])
             raise EnvCheckError(
                 f"Env '{self.name}': {where} returned NaN or inf observations in env(s) {bad.tolist()}. "
-                "Fix: find where the env produces non-finite values (unstable physics, division by zero)."
+                "Fix: find where the env produces non-finite values (unstable physics, division by zero). "
+                f"{self._when()}"
             )
+
+    def _raise_if_reward_not_finite(self, reward: np.ndarray) -> None:
+        """A NaN reward would surface only later, as a non-finite loss far from its cause: name it here."""
+        if not np.isfinite(reward).all():
+            bad = np.flatnonzero(~np.isfinite(reward))
+            raise EnvCheckError(
+                f"Env '{self.name}': step() returned NaN or inf rewards in env(s) {bad.tolist()} "
+                f"(values {reward[bad].tolist()}). Fix: find where the env computes the reward (division by zero, "
+                f"log of 0, unstable physics) and make it finite. {self._when()}"
+            )
+
+    def _when(self) -> str:
+        return f"It happened after {self.env_steps} env steps."
+
+    def _step_error(self, error: Exception, where: str) -> EnvStepError:
+        """The env's exception as one line: env id, env steps so far, env index (when a ReportErrors wrapper
+        knows it), and the exception's own type and message; its traceback rides along for a log file."""
+        if isinstance(error, EnvRaised):
+            where, what, trace = error.describe()
+            index = f" (env index {error.index})"
+        else:
+            what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            trace, index = "".join(traceback.format_exception(error)), ""
+        return EnvStepError(f"Env '{self.name}' raised in {where} after {self.env_steps} env steps{index}: {what}",
+                            trace)
 
     def render(self) -> np.ndarray | None:
         render = getattr(self.backend, "render", None)
@@ -156,6 +248,10 @@ class GymnasiumBackend:
         # Workers ignore SIGINT/SIGTERM: Ctrl-C is for the main process, which saves a checkpoint and then
         # closes the workers; otherwise they die first and the final save fails.
         env_fns = [functools.partial(_without_interrupts, fn) for fn in env_fns]
+        # gymnasium logs a failed worker's traceback as a warning before re-raising its exception; ReportErrors
+        # has put the index and the traceback into that exception, which VecEnv reports in one line.
+        warnings.filterwarnings("ignore", message=r".*ERROR: (Received the following error from Worker|Raising "
+                                                  r"the last exception back|Traceback \(most recent call last\))")
         return cls(gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="spawn"))
 
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:

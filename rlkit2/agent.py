@@ -10,6 +10,12 @@ An agent is one module in ``agents/`` that registers an ``AgentSpec`` under one 
 - ``state_dict()`` / ``load_state_dict()``: networks, optimizers, normalizers, counters (plain tensors).
 - optional ``resume_state()`` / ``load_resume_state(state_or_None)``: what only resuming needs (an off-policy
   agent's replay buffer); saved in step/final/interrupt checkpoints, not in ``best.pt``.
+- with ``AgentSpec.remote_workers``: ``acting_modules()``, the modules (by name) an acting copy on a remote
+  worker needs, normalizers included (rlkit2/remote.py).
+- optional ``budget_unit = (env steps, why)``: the env steps the agent cannot split (PPO: one iteration); the run
+  loop says at the start when the budget rounds up to them.
+- optional ``self_checked_state``: top-level ``state_dict`` keys whose network shapes ``load_state_dict`` checks
+  itself (the run's checkpoint check skips them).
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class AgentSpec:
     build: Callable[[Any, BuildContext], Agent]
     preset: Path | None = None  # TOML file with [agent], [run] and per-env-family sections
     description: str = ""
+    # Runs with remote rollout workers (--workers, rlkit2/remote.py): the agent builds its collector with
+    # make_on_policy_collector (or drives a ReplayFeeder) and has acting_modules()
+    remote_workers: bool = False
 
 
 AGENTS: dict[str, AgentSpec] = {}

@@ -2,7 +2,11 @@
 loaded with ``weights_only=True``.
 
 Layout of a checkpoint file: ``{"format": FORMAT, "version": VERSION, "agent": name, "config": {...},
-"agent_state": agent.state_dict(), "run": {counters}, "rng": {...}}``.
+"agent_state": agent.state_dict(), "run": {counters}, "rng": {...}, "spaces": {...}, "param_shapes": {...}}``.
+``spaces`` (the env's observation and action spaces) and ``param_shapes`` (every network tensor's shape) say what
+the checkpoint holds, so ``check_compatible`` can refuse a checkpoint of another agent or network shape with a
+message instead of a KeyError or a size-mismatch traceback. Older checkpoints have neither; their state dicts are
+compared directly.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ VERSION = 1
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, or not an rlkit2 checkpoint."""
+    """A checkpoint file is missing, truncated, not an rlkit2 checkpoint, or does not fit the agent loading it."""
+
+
+_TMP_FILE = re.compile(r"^\..+\.pt\..+\.tmp$")  # what save_atomic writes before its rename
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
@@ -63,9 +70,88 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def make_payload(agent_name: str, config: dict[str, Any], agent_state: dict[str, Any],
-                 run_state: dict[str, Any]) -> dict[str, Any]:
+                 run_state: dict[str, Any], spaces: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``spaces``: ``env_spaces(env)`` of the env the agent acts in."""
     return {"format": FORMAT, "version": VERSION, "agent": agent_name, "config": config,
-            "agent_state": agent_state, "run": run_state, "rng": rng_state()}
+            "agent_state": agent_state, "run": run_state, "rng": rng_state(), "spaces": spaces,
+            "param_shapes": module_shapes(agent_state)}
+
+
+# ------------------------------------------------------------------------------ what a checkpoint holds
+def space_info(space: Any) -> dict[str, Any]:
+    """A gymnasium space as plain data (loadable with weights_only): its type, shape, dtype and size."""
+    info: dict[str, Any] = {"type": type(space).__name__}
+    if getattr(space, "shape", None) is not None:
+        info["shape"] = [int(d) for d in space.shape]
+    if getattr(space, "dtype", None) is not None:
+        info["dtype"] = str(space.dtype)
+    if hasattr(space, "n"):
+        info["n"] = int(space.n)
+    if hasattr(space, "nvec"):
+        info["nvec"] = [int(v) for v in np.asarray(space.nvec).ravel()]
+    return info
+
+
+def env_spaces(env: Any) -> dict[str, Any]:
+    return {"observation": space_info(env.single_observation_space), "action": space_info(env.single_action_space)}
+
+
+def module_shapes(state: Any, prefix: str = "") -> dict[str, list[int]]:
+    """Shapes of the tensors in the ``nn.Module`` state dicts inside an agent's state, by dotted key
+    (``model.policy.0.weight``). Module state dicts are recognized by the ``_metadata`` that ``state_dict()``
+    attaches (and ``torch.load`` keeps); other tensors (optimizer moments, which a fresh agent does not have yet,
+    or data that grows, such as labelled comparisons) are not the network's shape."""
+    shapes: dict[str, list[int]] = {}
+    if isinstance(state, dict):
+        is_module = hasattr(state, "_metadata")
+        for key, value in state.items():
+            name = f"{prefix}{key}"
+            if is_module and isinstance(value, torch.Tensor):
+                shapes[name] = list(value.shape)
+            else:
+                shapes.update(module_shapes(value, name + "."))
+    return shapes
+
+
+def check_compatible(payload: dict[str, Any], path: str | Path, *, agent: str, spaces: dict[str, Any],
+                     agent_state: dict[str, Any], agent_config: dict[str, Any], fix: str,
+                     skip: tuple[str, ...] = ()) -> None:
+    """Raise CheckpointError unless ``payload`` was saved by the same agent, on the same spaces, with networks of
+    the same shapes as the agent here (``agent_state``: its fresh ``state_dict()``; ``agent_config``: its config
+    as plain data, to name the options that differ). ``fix``: what to do about it, for the message. ``skip``:
+    top-level state keys whose shapes the agent's ``load_state_dict`` checks itself."""
+    saved_agent = payload.get("agent")
+    if saved_agent != agent:
+        raise CheckpointError(f"checkpoint {path} was saved by agent '{saved_agent}' but this run is '{agent}' "
+                              f"— {fix}")
+    for kind in ("observation", "action"):
+        saved = (payload.get("spaces") or {}).get(kind)  # older checkpoints do not say
+        if saved is not None and saved != spaces[kind]:
+            raise CheckpointError(f"checkpoint {path} was trained on the {kind} space {_space_text(saved)} but "
+                                  f"this run's env has {_space_text(spaces[kind])} — {fix}")
+    saved_shapes = payload.get("param_shapes") or module_shapes(payload.get("agent_state", {}))
+    for key, shape in module_shapes(agent_state).items():
+        if key.split(".")[0] in skip:
+            continue
+        if key in saved_shapes and list(saved_shapes[key]) != shape:
+            raise CheckpointError(
+                f"parameter {key} has shape {tuple(saved_shapes[key])} in checkpoint {path} but {tuple(shape)} here: "
+                f"{_changed_options(payload, agent_config)} — {fix}")
+
+
+def _space_text(info: dict[str, Any]) -> str:
+    details = [f"{k} {tuple(v) if isinstance(v, list) else v}" for k, v in info.items() if k != "type"]
+    return f"{info.get('type')}({', '.join(details)})"
+
+
+def _changed_options(payload: dict[str, Any], agent_config: dict[str, Any]) -> str:
+    """Which agent options differ between the checkpoint's config and this run's: the likely cause."""
+    saved = (payload.get("config") or {}).get("agent_config") or {}
+    changed = [f"{k}={saved.get(k)!r} there, {agent_config.get(k)!r} here" for k in sorted(set(saved) | set(agent_config))
+               if k in saved and k in agent_config and saved[k] != agent_config[k]]
+    if not changed:
+        return "the networks were built differently (same options; another version of the code?)"
+    return "the checkpoint was saved with other options than this run's config.json (" + "; ".join(changed) + ")"
 
 
 def rng_state() -> dict[str, Any]:
@@ -108,11 +194,24 @@ class CheckpointDir:
         self.root = Path(root)
         self.keep = keep
 
+    def step_path(self, step: int) -> Path:
+        return self.root / f"step_{step:012d}.pt"
+
     def save_step(self, payload: dict[str, Any], step: int) -> Path:
-        path = save_atomic(payload, self.root / f"step_{step:012d}.pt")
+        path = save_atomic(payload, self.step_path(step))
         for old in self.step_files()[: -self.keep] if self.keep > 0 else []:
             old.unlink(missing_ok=True)
         return path
+
+    def remove_stale_tmp(self) -> list[Path]:
+        """Delete the temp files of writes that a crash (kill -9, power loss) interrupted before their rename.
+        Only files named as ``save_atomic`` names them: nothing else in the directory is touched."""
+        if not self.root.is_dir():
+            return []
+        stale = [p for p in self.root.iterdir() if p.is_file() and _TMP_FILE.match(p.name)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def save_named(self, payload: dict[str, Any], name: str) -> Path:
         return save_atomic(payload, self.root / f"{name}.pt")

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from rlkit2.cli_errors import ArgumentParser, UsageError, cli_boundary
 from rlkit2.config import parse_cli_overrides
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video
-from rlkit2.run import (build_agent, help_text, load_run_config, make_env, read_run_record, resolve_config, resume,
-                        train)
+from rlkit2.remote import WorkerError
+from rlkit2.run import (EnvFailedError, build_agent, help_text, load_run_config, make_env, read_run_record,
+                        resolve_config, restore_agent, resume, train)
 
 
 TRAIN_USAGE = """Train an agent.
@@ -57,7 +59,11 @@ def main_train(argv: list[str]) -> int:
         else:
             run, agent_config = resolve_config(agent, env, overrides)
             result = train(run, agent_config)
-    except NonFiniteLossError as e:  # not bad input: training diverged (bad input is cli_boundary's)
+    except EnvFailedError as e:  # the env failed mid-run; the agent was saved where it could be: say how to go on
+        resume_hint = f" Resume with: {resume_command(e.run_dir)}" if e.checkpoint is not None else ""
+        print(f"error: {e}{resume_hint}", file=sys.stderr)
+        return 2
+    except (NonFiniteLossError, WorkerError) as e:  # not bad input (bad input is cli_boundary's)
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"\nrun {result.status} after {result.env_steps} env steps")
@@ -68,8 +74,16 @@ def main_train(argv: list[str]) -> int:
     print(f"tensorboard   : tensorboard --logdir {result.run_dir / 'tb'}")
     print(f"checkpoint    : {result.checkpoint}")
     if result.status == "interrupted":
-        print(f"resume with   : python scripts/train.py --resume {result.run_dir}")
-    return 0
+        print(f"resume with   : {resume_command(result.run_dir)}")
+    # A job scheduler must tell an interrupted run from a finished one: 128 + the signal, as a shell reports it
+    # (130 SIGINT, 143 SIGTERM). --stop_after_steps is a requested end of the session: 0.
+    return 128 + result.stop_signal if result.stop_signal else 0
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that resumes ``run_dir``, with absolute paths so that it works from any directory."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    return shlex.join(["python", str(script), "--resume", str(Path(run_dir).resolve())])
 
 
 def _resume_env(known: argparse.Namespace) -> str | None:
@@ -134,11 +148,12 @@ def main_evaluate(argv: list[str]) -> int:
     env = make_env(run, min(args.envs, args.episodes), args.seed)
     agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
     try:
-        agent.load_state_dict(payload["agent_state"])
-    except (RuntimeError, KeyError) as e:  # e.g. --env with other observation or action spaces than the run's
+        fix = ("evaluate on the env the run was trained on" if args.env is not None else
+               "evaluate it from the run directory that saved it (or restore this run's config.json)")
+        restore_agent(agent, payload, path, run, agent_config, env, fix=fix)
+    except BaseException:
         env.close()
-        raise UsageError(f"the checkpoint '{path}' does not fit the networks built for env '{run.env}' "
-                         f"({str(e).splitlines()[0][:200]}) — evaluate on the env the run was trained on") from e
+        raise
     device = resolve_device(args.device)
     stochastic = args.stochastic or not run.eval_deterministic  # the run's own evaluation mode by default
 

@@ -93,6 +93,16 @@ class EpisodeStats:
         return out
 
 
+def final_next_obs(next_obs: np.ndarray, ended: np.ndarray, info: dict) -> np.ndarray:
+    """The observation each transition leads to: the true final observation where an episode ended (SAME_STEP
+    autoreset has already put the next episode's first obs in ``next_obs``)."""
+    if not ended.any():
+        return next_obs
+    real = next_obs.copy()
+    real[ended] = info["final_obs"][ended]
+    return real
+
+
 class OnPolicyCollector:
     """Steps ``env`` for ``num_steps`` per call, keeping the current obs between calls."""
 
@@ -222,3 +232,7 @@ class OnPolicyCollector:
         out = {"env": self.env_time, "inference": self.inference_time}
         self.env_time = self.inference_time = 0.0
         return out
+
+    def pop_stats(self) -> dict[str, float]:
+        """Collector statistics beyond timing: none in-process (the remote collector's: per-worker steps/s ...)."""
+        return {}

@@ -51,22 +51,48 @@ def evaluate(act: ActFn, env: VecEnv, episodes: int, device: torch.device, seed:
 @torch.inference_mode()
 def record_video(act: ActFn, env: VecEnv, path: str | Path, device: torch.device, episodes: int = 1,
                  fps: int = 30, seed: int | None = None, max_frames: int = 10_000) -> Path:
-    """Play ``episodes`` episodes in a single-env ``VecEnv`` made with render_mode='rgb_array'; write an mp4."""
+    """Play ``episodes`` episodes in a single-env ``VecEnv`` made with render_mode='rgb_array'; write an mp4 with
+    every frame, the first after reset to the last after the final step.
+
+    The VecEnv resets an ended episode inside the same ``step`` (rlkit2's one autoreset semantic), so a frame
+    rendered after that step already shows the next episode. The episode is therefore played on the vector's one
+    gymnasium env, which has the same wrappers, so that the terminal frame is rendered before any reset."""
     import imageio.v2 as imageio
 
     if env.num_envs != 1:
         raise ValueError("record_video needs a VecEnv with num_envs=1 and render_mode='rgb_array'")
-    frames = []
-    obs, _ = env.reset(seed=seed)
-    finished = 0
-    while finished < episodes and len(frames) < max_frames:
-        frame = env.render()
+    single = _single_gym_env(env)
+    if single is None:
+        raise ValueError(f"Env '{env.name}' (backend {env.backend_name}) cannot render a video; make it with "
+                         "render_mode='rgb_array', which picks a gymnasium backend")
+
+    def render() -> np.ndarray:
+        frame = single.render()
         if frame is None:
             raise ValueError(f"Env '{env.name}' returned no frame; was it made with render_mode='rgb_array'?")
-        frames.append(frame)
-        obs, _, _, _, info = env.step(act(torch.as_tensor(obs, device=device)).cpu().numpy())
-        finished += int(info["_episode"][0])
+        return frame
+
+    frames = []
+    obs, _ = single.reset(seed=seed)
+    frames.append(render())
+    finished = 0
+    while finished < episodes and len(frames) < max_frames:
+        action = act(torch.as_tensor(obs[None], device=device)).cpu().numpy()[0]
+        obs, _, terminated, truncated, _ = single.step(action)
+        frames.append(render())
+        if terminated or truncated:
+            finished += 1
+            if finished < episodes:
+                obs, _ = single.reset()
+                frames.append(render())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
     return path
+
+
+def _single_gym_env(env: VecEnv):
+    """The one gymnasium env inside a single-env VecEnv on a gymnasium Sync backend (what render_mode selects)."""
+    vec = getattr(env.backend, "vec", None)
+    inner = getattr(vec, "envs", None)
+    return inner[0] if inner else None

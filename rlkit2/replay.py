@@ -148,9 +148,10 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ writing
     def add(self, obs: Any, actions: Any, rewards: Any, terminated: Any, truncated: Any,
-            next_obs: Any) -> None:
-        """Store one vector-env step (numpy arrays or tensors, leading dim N); see the module docstring."""
-        N = self.num_envs
+            next_obs: Any, columns: slice | None = None) -> None:
+        """Store one vector-env step (numpy arrays or tensors, leading dim N); see the module docstring.
+        ``columns``: a step of only these envs (leading dim their count), e.g. one remote actor's envs."""
+        N = self.num_envs if columns is None else len(range(*columns.indices(self.num_envs)))
         obs = self._as_tensor("obs", obs, (N, *self.obs_shape), self.obs.dtype)
         next_obs = self._as_tensor("next_obs", next_obs, (N, *self.obs_shape), self.obs.dtype)
         actions = self._as_tensor("actions", actions, (N, *self.action_shape), self.actions.dtype)
@@ -160,7 +161,9 @@ class ReplayBuffer:
         if self.frame_stack:  # older frames of the stack are already in earlier slots
             obs, next_obs = obs[:, -1], next_obs[:, -1]
 
-        C, envs, p = self.capacity_per_env, self._envs, self.ptr
+        C, envs = self.capacity_per_env, self._envs if columns is None else self._envs[columns]
+        p = self.ptr if columns is None else self.ptr[columns]
+        fresh = self.fresh if columns is None else self.fresh[columns]
         q = (p + 1) % C
         self.obs[p, envs] = obs
         self.actions[p, envs] = actions
@@ -168,7 +171,7 @@ class ReplayBuffer:
         self.terminated[p, envs] = terminated
         self.truncated[p, envs] = truncated
         self.valid[p, envs] = True
-        self.episode_start[p, envs] = self.fresh
+        self.episode_start[p, envs] = fresh
         self.obs[q, envs] = next_obs
         self.valid[q, envs] = False
         self.episode_start[q, envs] = False
@@ -178,8 +181,14 @@ class ReplayBuffer:
         ended = terminated | truncated
         if self.device.type == "cpu":  # reading a CPU tensor is no device sync
             self.high_water = min(C, max(self.high_water, int(p.max()) + 2))
-        self.ptr = (p + 1 + ended.long()) % C
-        self.fresh = ended
+        if columns is None:
+            self.ptr = (p + 1 + ended.long()) % C
+            self.fresh = ended
+        else:  # new tensors, not in-place writes: a state_dict taken earlier keeps its values
+            self.ptr = self.ptr.clone()
+            self.ptr[columns] = (p + 1 + ended.long()) % C
+            self.fresh = self.fresh.clone()
+            self.fresh[columns] = ended
         self.num_adds += 1
 
     def break_episodes(self) -> None:
@@ -327,24 +336,43 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, ints and a string: loadable with ``torch.load(weights_only=True)``. The generator is the
         caller's and is not included. The same on every device: what only one device's code path keeps (the CPU
-        sampler's ``high_water``) is left out and derived again on load."""
-        state: dict[str, Any] = {f: getattr(self, f) for f in _TRANSITION_FIELDS}
+        sampler's ``high_water``) is left out and derived again on load.
+
+        Only the rows in use are saved (``_rows_in_use``), copied out of the buffer: a checkpoint's size follows
+        the content, not the capacity (a 1e6 buffer after 3k steps is kilobytes, not the 69 MB of all rows)."""
+        rows = self._rows_in_use()
+        state: dict[str, Any] = {f: getattr(self, f)[:rows].clone() for f in _TRANSITION_FIELDS}
         state.update(ptr=self.ptr, fresh=self.fresh, num_adds=self.num_adds, capacity=self.capacity,
                      num_envs=self.num_envs, frame_stack=self.frame_stack, stack_padding=self.stack_padding)
         return state
 
+    def _rows_in_use(self) -> int:
+        """1 + the last slot holding non-zero data in any env and field. A write pointer never skips a slot, so
+        the slots after it are as the constructor left them (zeros) -- and once the ring has wrapped, every slot
+        is in use. Saving slots [0, rows) and zero-filling the rest on load restores every field exactly."""
+        C = self.capacity_per_env
+        used = torch.zeros(C, dtype=torch.bool, device=self.device)
+        for name in _TRANSITION_FIELDS:
+            used |= getattr(self, name).reshape(C, -1).ne(0).any(1)
+        last = used.nonzero()
+        return int(last.max()) + 1 if len(last) else 0
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = self.state_dict()
-        for key in ("capacity", "num_envs", "frame_stack", "stack_padding"):
-            if state.get(key) != mine[key]:
-                raise ValueError(f"load_state_dict(): {key}={state.get(key)} in the state but {mine[key]} "
+        mine = {"capacity": self.capacity, "num_envs": self.num_envs, "frame_stack": self.frame_stack,
+                "stack_padding": self.stack_padding}
+        for key, value in mine.items():
+            if state.get(key) != value:
+                raise ValueError(f"load_state_dict(): {key}={state.get(key)} in the state but {value} "
                                  f"in this buffer; build the buffer with the same arguments")
+        rows = state["valid"].shape[0]  # the rows in use when saved (all of them in states saved before that)
         for key in (*_TRANSITION_FIELDS, "ptr", "fresh"):
-            src, dst = state[key], mine[key]
-            if src.shape != dst.shape or src.dtype != dst.dtype:
+            src, dst = state[key], getattr(self, key)
+            n = rows if key in _TRANSITION_FIELDS else dst.shape[0]
+            if tuple(src.shape) != (n, *dst.shape[1:]) or n > dst.shape[0] or src.dtype != dst.dtype:
                 raise ValueError(f"load_state_dict(): '{key}' is {tuple(src.shape)} {src.dtype}, expected "
-                                 f"{tuple(dst.shape)} {dst.dtype}; build the buffer with the same shapes")
-            dst.copy_(src)
+                                 f"{(n, *dst.shape[1:])} {dst.dtype}; build the buffer with the same shapes")
+            dst[:n].copy_(src)
+            dst[n:].zero_()
         self.num_adds = int(state["num_adds"])
         # From the data, never from a saved counter: states saved on CUDA before this was derived carry
         # high_water = 0, and trusting it confined sampling to the slots below the write pointer.

@@ -3,18 +3,21 @@ writes only under its run directory (so a sweep can be Ray tasks over configs la
 
 Run directory ``runs/<agent>-<env>-s<seed>-<time>/``:
 ``config.json`` (resolved config, human-readable), ``tb/`` (TensorBoard), ``progress.csv``,
-``checkpoints/`` (``step_*.pt`` latest K, ``best.pt``, ``final.pt``). ``evaluate`` and ``resume`` need
-nothing else.
+``checkpoints/`` (``step_*.pt`` latest K, ``best.pt``, ``final.pt``), and ``error.log`` after an env failed
+mid-run. ``evaluate`` and ``resume`` need nothing else.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
+import shutil
 import signal
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -23,15 +26,16 @@ import numpy as np
 import torch
 
 import envs
-from envs import AtariSettings, is_atari
+from envs import AtariSettings, EnvCheckError, is_atari
 from envs.make import MUJOCO_NAMES
 from envs.minigrid import is_minigrid
 from rlkit2 import checkpoint as ckpt
-from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
+from rlkit2.agent import AGENTS, Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
 from rlkit2.device import parse_device, resolve_device, set_threads
 from rlkit2.evaluation import evaluate
 from rlkit2.logger import Logger
+from rlkit2.remote import WorkerError
 
 
 @dataclass
@@ -89,13 +93,25 @@ class RunConfig:
     """Show a progress bar."""
     tensorboard: bool = True
     """Write TensorBoard event files under tb/."""
+    workers: int = 0
+    """Remote rollout workers that step the num_envs training envs between them (each num_envs / workers envs and
+    an acting copy of the policy, on the CPU); 0 = the envs step in this process. Helps when the env, not the
+    update, is the bottleneck (docs/remote_workers.md). Needs the ray extra unless worker_mode is local.
+    Agents: ppo, a2c, agac, dsac."""
+    worker_mode: Literal["ray", "local"] = "ray"
+    """'ray': each worker is a Ray actor (a local Ray on 127.0.0.1, or the cluster in $RAY_ADDRESS); 'local': the
+    same workers in this process, one after another (for tests and debugging: same results as 'ray')."""
+    worker_timeout: float = 300.0
+    """Seconds the learner waits for a worker's answer before it stops the run (a hung worker is an error)."""
+    worker_cpus: float = 1.0
+    """CPUs Ray reserves for each worker (0: workers share cores with whatever else runs)."""
 
     def validate(self) -> None:
         for name in ("total_steps", "num_envs", "eval_episodes", "eval_envs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Option '{name}' must be >= 1, got {getattr(self, name)}")
         for name in ("eval_every", "checkpoint_every", "keep_checkpoints", "threads_collect", "threads_update",
-                     "stop_after_steps"):
+                     "stop_after_steps", "workers", "worker_cpus"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
@@ -107,6 +123,12 @@ class RunConfig:
             parse_device(self.device)
         except ValueError as e:
             raise ConfigError(f"Option 'device': {e}") from None
+        if self.worker_timeout <= 0:
+            raise ConfigError(f"Option 'worker_timeout' must be > 0 (seconds), got {self.worker_timeout}")
+        if self.workers > self.num_envs:
+            raise ConfigError(f"Option 'workers' ({self.workers}) is larger than 'num_envs' ({self.num_envs}): every "
+                              f"worker steps at least one env. Fix: --num_envs {self.workers} or more (each worker "
+                              "gets num_envs / workers), or fewer workers")
         _check_run_name(self.run_name)
 
 
@@ -218,14 +240,26 @@ class RunResult:
     final_eval: dict | None
     best_return: float | None
     checkpoint: Path | None
+    stop_signal: int | None = None  # the signal (SIGINT/SIGTERM) that interrupted the run, if one did
+
+
+class EnvFailedError(EnvCheckError):
+    """The env raised, or returned NaN/inf, during training. ``checkpoint``: the state saved when it happened
+    (None if none could be saved); ``run_dir``: the run to resume once the env is fixed."""
+
+    def __init__(self, message: str, run_dir: Path | None = None, checkpoint: Path | None = None):
+        super().__init__(message)
+        self.run_dir, self.checkpoint = run_dir, checkpoint
 
 
 class _StopFlag:
     """SIGINT/SIGTERM set a flag; the loop saves and exits after the current iteration (an agent that waits inside
-    an iteration polls the flag through ``BuildContext.stop_requested``). A second SIGINT interrupts immediately."""
+    an iteration polls the flag through ``BuildContext.stop_requested``). A second SIGINT interrupts immediately.
+    ``signal`` keeps the first signal, so the script can exit with 128 + its number."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -238,6 +272,7 @@ class _StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = self.signal or signum
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -279,6 +314,30 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
                      max_episode_steps=run.max_episode_steps, env_kwargs=kwargs, render_mode=render_mode)
 
 
+def check_workers(spec: AgentSpec, run: RunConfig) -> None:
+    if run.workers and not spec.remote_workers:
+        supported = ", ".join(sorted(name for name, s in AGENTS.items() if s.remote_workers))
+        raise ConfigError(f"Agent '{run.agent}' does not run with remote workers (--workers {run.workers}); agents "
+                          f"that do: {supported}. Fix: --workers 0")
+
+
+def make_train_env(run: RunConfig, agent_config: Any, env_fn: Callable | None = None):
+    """The training envs: a VecEnv in this process, or with ``run.workers`` a ``WorkerGroup`` whose workers build and
+    step them (rlkit2/remote.py); the learner then builds one env, only to read the spaces from."""
+    if not run.workers:
+        return make_env(run, run.num_envs, run.seed, env_fn, training=True)
+    check_workers(get_agent_spec(run.agent), run)
+    from rlkit2.remote import WorkerGroup, WorkerSpec
+
+    probe = make_env(run, 1, run.seed, env_fn, training=True)
+    make_kwargs = {"backend": run.backend, "atari": run.atari, "max_episode_steps": run.max_episode_steps,
+                   "env_kwargs": {**run.env_kwargs, **run.train_env_kwargs}}
+    worker_spec = WorkerSpec(run.agent, agent_config, env_fn or run.env, make_kwargs, run.threads_collect,
+                             run.total_steps)
+    return WorkerGroup(worker_spec, probe, run.num_envs, run.workers, run.worker_mode, run.worker_timeout,
+                       run.worker_cpus)
+
+
 def build_agent(spec: AgentSpec, run: RunConfig, agent_config: Any, env: envs.VecEnv,
                 training: bool = True, env_seed: int | None = None, run_dir: Path | None = None,
                 stop_requested: Callable[[], bool] | None = None) -> Agent:
@@ -297,67 +356,70 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     (e.g. from ``load_run_config``), possibly with a larger budget. ``on_eval(step, metrics)`` is called after
     every evaluation with its ``eval/...`` metrics (a sweep reports them to its scheduler)."""
     spec = get_agent_spec(run.agent)
+    check_workers(spec, run)  # before a run directory is made
     agent_config = agent_config if agent_config is not None else spec.config_cls()
     seed_everything(run.seed)
     set_threads(run.threads_collect)
 
-    if resume_from is not None:
-        run_dir = Path(resume_from)
-    elif run.run_name:
-        run_dir = Path(run.runs_dir) / run.run_name
-        if (run_dir / "checkpoints").exists():
-            raise FileExistsError(f"Run directory '{run_dir}' already has checkpoints; resume it with "
-                                  f"--resume {run_dir}, or choose another --run_name")
-    else:
-        run_dir = _new_run_dir(Path(run.runs_dir), _run_dir_name(run))
-    run_dir.mkdir(parents=True, exist_ok=True)
-
+    run_dir, created = _open_run_dir(run, resume_from)
     checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=run.keep_checkpoints)
     counters = {"iteration": 0, "best_return": None, "last_eval_step": 0, "last_checkpoint_step": 0,
                 "wall_time": 0.0}
-    payload_in = None
-    if resume_from is not None:
-        path = checkpoints.latest()
-        if path is None:
-            raise ckpt.CheckpointError(f"Run directory '{run_dir}' has no checkpoint to resume from.")
-        # On the CPU: RNG states must stay CPU tensors; load_state_dict copies the rest to the agent's device.
-        payload_in = ckpt.load(path, map_location="cpu")
-        counters.update(payload_in["run"])
-
-    env = make_env(run, run.num_envs, run.seed, env_fn, training=True)
-    eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
-    # A resumed session seeds its training envs differently, so it does not replay the first session's
-    # initial states (iteration 0 = a fresh run: the plain seed).
     stop = _StopFlag()  # handlers installed around the loop below; the agent may poll it (BuildContext)
-    try:
+    env = eval_env = logger = None
+    try:  # start-up: a failure here closes what was opened and removes a run directory this call created
+        checkpoints.remove_stale_tmp()  # left by a checkpoint write that a kill -9 interrupted
+        payload_in = path_in = None
+        if resume_from is not None:
+            path_in = checkpoints.latest()
+            if path_in is None:
+                raise ckpt.CheckpointError(f"Run directory '{run_dir}' has no checkpoint to resume from.")
+            # On the CPU: RNG states must stay CPU tensors; load_state_dict copies the rest to the agent's device.
+            payload_in = ckpt.load(path_in, map_location="cpu")
+            counters.update(payload_in["run"])
+
+        env = make_train_env(run, agent_config, env_fn)
+        eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
+        # A resumed session seeds its training envs differently, so it does not replay the first session's
+        # initial states (iteration 0 = a fresh run: the plain seed).
         agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"], run_dir=run_dir,
                             stop_requested=lambda: stop.requested)
+        if payload_in is not None:
+            restore_agent(agent, payload_in, path_in, run, agent_config, env,
+                          fix="restore the run's config.json, or start a new run")
+            if hasattr(agent, "load_resume_state"):
+                agent.load_resume_state(payload_in.get("resume_state"))
+            ckpt.restore_rng(payload_in["rng"])
+            env.env_steps = agent.env_steps  # env errors name the run's env step
+            print(f"resumed from step {agent.env_steps} (checkpoint {path_in})", flush=True)
+        # Written once the checkpoint is known to fit: a refused resume leaves config.json as it was.
+        config_record = {"agent": run.agent, "run": to_dict(run), "agent_config": to_dict(agent_config),
+                         "env_settings": env.settings, "env_is_callable": env_fn is not None,
+                         "source": source_info(agent_device(agent))}
+        (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
+        logger = Logger(run_dir, tensorboard=run.tensorboard,
+                        resume_step=agent.env_steps if payload_in is not None else None,
+                        resume_rows=counters.get("progress_rows") if payload_in is not None else None)
     except BaseException:
-        env.close()
-        eval_env.close()
+        for opened in (logger, env, eval_env):
+            if opened is not None:
+                opened.close()
+        _discard_new_run_dir(run_dir, created)
         raise
-    config_record = {"agent": run.agent, "run": to_dict(run), "agent_config": to_dict(agent_config),
-                     "env_settings": env.settings, "env_is_callable": env_fn is not None,
-                     "source": source_info(agent_device(agent))}
-    (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
-    if payload_in is not None:
-        agent.load_state_dict(payload_in["agent_state"])
-        if hasattr(agent, "load_resume_state"):
-            agent.load_resume_state(payload_in.get("resume_state"))
-        ckpt.restore_rng(payload_in["rng"])
+    spaces = ckpt.env_spaces(env)
+    note = budget_note(agent, run.total_steps)
+    if note:
+        print(note, flush=True)
 
     def payload(resumable: bool = True) -> dict:
         """A checkpoint; ``resumable`` ones also carry what only resuming needs (an off-policy agent's replay
         buffer, via the optional ``resume_state()``), which 'best' checkpoints leave out."""
         counters["progress_rows"] = logger.num_rows  # what a resume keeps of progress.csv
-        out = ckpt.make_payload(run.agent, config_record, agent.state_dict(), dict(counters))
+        out = ckpt.make_payload(run.agent, config_record, agent.state_dict(), dict(counters), spaces)
         if resumable and hasattr(agent, "resume_state"):
             out["resume_state"] = agent.resume_state()
         return out
 
-    logger = Logger(run_dir, tensorboard=run.tensorboard,
-                    resume_step=agent.env_steps if payload_in is not None else None,
-                    resume_rows=counters.get("progress_rows") if payload_in is not None else None)
     progress = _progress_bar(run, agent.env_steps)
     status: Literal["finished", "interrupted"] = "finished"
     final_eval = last_eval = None
@@ -407,19 +469,103 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
             else:
                 path = checkpoints.save_step(payload(), agent.env_steps)
+    except WorkerError as e:  # the agent's state is that of its last complete step: save it, say how to go on
+        path = checkpoints.save_step(payload(), agent.env_steps)
+        # chained to the env's own traceback where there is one (in-process workers), for debugging
+        raise WorkerError(e.index, e.count, e.what + (
+            f" -- training stopped at {agent.env_steps} env steps with a resumable checkpoint ({path}); continue "
+            f"with: python scripts/train.py --resume {run_dir}")) from e.__cause__
     except NonFiniteLossError as e:
         logger.log(agent.env_steps, {"errors/nonfinite_loss": 1.0})
-        raise NonFiniteLossError(
-            f"{e} Training stopped at {agent.env_steps} env steps; the last good checkpoint in "
-            f"'{checkpoints.root}' was kept. Try a lower learning rate or gradient clipping."
-        ) from None
+        raise NonFiniteLossError(f"{e} Training stopped at {agent.env_steps} env steps; {_kept_checkpoint(checkpoints)} "
+                                 "Try a lower learning rate or gradient clipping.") from None
+    except EnvCheckError as e:  # the env raised or returned NaN/inf: the agent is intact, so it is saved
+        raise _env_failure(e, agent.env_steps, run_dir, checkpoints, payload) from None
     finally:
         progress.close()
         logger.close()
         env.close()
         eval_env.close()
     return RunResult(run_dir=run_dir, status=status, env_steps=agent.env_steps, final_eval=final_eval,
-                     best_return=counters["best_return"], checkpoint=path)
+                     best_return=counters["best_return"], checkpoint=path, stop_signal=stop.signal)
+
+
+def _open_run_dir(run: RunConfig, resume_from: str | Path | None) -> tuple[Path, bool]:
+    """The run directory, and whether this call created it (only then may a failed start remove it)."""
+    if resume_from is not None:
+        return Path(resume_from), False
+    if not run.run_name:
+        return _new_run_dir(Path(run.runs_dir), _run_dir_name(run)), True
+    run_dir = Path(run.runs_dir) / run.run_name
+    if (run_dir / "checkpoints").exists():
+        raise FileExistsError(f"Run directory '{run_dir}' already has checkpoints; resume it with "
+                              f"--resume {run_dir}, or choose another --run_name")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, created
+
+
+def _discard_new_run_dir(run_dir: Path, created: bool) -> None:
+    """After a failed start: remove the run directory if this start created it and it holds no checkpoint (so a
+    typo does not leave an empty run behind). A directory that existed before (a resume, a sweep's trial
+    directory) is never touched."""
+    if created and not any((run_dir / "checkpoints").glob("*.pt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def restore_agent(agent: Agent, payload: dict, path: str | Path, run: RunConfig, agent_config: Any,
+                  env: envs.VecEnv, fix: str) -> None:
+    """Load a checkpoint into ``agent`` after checking that it fits (same agent, spaces and network shapes);
+    otherwise CheckpointError '<what is wrong> — <fix>' rather than a KeyError or a size-mismatch traceback."""
+    ckpt.check_compatible(payload, path, agent=run.agent, spaces=ckpt.env_spaces(env), agent_state=agent.state_dict(),
+                          agent_config=to_dict(agent_config), fix=fix, skip=getattr(agent, "self_checked_state", ()))
+    try:
+        agent.load_state_dict(payload["agent_state"])
+    except (KeyError, RuntimeError) as e:  # what the checks cannot see, e.g. a layer only one side has
+        detail = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ckpt.CheckpointError(f"checkpoint {path} does not fit this run's agent ({type(e).__name__}: "
+                                   f"{detail}) — {fix}") from None
+
+
+def budget_note(agent: Agent, total_steps: int) -> str | None:
+    """A line saying how many env steps the run will take when the agent's budget unit (``budget_unit``: env
+    steps it cannot split, and why) does not divide what is left of ``total_steps``; None when it does."""
+    unit = getattr(agent, "budget_unit", None)
+    left = total_steps - agent.env_steps
+    if unit is None or left <= 0 or left % unit[0] == 0:
+        return None
+    size, why = unit
+    end = agent.env_steps + math.ceil(left / size) * size
+    return (f"note: this run will take {end} env steps, not total_steps={total_steps}: it advances in whole "
+            f"units of {size} env steps ({why}). Set --total_steps to a multiple of {size} to match exactly.")
+
+
+def _kept_checkpoint(checkpoints: ckpt.CheckpointDir) -> str:
+    latest = checkpoints.latest()
+    if latest is None:
+        return "no checkpoint had been saved yet, so there is nothing to resume."
+    return f"the last good checkpoint '{latest}' was kept."
+
+
+def _env_failure(error: EnvCheckError, env_steps: int, run_dir: Path, checkpoints: ckpt.CheckpointDir,
+                 payload: Callable[[], dict]) -> EnvFailedError:
+    """The env failed mid-run, before the agent saw the bad step, so the agent's state is intact: keep it as a
+    step checkpoint to resume from once the env is fixed (the one saved at this step, if any), and write the
+    tracebacks to error.log. Returns the one-line error that says all that."""
+    log = run_dir / "error.log"
+    env_trace = getattr(error, "env_traceback", "")
+    where = "".join(traceback.format_exception(error, chain=False))
+    log.write_text(f"{error}\n\nThe env's traceback:\n{env_trace}\nWhere training met it:\n{where}" if env_trace
+                   else f"{error}\n\n{where}")
+    path = checkpoints.step_path(env_steps)
+    try:
+        if not path.is_file():
+            path = checkpoints.save_step(payload(), env_steps)
+        saved = f"the agent's state at env step {env_steps} is saved in {path}"
+    except Exception as e:  # noqa: BLE001 -- the env's error is the one to report
+        path, saved = None, f"no checkpoint could be saved ({type(e).__name__}: {e})"
+    return EnvFailedError(f"{error} — {saved}; the full traceback is in {log}. Fix the env, then resume the run.",
+                          run_dir, path)
 
 
 def source_info(device: torch.device) -> dict[str, str]:
@@ -456,7 +602,9 @@ def _evaluate(agent: Agent, eval_env: envs.VecEnv, run: RunConfig) -> dict:
 def _perf_metrics(stats: dict[str, float], steps: int, seconds: float) -> dict[str, float]:
     metrics = dict(stats)
     metrics["perf/steps_per_sec"] = steps / max(seconds, 1e-9)
-    phases = {k: metrics.pop(f"time/{k}") for k in ("env", "inference", "update") if f"time/{k}" in metrics}
+    # wait / broadcast: a learner with remote workers waiting for rollouts / putting the acting weights
+    phases = {k: metrics.pop(f"time/{k}") for k in ("env", "inference", "update", "wait", "broadcast")
+              if f"time/{k}" in metrics}
     for name, value in phases.items():
         metrics[f"perf/share_{name}"] = value / max(seconds, 1e-9)
     return metrics

@@ -1,71 +1,44 @@
 """Sweep trials on Ray Tune (the optional ``ray`` extra): each trial is ``rlkit2.sweep.run_trial`` of one run
 directory, so what Ray Tune remembers of an experiment never decides what runs -- the run directories do.
 
-A local Ray is started on 127.0.0.1 with no dashboard unless asked (``ray.init`` otherwise binds to the
-machine's network address); ``--address``/``RAY_ADDRESS`` joins an existing cluster instead, whose nodes need the
-same install of rlkit2 and its envs, and a ``--root`` on storage that every node mounts at the same path.
+Ray is started or joined by rlkit2/ray_local.py (a local Ray on 127.0.0.1, no dashboard unless asked);
+``--address``/``RAY_ADDRESS`` joins an existing cluster instead, whose nodes need the same install of rlkit2 and its
+envs, and a ``--root`` on storage that every node mounts at the same path.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rlkit2 import ray_local
+from rlkit2.ray_local import RayStartError
 from rlkit2.sweep import (SweepError, SweepSpec, Trial, make_trial, mark_stopped, parse_distribution,
                           read_progress_rows, resolve_trial, run_trial, trial_state)
 
-LOCALHOST = "127.0.0.1"
-
-
-def loopback_only() -> None:
-    """Make a local Ray use 127.0.0.1 as its node address, so every server it starts listens on loopback only.
-    Ray otherwise takes the machine's network address (it rewrites _node_ip_address="127.0.0.1" to it) and its
-    gRPC servers listen there. Ray's own switch for this is the loopback mode it uses on macOS and Windows
-    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0); set before Ray is imported, and for the processes it starts."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None:  # Ray imported already: the constant was read at import
-        constants.ENABLE_RAY_CLUSTER = False
+SERIAL = "run the same trials in this process with --serial"
 
 
 def import_ray():
     try:
-        import ray
+        ray = ray_local.import_ray(SERIAL)
         from ray import tune
-    except ImportError:
-        raise SweepError("Ray is not installed. Install the extra: pip install -e '.[ray]' (from a checkout) -- or "
-                         "run the same trials in this process with --serial") from None
+    except ImportError:  # Ray without its tune extra
+        raise SweepError(f"Ray Tune is not installed. Install the extra: pip install -e '.[ray]' -- or {SERIAL}") from None
+    except RayStartError as e:
+        raise SweepError(str(e)) from None
     return ray, tune
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> str:
-    """Join ``address`` (or $RAY_ADDRESS), else start a local Ray on 127.0.0.1. Returns what it did."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent anywhere
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        loopback_only()
-        # Ray starts workers at nice 15 to keep its own processes responsive; trials are the work here, and at nice
-        # 15 they starve next to any other job on the machine.
-        os.environ.setdefault("RAY_worker_niceness", "0")
-    ray, _ = import_ray()
-    if ray.is_initialized():
-        return "ray already initialised in this process"
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError) as e:
-            raise SweepError(f"Could not join the Ray cluster at {address} ({type(e).__name__}: {str(e)[:300]}). "
-                             "Check that it runs (ray status), and that this machine has the cluster's auth token: "
-                             "RAY_AUTH_MODE=token with ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/sweeps.md)") from None
-        return f"joined the Ray cluster at {address}"
-    # address="local": a Ray of its own, even where `ray start` left a cluster running on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=LOCALHOST,
-             log_to_driver=False, configure_logging=False)
-    return f"started a local Ray on {LOCALHOST} with {int(ray.cluster_resources().get('CPU', 0))} CPUs"
+    """Join ``address`` (or $RAY_ADDRESS), else start a local Ray on 127.0.0.1 (rlkit2/ray_local.py)."""
+    try:
+        return ray_local.init_ray(address, num_cpus, dashboard, instead=SERIAL)
+    except RayStartError as e:
+        raise SweepError(str(e)) from None
 
 
 def _trainable(config: dict[str, Any]) -> None:

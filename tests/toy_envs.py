@@ -123,3 +123,56 @@ class UnboundedActionEnv(ReachTargetEnv):
     def __init__(self) -> None:
         super().__init__()
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+
+class FailingEnv(FixedHorizonEnv):
+    """FixedHorizonEnv that fails once, for the remote-worker failure tests: the instance seeded ``fail_seed`` (env i of
+    envs.make(seed=s) is seeded s + i, so this picks one worker's env) fails at its ``fail_after``-th step by raising,
+    killing its own process (``how="kill"``) or hanging (``"hang"``); it first creates ``marker``, and does not fail
+    once that file exists, so a resumed run finishes."""
+
+    def __init__(self, fail_seed: int = -1, fail_after: int = 20, how: str = "raise", marker: str = "",
+                 continuous: bool = False) -> None:
+        super().__init__()
+        self.fail_seed, self.fail_after, self.how, self.marker = fail_seed, fail_after, how, marker
+        self.continuous = continuous  # a Box(-1, 1) action (for DSAC): its sign is the discrete action
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.seed_used: int | None = None
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.seed_used = seed
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        import os
+
+        self.steps += 1
+        if self.seed_used == self.fail_seed and self.steps == self.fail_after and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            if self.how == "kill":
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.how == "hang":
+                import time
+
+                time.sleep(3600)
+            raise RuntimeError(f"env seeded {self.seed_used} broke at step {self.steps}")
+        return super().step(int(np.asarray(action).reshape(-1)[0] > 0) if self.continuous else action)
+
+
+class RenderCountingEnv(FixedHorizonEnv):
+    """FixedHorizonEnv (3 steps) whose rgb frame is filled with its step count t: a video's frames say which states
+    it shows."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__(horizon=3)
+        self.render_mode = render_mode
+
+    def render(self):
+        return np.full((8, 8, 3), self.t, np.uint8)

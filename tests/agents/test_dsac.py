@@ -325,6 +325,49 @@ def test_resume_without_saved_replay_warms_up_again(tmp_path):
     assert state["updates"] == 200 + 400  # 200 before the interruption, none during the second warm-up
 
 
+def tensor_bytes(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    values = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else []
+    return sum(tensor_bytes(v) for v in values)
+
+
+def test_checkpoint_of_a_large_buffer_is_sized_by_its_content(tmp_path):
+    """Issue 22, item 9: with the default 1e6 buffer a checkpoint held every slot (69 MB after 3k Hopper steps)."""
+    overrides = {**QUIET, "runs_dir": str(tmp_path), "run_name": "r", "total_steps": 4000, "stop_after_steps": 3000,
+                 "eval_every": 0, "eval_episodes": 1, "eval_envs": 1, "num_envs": 2, "learning_starts": 2900,
+                 "steps_per_iteration": 1000, "hidden": "16", "buffer_size": 1_000_000}
+    first = train(*resolve_config("dsac", "Pendulum-v1", overrides))
+    payload = ckpt.load(first.checkpoint)
+    replay = payload["resume_state"]["replay"]
+    # Pendulum: obs 3 and action 1 floats, a reward, 4 flags; per env 1500 steps + 7 episode ends + the newest obs
+    content = 2 * (1500 + 8) * (3 * 4 + 1 * 4 + 4 + 4)
+    assert tensor_bytes(replay) <= content + 64
+    assert first.checkpoint.stat().st_size < content + 3 * tensor_bytes(payload["agent_state"]) + 100_000  # ~150 kB
+    resumed = resume(first.run_dir, {"stop_after_steps": 0})  # and it resumes from it
+    assert resumed.status == "finished" and int(ckpt.load(resumed.checkpoint)["resume_state"]["replay"]["valid"]
+                                                .sum()) == 4000
+
+
+def test_resume_restores_the_buffer_exactly(tmp_path):
+    a = filled_agent(buffer_size=1_000_000)
+    path = ckpt.save_atomic(ckpt.make_payload("dsac", {}, a.state_dict(), {}) | {"resume_state": a.resume_state()},
+                            tmp_path / "c.pt")
+    b = make_agent(buffer_size=1_000_000)
+    b.load_state_dict(ckpt.load(path)["agent_state"])
+    b.load_resume_state(ckpt.load(path)["resume_state"])
+    a.replay.break_episodes()  # what the resumed run does to the buffer it loads
+    for name in ("obs", "actions", "rewards", "terminated", "truncated", "valid", "episode_start", "ptr", "fresh"):
+        assert torch.equal(getattr(a.replay, name), getattr(b.replay, name)), name
+    assert a.replay.high_water == b.replay.high_water
+    torch.manual_seed(7)
+    batch_a = a.replay.sample(256)
+    torch.manual_seed(7)
+    batch_b = b.replay.sample(256)
+    for x, y in zip(batch_a, batch_b):
+        assert torch.equal(x, y)
+
+
 def test_replay_break_keeps_the_last_transition_and_stops_windows():
     agent = filled_agent()
     replay = agent.replay

@@ -111,6 +111,22 @@ def test_record_video_atari(tmp_path):
         record_video(lambda obs: obs, envs.make("CartPole-v1", 2), tmp_path / "x.mp4", torch.device("cpu"))
 
 
+def test_record_video_keeps_every_frame_from_reset_to_the_terminal_state(tmp_path, monkeypatch):
+    import imageio.v2 as imageio
+
+    import envs
+    from rlkit2.evaluation import record_video
+
+    written = []
+    monkeypatch.setattr(imageio, "mimsave", lambda path, frames, **kw: written.append([int(f[0, 0, 0]) for f in frames]))
+    env = envs.make("tests.toy_envs:RenderCountingEnv", 1, seed=0, render_mode="rgb_array")
+    act = lambda obs: torch.zeros(len(obs), dtype=torch.long)  # noqa: E731
+    record_video(act, env, tmp_path / "v.mp4", torch.device("cpu"))
+    record_video(act, env, tmp_path / "w.mp4", torch.device("cpu"), episodes=2)
+    # t = 0 after reset, then 1, 2 and the terminal 3 (the frame the VecEnv's same-step reset used to drop)
+    assert written == [[0, 1, 2, 3], [0, 1, 2, 3, 0, 1, 2, 3]]
+
+
 def test_rmsprop_tf_matches_hand_computed_steps():
     """TF's RMSprop: v starts at 1 and eps sits inside the square root. Two steps by hand, and torch's RMSprop
     (v from 0, eps outside) for contrast: its first step is ~10x larger."""

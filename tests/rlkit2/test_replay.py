@@ -491,3 +491,67 @@ def test_cuda():
     assert s.obs.device.type == "cuda"
     check_transitions(s, reference, frame_stack=4)
     check_sequences(buf.sample_sequences(50, 4), reference, frame_stack=4)
+
+
+def saved_bytes(state) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
+
+
+def round_trip(state):
+    f = io.BytesIO()
+    torch.save(state, f)
+    f.seek(0)
+    return torch.load(f, weights_only=True)
+
+
+def assert_same_buffers(a, b):
+    for name in ("obs", "actions", "rewards", "terminated", "truncated", "valid", "episode_start", "ptr", "fresh"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.num_adds, a.high_water) == (b.num_adds, b.high_water)
+
+
+def test_state_dict_holds_only_the_rows_in_use_and_restores_every_field():
+    """Issue 22, item 9: a 1e6 buffer after 1500 steps saved all 1e6 slots (DSAC: 69 MB after 3k steps). Only
+    the slots written so far are saved; loading zero-fills the rest, so the restored buffer is the same."""
+    stream, _ = scripted(SPECS_2, 1500)
+    a = make_buffer(1_000_000, 2, seed=3)
+    fill(a, stream)
+    state = round_trip(a.state_dict())
+    # per env: one slot per step, one more per episode end (its final obs), one for the newest obs
+    ends = [sum(bool(step[3][e] or step[4][e]) for step in stream) for e in range(2)]
+    rows_bound = max(1500 + ends[e] + 1 for e in range(2))
+    bytes_per_row = 2 * (3 * 4 + 2 * 4 + 4 + 4)  # 2 envs x (obs, action, reward, 4 flags)
+    assert state["valid"].shape[0] <= rows_bound
+    assert saved_bytes(state) <= rows_bound * bytes_per_row + 64  # + ptr and fresh
+    assert saved_bytes(state) < a.memory_bytes() / 200  # 105 kB, not 28 MB
+
+    b = make_buffer(1_000_000, 2, seed=3)
+    b.load_state_dict(state)
+    assert_same_buffers(a, b)
+    for x, y in [(a.sample(256), b.sample(256)), (a.sample_n_step(64, 3, 0.9), b.sample_n_step(64, 3, 0.9))]:
+        for u, v in zip(x, y):
+            assert torch.equal(u, v)
+
+
+def test_a_wrapped_ring_is_saved_whole_and_older_full_size_states_still_load():
+    stream, _ = scripted(SPECS_2, 60)
+    a = make_buffer(40, 2, seed=1)
+    fill(a, stream[:15])
+    assert a.state_dict()["valid"].shape[0] < a.capacity_per_env  # not wrapped yet: a prefix
+    fill(a, stream[15:])
+    state = round_trip(a.state_dict())
+    assert state["obs"].shape[0] == a.capacity_per_env  # wrapped: every slot holds data
+    b = make_buffer(40, 2, seed=1)
+    b.load_state_dict(state)
+    assert_same_buffers(a, b)
+
+    c = make_buffer(1000, 2, seed=1)  # a state saved before only the rows in use were: every slot
+    fill(c, stream[:20])
+    full = {k: (torch.cat([v, torch.zeros(c.capacity_per_env - v.shape[0], *v.shape[1:], dtype=v.dtype)])
+                if k in ("obs", "actions", "rewards", "terminated", "truncated", "valid", "episode_start") else v)
+            for k, v in c.state_dict().items()}
+    d = make_buffer(1000, 2, seed=1)
+    d.load_state_dict(full)
+    assert_same_buffers(c, d)
+    with pytest.raises(ValueError, match=r"'obs' is \(2000, 2, 3\) torch.float32, expected"):
+        make_buffer(1000, 2).load_state_dict({**full, "obs": torch.zeros(2000, 2, 3)})

@@ -4,13 +4,10 @@ loopback, Ray and --serial train the same runs, and a one-node cluster started w
 through RAY_ADDRESS. Traffic stays on 127.0.0.1."""
 
 import csv
-import ctypes
-import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
-from conftest import subprocess_env  # noqa: E402
+from ray_helpers import RAY_TMP, ray_env, stop_our_ray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = [sys.executable, str(ROOT / "scripts" / "sweep.py")]
@@ -26,48 +23,7 @@ TINY = ["--set", "total_steps=2048", "--set", "eval_every=1024", "--set", "eval_
         "--set", "num_envs=2", "--set", "num_steps=128", "--set", "tensorboard=false", "--set", "checkpoint_every=512"]
 
 
-# These tests' Rays keep their files (sessions, sockets, the 'current cluster' record) in a folder of their own, short
-# because Ray's socket paths live under it, so that they never join or see another Ray on the machine.
-RAY_TMP = tempfile.mkdtemp(prefix="rk2ray", dir="/tmp")
-# Processes orphaned by a killed driver (Ray's GCS, raylet and workers; `ray start`'s daemons) are re-parented to
-# this process rather than to init, so the tests can end exactly the Ray processes they started.
-PR_SET_CHILD_SUBREAPER = 36
-ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def ray_env() -> dict:
-    env = subprocess_env()
-    env.pop("RAY_ADDRESS", None)
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    env["RAY_TMPDIR"] = RAY_TMP
-    return env
-
-
-def stop_our_ray() -> None:
-    """SIGKILL every descendant of this process: the Rays these tests started. Not `ray stop`, which ends every
-    Ray on the machine -- a user's running sweep included."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])  # the field after the (name)
-    ours, frontier = set(), {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - ours
-        ours |= frontier
-    for pid in ours:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in ours:  # reap them (this process is their subreaper now)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+# Their Rays are isolated from any other on the machine: own RAY_TMPDIR, a subreaper, stop_our_ray (ray_helpers.py).
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +37,7 @@ def remove_ray_files():
     yield
     import shutil
 
-    shutil.rmtree(RAY_TMP, ignore_errors=True)
+    shutil.rmtree(Path(RAY_TMP) / "ray", ignore_errors=True)
 
 
 def listening_sockets() -> set[tuple[str, int]]:
