@@ -63,6 +63,10 @@ def main_train(argv: list[str]) -> int:
         resume_hint = f" Resume with: {resume_command(e.run_dir)}" if e.checkpoint is not None else ""
         print(f"error: {e}{resume_hint}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: the first asks the loop to save at the next safe point
+        print("\nerror: stopped at once by a second Ctrl-C, without saving — the run's last checkpoint is kept; "
+              "resume from it with --resume RUN_DIR", file=sys.stderr)
+        return 130
     except (NonFiniteLossError, WorkerError) as e:  # not bad input (bad input is cli_boundary's)
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -73,11 +77,26 @@ def main_train(argv: list[str]) -> int:
     print(f"run directory : {result.run_dir}")
     print(f"tensorboard   : tensorboard --logdir {result.run_dir / 'tb'}")
     print(f"checkpoint    : {result.checkpoint}")
+    labels = human_label_summary(result.run_dir)
+    if labels:
+        print(labels)
     if result.status == "interrupted":
         print(f"resume with   : {resume_command(result.run_dir)}")
     # A job scheduler must tell an interrupted run from a finished one: 128 + the signal, as a shell reports it
     # (130 SIGINT, 143 SIGTERM). --stop_after_steps is a requested end of the session: 0.
     return 128 + result.stop_signal if result.stop_signal else 0
+
+
+def human_label_summary(run_dir: Path) -> str | None:
+    """For a run labeled by people (--oracle human keeps its label store in the run directory): how many pairs they
+    answered, so the end of a run says how much human feedback it had."""
+    if not (Path(run_dir) / "labels.sqlite").is_file():
+        return None
+    from rlkit2.labels import LabelStore
+
+    p = LabelStore(Path(run_dir) / "labels.sqlite").progress()
+    return (f"human labels  : {p['answered']} of {p['pairs']} pairs answered ({p['labels']} usable, "
+            f"{p['answered'] - p['labels']} \"can't tell\"), {p['waiting']} never answered")
 
 
 def resume_command(run_dir: Path) -> str:
@@ -122,13 +141,17 @@ def _positive_int(text: str) -> int:
 def main_evaluate(argv: list[str]) -> int:
     parser = ArgumentParser(prog="scripts/evaluate.py", description="Evaluate a saved policy from a run directory.")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--episodes", type=_positive_int, default=10)
+    parser.add_argument("--episodes", type=_positive_int, default=None,
+                        help="default: the run's eval_episodes (10 unless set)")
     parser.add_argument("--checkpoint", default=None,
                         help="'best', 'final', or a path; default: best, else final, else the latest step file")
     parser.add_argument("--video", action="store_true", help="also write an mp4 of one episode")
     parser.add_argument("--video_path", type=Path, default=None)
-    parser.add_argument("--envs", type=_positive_int, default=5, help="parallel evaluation envs")
-    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--envs", type=_positive_int, default=None,
+                        help="parallel evaluation envs (default: the run's eval_envs)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the evaluation envs' seed (default: the run's own evaluation seed, seed + 10000, so "
+                             "that the final checkpoint scores what the run's final evaluation printed)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--env", default=None, metavar="ENV",
@@ -145,6 +168,11 @@ def main_evaluate(argv: list[str]) -> int:
     path = _checkpoint_path(args.run_dir, args.checkpoint)
     payload = ckpt.load(path, map_location=resolve_device(args.device))
     set_threads(1)
+    # The run's own evaluation protocol unless told otherwise: the same envs, seeds and episode count as the run
+    # loop's evaluations, so evaluating final.pt repeats the run's final evaluation number for number.
+    args.episodes = args.episodes or run.eval_episodes
+    args.envs = args.envs or run.eval_envs
+    args.seed = run.seed + 10_000 if args.seed is None else args.seed
     env = make_env(run, min(args.envs, args.episodes), args.seed)
     agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
     try:
@@ -169,7 +197,8 @@ def main_evaluate(argv: list[str]) -> int:
         print(f"return: {result['return_mean']:.2f} +- {result['return_std']:.2f} over {result['episodes']} "
               f"{'stochastic' if stochastic else 'deterministic'} episodes "
               f"(length {result['length_mean']:.0f}; min {np.min(result['returns']):.1f}, "
-              f"max {np.max(result['returns']):.1f})")
+              f"max {np.max(result['returns']):.1f}); env seed {args.seed}"
+              + (" (the run's own evaluation seed)" if args.seed == run.seed + 10_000 else ""))
     if args.video:
         import gymnasium
 

@@ -42,6 +42,9 @@ def cli_boundary(help_command: str, extra: tuple[type[BaseException], ...] = ())
         def run(argv: list[str] | None = None) -> int:
             try:
                 return main(argv)
+            except KeyboardInterrupt:  # Ctrl-C where the entry point has nothing to save: no traceback
+                print("\ninterrupted", file=sys.stderr)
+                return 130
             except (ValueError, OSError, *extra) as error:
                 if os.environ.get("RLKIT2_TRACEBACK"):
                     traceback.print_exc()

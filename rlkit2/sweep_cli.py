@@ -10,7 +10,7 @@ from pathlib import Path
 from rlkit2.cli_errors import ArgumentParser, cli_boundary
 from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments,
                           parse_seeds, prepare_directory, render_table, run_serial, search_probes, summary_table,
-                          trial_result, validate_trials, write_results_csv, write_results_json)
+                          trial_result, trial_state, validate_trials, write_results_csv, write_results_json)
 
 USAGE = """Run many trainings: agents x envs x grid values x seeds, resumable (rerun the same command).
 
@@ -161,4 +161,11 @@ def main_sweep(argv: list[str]) -> int:
         print(gather(spec, args.metric))
         return 130
     print(gather(spec, args.metric))
+    failed = [t.key for t in trials if trial_state(spec.directory / t.key) != "finished"
+              and (spec.directory / t.key / "error.json").is_file()]
+    if failed:  # a script or scheduler running the sweep must see that it did not complete
+        print(f"error: {len(failed)} of {len(trials)} trials failed (e.g. {failed[0]}; the errors are in the table "
+              "above and in each trial's error.json) — fix the cause and rerun the same command: it retries them",
+              file=sys.stderr)
+        return 1
     return 0

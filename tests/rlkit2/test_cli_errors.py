@@ -63,6 +63,6 @@ def test_argparse_errors_use_the_same_form(capsys):
                                        "--help\n")
 
 
-def test_keyboard_interrupt_passes_through():
-    with pytest.raises(KeyboardInterrupt):
-        entry(KeyboardInterrupt())([])
+def test_ctrl_c_ends_with_exit_code_130_and_no_traceback(capsys):
+    assert entry(KeyboardInterrupt())([]) == 130
+    assert capsys.readouterr().err == "\ninterrupted\n"

@@ -139,3 +139,16 @@ def test_a_rater_holds_at_most_max_leases_per_rater_until_answered_or_expired(tm
     assert store.lease("ana") is not None  # answering frees a slot
     clock.now += 121
     assert store.lease("ana") is not None and store.lease("ana") is not None  # expired leases do not count
+
+
+def test_the_end_of_a_human_labeled_run_says_how_many_pairs_people_answered(tmp_path):
+    from rlkit2.cli import human_label_summary
+
+    assert human_label_summary(tmp_path) is None  # a run without people: nothing to say
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.add_new_pairs([(f"a{i}.mp4", f"b{i}.mp4", 1.0) for i in range(4)])
+    for answer in ("left", "cant_tell", "equal"):
+        lease = store.lease("rater")
+        store.submit(lease.pair_id, lease.token, answer, "rater")
+    assert human_label_summary(tmp_path) == ('human labels  : 3 of 4 pairs answered (2 usable, 1 "can\'t tell"), '
+                                             '1 never answered')

@@ -278,3 +278,38 @@ def test_a_budget_that_divides_evenly_prints_no_note(tmp_path, capsys):
     code, out, err = train_cli(capsys, TINY_PPO + ["--env", "CartPole-v1", "--total_steps", "128",
                                                    "--runs_dir", str(tmp_path)])
     assert code == 0 and "note:" not in out
+
+
+def test_evaluate_final_repeats_the_runs_final_evaluation_number_for_number(tmp_path, capsys):
+    """evaluate.py's defaults are the run's own evaluation protocol (episodes, envs, seed + 10000)."""
+    import csv
+    import json
+
+    from rlkit2.cli import main_evaluate, main_train
+
+    assert main_train(["--agent", "ppo", "--env", "Pendulum-v1", "--total_steps", "512", "--num_envs", "2",
+                       "--num_steps", "128", "--eval_every", "0", "--eval_episodes", "3", "--eval_envs", "2",
+                       "--runs_dir", str(tmp_path), "--run_name", "r", "--progress", "false",
+                       "--tensorboard", "false", "--compile_loss", "false"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "r" / "progress.csv")))
+    final = [float(r["eval/return_mean"]) for r in rows if r.get("eval/return_mean")][-1]
+    capsys.readouterr()
+    assert main_evaluate([str(tmp_path / "r"), "--checkpoint", "final", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["episodes"] == 3 and result["return_mean"] == final
+    assert main_evaluate([str(tmp_path / "r"), "--checkpoint", "final"]) == 0
+    assert "env seed 10000 (the run's own evaluation seed)" in capsys.readouterr().out
+    assert main_evaluate([str(tmp_path / "r"), "--checkpoint", "final", "--seed", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["return_mean"] != final  # other episodes
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(monkeypatch, capsys):
+    import rlkit2.cli as cli
+
+    def interrupted_twice(run, cfg):
+        raise KeyboardInterrupt  # what _StopFlag raises on the second SIGINT
+
+    monkeypatch.setattr(cli, "train", interrupted_twice)
+    assert cli.main_train(["--agent", "ppo", "--env", "CartPole-v1"]) == 130
+    err = capsys.readouterr().err
+    assert "second Ctrl-C, without saving" in err and "--resume" in err and "Traceback" not in err

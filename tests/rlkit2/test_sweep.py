@@ -126,7 +126,7 @@ def test_serial_sweep_finishes_resumes_and_never_reruns_a_finished_trial(tmp_pat
     assert "| ppo | CartPole-v1 | lr=1e-3 | 2/2 |" in (directory / "table.md").read_text()
 
 
-def test_a_failed_trial_is_shown_with_its_error_and_the_others_still_run(tmp_path, monkeypatch):
+def test_a_failed_trial_is_shown_with_its_error_and_the_others_still_run(tmp_path, monkeypatch, capsys):
     spec = tiny_spec(tmp_path, seeds=(0,))
     trials = expand(spec)
     directory = prepare_directory(spec)
@@ -149,6 +149,11 @@ def test_a_failed_trial_is_shown_with_its_error_and_the_others_still_run(tmp_pat
     assert any("failed: RuntimeError: the env exploded" in m for m in messages)
     assert json.loads((directory / trials[0].key / "error.json").read_text())["traceback"]
     assert "(1 failed)" in __import__("rlkit2.sweep", fromlist=["render_table"]).render_table(summary_table(rows))
+    # the command line runs the same sweep: the finished trial is not rerun, the failed one is retried and fails
+    # again, and the exit code says the sweep did not complete
+    assert main_sweep(["--serial", "--name", "t", "--root", str(tmp_path), "--agent", "ppo", "--env", "CartPole-v1",
+                       "--grid", "lr=1e-3,3e-4", *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])]) == 1
+    assert "error: 1 of 2 trials failed (e.g. ppo-CartPole-v1-lr=1e-3-s0" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
