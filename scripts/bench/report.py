@@ -330,6 +330,8 @@ def sweep_table(path: Path) -> None:
             verdict = "" if target is None else f", {'met' if ratio >= target else 'not met'}"
             print(f"| {env} | {a.mean():.0f} ± {a.std():.0f} | {b.mean():.0f} ± {b.std():.0f} | **{ratio:.0%}{verdict}** | "
                   + ", ".join(f"s{s}: {mine[s] / base[s]:.0%}" for s in seeds) + " |")
+    if options.get("published"):
+        _published_peers(groups, options["published"])
     if options.get("steps_table"):
         for (env, config), runs in groups.items():
             steps = sorted({s for t in runs for s, _ in t["curve"]})
@@ -338,6 +340,34 @@ def sweep_table(path: Path) -> None:
             means = [np.mean([v for t in runs for s, v in t["curve"] if s == step]) for step in steps]
             print(f"\n{env}, {config}, {len(runs)} seed(s):\n\n| env steps | " + " | ".join(f"{s:,}" for s in steps)
                   + " |\n|---|" + "---|" * len(steps) + "\n| eval return | " + " | ".join(f"{v:.1f}" for v in means) + " |")
+
+
+def _published_peers(groups: dict[tuple, list], published: dict[str, dict[str, list[float]]]) -> None:
+    """Our final evaluation beside published results of other libraries, per env: ours as final mean ± std over
+    seeds, and as the maximum over evaluation steps of the mean over seeds (the metric of Tianshou's table); each
+    library's published mean ± std; and whether our final mean reaches the best published mean."""
+    names = list(published)
+    print("\n| env | ours: final mean ± std (seeds) | ours: max over evaluations of the mean over seeds | "
+          + " | ".join(names) + " | ours (final) vs the best published |\n|---|---|---|" + "---|" * len(names) + "---|")
+    for (env, _), runs in groups.items():
+        done = [t for t in runs if t["final"] is not None]
+        cells = [env]
+        if done:
+            finals = np.array([t["final"] for t in done])
+            steps = sorted(set.intersection(*({s for s, _ in t["curve"]} for t in done)))
+            best_mean = max(np.mean([dict(map(tuple, t["curve"]))[s] for t in done]) for s in steps)
+            cells += [f"{finals.mean():.0f} ± {finals.std():.0f} ({len(done)})", f"{best_mean:.0f}"]
+        else:
+            cells += ["–", "–"]
+        theirs = {name: published[name].get(env) for name in names}
+        cells += [f"{v[0]:.0f} ± {v[1]:.0f}" if v else "not published" for v in theirs.values()]
+        known = [v[0] for v in theirs.values() if v]
+        if done and known:
+            best = max(known)
+            cells.append(f"{finals.mean() / best:.0%} of {best:.0f}: **{'reached' if finals.mean() >= best else 'not reached'}**")
+        else:
+            cells.append("–")
+        print("| " + " | ".join(cells) + " |")
 
 
 def _capture(fn, *fn_args) -> str:

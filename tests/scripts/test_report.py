@@ -146,3 +146,17 @@ def test_a_sweeps_results_render_with_the_specs_report_options(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--sweep",
                           f"pm={tmp_path / 'nothing'}"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "no sweep results" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_sweep_renders_beside_published_peer_results(tmp_path):
+    trials = [_trial("A-v5", "default", seed, final) for seed, final in ((0, 100.0), (1, 300.0))]
+    trials += [_trial("B-v5", "default", 0, 50.0)]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"sweep": "pm", "metric": "eval/return_mean", "trials": trials, "report": {
+        "published": {"Lib1": {"A-v5": [150.0, 10.0], "B-v5": [60.0, 1.0]}, "Lib2": {"A-v5": [250.0, 5.0]}}}}))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--sweep", f"pm={results}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # curves: 500 -> 50, 150 (mean 100); 1000 -> 100, 300 (mean 200): the max over evaluations of the mean is 200
+    assert "| A-v5 | 200 ± 100 (2) | 200 | 150 ± 10 | 250 ± 5 | 80% of 250: **not reached** |" in done.stdout
+    assert "| B-v5 | 50 ± 0 (1) | 50 | 60 ± 1 | not published | 83% of 60: **not reached** |" in done.stdout
