@@ -39,6 +39,26 @@ def env_name(env: EnvSpecLike) -> str:
     return getattr(env, "__qualname__", None) or getattr(env, "__name__", None) or type(env).__name__
 
 
+# MuJoCo >= 3.4 prints, on every load of gymnasium's HalfCheetah model, that its compiler attribute 'settotalmass' is
+# deprecated: 13 identical lines at the start of a run with 8 training and 5 evaluation envs, about a model file that
+# is gymnasium's to change and that still compiles to the same model. Exactly these messages are dropped; MuJoCo's
+# other warnings go on, as Python warnings.
+_KNOWN_MUJOCO_DEPRECATIONS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def mujoco_warning(message: str) -> None:
+    """MuJoCo's warning callback: known deprecations in gymnasium's own models are dropped, the rest warned."""
+    if not any(known in message for known in _KNOWN_MUJOCO_DEPRECATIONS):
+        warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+
+def quiet_known_mujoco_deprecations() -> None:
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is not mujoco_warning:
+        mujoco.set_mju_user_warning(mujoco_warning)
+
+
 def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.Env]:
     """Return ``factory(render_mode=None) -> gym.Env`` for an id, ``module:attr`` path or callable."""
     if callable(env):
@@ -59,6 +79,8 @@ def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.En
         ensure_registered(env)
 
         def make_registered(render_mode: str | None = None) -> gym.Env:
+            if "mujoco" in str(gym.spec(env).entry_point):
+                quiet_known_mujoco_deprecations()  # here: also in the processes of async backends
             return _construct(env, lambda: gym.make(env, render_mode=render_mode, **env_kwargs), env_kwargs,
                               _registered_creator(env))
 

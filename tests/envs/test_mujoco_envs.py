@@ -212,3 +212,23 @@ def test_train_env_kwargs_change_the_training_envs_only():
     assert abs(reward[0]) < 0.5  # fallen: no healthy reward (v5 pays it only while healthy), little motion
     train_env.close()
     eval_env.close()
+
+
+def test_the_known_mujoco_deprecation_in_gymnasiums_models_is_dropped_and_other_warnings_kept(capfd):
+    """mujoco >= 3.4 prints a deprecation for HalfCheetah's compiler attribute on every model load; it is dropped,
+    and any other MuJoCo warning still reaches the user as a Python warning."""
+    import warnings
+
+    import envs
+    from envs.custom import mujoco_warning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mujoco_warning("compiler attribute 'settotalmass' is deprecated and will be removed in a future release")
+        mujoco_warning("Nan, Inf or huge value in QACC at DOF 0. The simulation is unstable.")
+    assert [str(w.message) for w in caught] == ["MuJoCo: Nan, Inf or huge value in QACC at DOF 0. The simulation "
+                                                "is unstable."]
+    env = envs.make("HalfCheetah-v5", 3, seed=0, backend="sync")
+    env.reset(seed=0)
+    env.close()
+    assert "settotalmass" not in capfd.readouterr().err
