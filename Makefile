@@ -7,7 +7,7 @@ ENV ?= HalfCheetah-v5
 STEPS ?= 100000
 export MUJOCO_GL ?= egl
 
-.PHONY: train test bench-throughput clean
+.PHONY: train test test-quick bench-throughput clean
 
 # Train PPO (study preset) on a MuJoCo env for a short budget, then evaluate the saved policy.
 train:
@@ -20,6 +20,11 @@ train:
 test:
 	scripts/setup_env.sh dev,ray,bench
 	$(PY) -m pytest -q
+
+# The same without the learning tests (marked slow): the quick check while editing. CI runs `make test`.
+test-quick:
+	scripts/setup_env.sh dev,ray,bench
+	$(PY) -m pytest -q -m "not slow"
 
 bench-throughput:
 	scripts/setup_env.sh bench

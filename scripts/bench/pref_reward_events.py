@@ -33,13 +33,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchlib import STARTED_ON  # noqa: E402
-from pref_label_stats import finished_pref_run  # noqa: E402
 
 from rlkit2 import checkpoint as ckpt  # noqa: E402
 from rlkit2.agent import get_agent_spec  # noqa: E402
 from rlkit2.device import set_threads  # noqa: E402
 from rlkit2.preference import has_batch_norm  # noqa: E402
-from rlkit2.run import build_agent, make_env  # noqa: E402
+from rlkit2.run import build_agent, load_run_config, make_env  # noqa: E402
+
+
+def finished_pref_run(run_dir: Path, overrides: dict | None = None):
+    """(run config, pref config, path of final.pt) of a finished preference run; a clear exit otherwise."""
+    try:
+        run, cfg = load_run_config(run_dir, overrides)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    if run.agent != "pref":
+        raise SystemExit(f"{run_dir} is a run of agent '{run.agent}', not of --agent pref")
+    final = Path(run_dir) / "checkpoints" / "final.pt"
+    if not final.is_file():
+        raise SystemExit(f"{run_dir} has no checkpoints/final.pt: the run has not finished (resume it with "
+                         f"python scripts/train.py --resume {run_dir})")
+    return run, cfg, final
 
 
 def event_average(learned: np.ndarray, true: np.ndarray, window: int) -> dict[str, dict]:
