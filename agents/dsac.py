@@ -374,13 +374,18 @@ class DSACAgent:
             self._env_step(timing)
             if self.env_steps > self.learning_starts_at:  # SB3 convention: warm-up steps owe no updates
                 self._update_debt += N * cfg.replay_ratio
-                start = time.perf_counter()
-                while self._update_debt >= 1.0:
-                    self._update_debt -= 1.0
-                    for key, value in self.update(self.replay.sample(self.cfg.batch_size)).items():
-                        sums[key] = sums[key] + value if key in sums else value
-                timing["update"] += time.perf_counter() - start
+                timing["update"] += self._pay_update_debt(sums)
         return self._iteration_stats(sums, self.updates - updates_before, timing)
+
+    def _pay_update_debt(self, sums: dict[str, Tensor]) -> float:
+        """Make the whole updates the env steps so far owe (replay_ratio per step), adding their stats to ``sums``;
+        returns the seconds they took."""
+        start = time.perf_counter()
+        while self._update_debt >= 1.0:
+            self._update_debt -= 1.0
+            for key, value in self.update(self.replay.sample(self.cfg.batch_size)).items():
+                sums[key] = sums[key] + value if key in sums else value
+        return time.perf_counter() - start
 
     def _env_step(self, timing: dict[str, float]) -> None:
         start = time.perf_counter()
@@ -424,12 +429,7 @@ class DSACAgent:
                         self._update_debt += k * cfg.replay_ratio
                 self.episodes.returns.extend(chunk.episodes[0])
                 self.episodes.lengths.extend(chunk.episodes[1])
-                start = time.perf_counter()
-                while self._update_debt >= 1.0:
-                    self._update_debt -= 1.0
-                    for key, value in self.update(self.replay.sample(self.cfg.batch_size)).items():
-                        sums[key] = sums[key] + value if key in sums else value
-                timing["update"] += time.perf_counter() - start
+                timing["update"] += self._pay_update_debt(sums)
                 self.actors.updated(modules, self.updates)
         stats = self._iteration_stats(sums, self.updates - updates_before, {**timing, **self.actors.pop_timing()})
         stats.update(self.actors.pop_stats())
