@@ -370,6 +370,38 @@ def _published_peers(groups: dict[tuple, list], published: dict[str, dict[str, l
         print("| " + " | ".join(cells) + " |")
 
 
+def remote_workers(path: Path) -> None:
+    """scripts/bench/remote_workers.py output: transfer costs, then PPO steps/s per env and worker count (medians,
+    every repeat, the ratio to W = 0, the phase shares) and the Amdahl bound from W = 0's update share."""
+    data = json.loads(path.read_text())
+    t, settings = data["transfer"], data["settings"]
+    print(f"Machine: {data['machine']['cpus']} CPUs, {data['machine']['platform']}, Ray {data['ray']}, commit "
+          f"{data['commit']}  \nCommand: `{data['command']}`\n")
+    print("| cost on a local Ray (127.0.0.1) | median | every call |\n|---|---|---|")
+    for key, label in (("empty_call_ms", "an empty actor call (round trip)"),
+                       ("rollout_ms", f"moving one worker's rollout ({t['rollout_shape'][0]} steps x "
+                                      f"{t['rollout_shape'][1]} envs, {t['rollout_mb']:.2f} MB), beyond an empty call"),
+                       ("broadcast_ms", f"one broadcast of the acting weights ({t['weights']:,} parameters, "
+                                        f"{t['weights_mb']:.2f} MB) to {t['workers']} workers, beyond empty calls")):
+        every = ", ".join(f"{v:.1f}" for v in t[key])
+        print(f"| {label} | {t['median'][key]:.2f} ms | {every} |")
+    print(f"\n| PPO, {settings['num_envs']} envs x {settings['num_steps']} steps per iteration, {settings['steps']:,} "
+          "steps per run | workers | steps/s (median) | vs no workers | every repeat | phase shares (median) |"
+          "\n|---|---|---|---|---|---|")
+    for env, by_workers in data["runs"].items():
+        base = data["median_steps_per_sec"][env].get("0")
+        for w, runs in by_workers.items():
+            median = data["median_steps_per_sec"][env][w]
+            shares = ", ".join(f"{k.replace('share_', '')} {np.median([r['shares'].get(k, 0.0) for r in runs]):.0%}"
+                               for k in runs[0]["shares"])
+            every = ", ".join(f"{r['steps_per_sec']:.0f}" for r in runs)
+            print(f"| {env} | {w} | {median:,.0f} | {median / base:.2f}x | {every} | {shares} |" if base else
+                  f"| {env} | {w} | {median:,.0f} | – | {every} | {shares} |")
+    for env, scale in data.get("amdahl", {}).items():
+        bound = ", ".join(f"W = {w}: {v:.2f}x" for w, v in scale["bound_without_overhead"].items())
+        print(f"\n{env}: update share without workers {scale['update_share_w0']:.0%}; Amdahl's bound {bound}.")
+
+
 def _capture(fn, *fn_args) -> str:
     import contextlib
     import io
@@ -405,6 +437,7 @@ def main() -> None:
     parser.add_argument("--pref-atari", type=Path, help="pref_mujoco.py output on Atari (block pref_atari)")
     parser.add_argument("--sweep", action="append", default=[], metavar="BLOCK=PATH",
                         help="a sweep's results.json (or its folder) rendered into block BLOCK (repeatable)")
+    parser.add_argument("--remote-workers", type=Path, help="scripts/bench/remote_workers.py output (block remote_workers)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -446,6 +479,8 @@ def main() -> None:
         # one command ran on successive code (reward-model fixes): each run is named by its variant and commit
         blocks["pref_atari"] = (_capture(curves, args.pref_atari, "variant+commit") + "\n\n"
                                 + _capture(eval_steps, args.pref_atari, "variant+commit").rstrip())
+    if args.remote_workers:
+        blocks["remote_workers"] = _capture(remote_workers, args.remote_workers)
     for item in args.sweep:
         block, eq, path = item.partition("=")
         if not eq or not block or not path:

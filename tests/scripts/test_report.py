@@ -160,3 +160,26 @@ def test_a_sweep_renders_beside_published_peer_results(tmp_path):
     # curves: 500 -> 50, 150 (mean 100); 1000 -> 100, 300 (mean 200): the max over evaluations of the mean is 200
     assert "| A-v5 | 200 ± 100 (2) | 200 | 150 ± 10 | 250 ± 5 | 80% of 250: **not reached** |" in done.stdout
     assert "| B-v5 | 50 ± 0 (1) | 50 | 60 ± 1 | not published | 83% of 60: **not reached** |" in done.stdout
+
+
+def test_remote_workers_block_lists_costs_rates_ratios_and_every_repeat(tmp_path):
+    runs = {"E": {"0": [{"steps_per_sec": 100.0, "shares": {"share_update": 0.7}},
+                        {"steps_per_sec": 110.0, "shares": {"share_update": 0.6}}],
+                  "2": [{"steps_per_sec": 150.0, "shares": {"share_update": 0.5}},
+                        {"steps_per_sec": 160.0, "shares": {"share_update": 0.5}}]}}
+    data = {"command": "python scripts/bench/remote_workers.py", "commit": "abc", "ray": "2.60.0",
+            "machine": {"cpus": 2, "platform": "Linux"}, "settings": {"steps": 4096, "num_envs": 8, "num_steps": 256},
+            "transfer": {"rollout_shape": [256, 4], "rollout_mb": 0.1, "weights": 1000, "weights_mb": 0.01,
+                         "workers": 2, "empty_call_ms": [1.0, 2.0], "rollout_ms": [0.5, 0.7], "broadcast_ms": [3.0],
+                         "median": {"empty_call_ms": 1.5, "rollout_ms": 0.6, "broadcast_ms": 3.0}},
+            "runs": runs, "median_steps_per_sec": {"E": {"0": 105.0, "2": 155.0}},
+            "amdahl": {"E": {"update_share_w0": 0.65, "bound_without_overhead": {"2": 1.21}}}}
+    path = tmp_path / "rw.json"
+    path.write_text(json.dumps(data))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "report.py"), "--remote-workers", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| an empty actor call (round trip) | 1.50 ms | 1.0, 2.0 |" in done.stdout
+    assert "| E | 0 | 105 | 1.00x | 100, 110 | update 65% |" in done.stdout
+    assert "| E | 2 | 155 | 1.48x | 150, 160 | update 50% |" in done.stdout
+    assert "E: update share without workers 65%; Amdahl's bound W = 2: 1.21x." in done.stdout
