@@ -10,7 +10,7 @@ from pathlib import Path
 from rlkit2.cli_errors import ArgumentParser, cli_boundary
 from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments,
                           parse_seeds, prepare_directory, render_table, run_serial, search_probes, summary_table,
-                          trial_result, trial_state, validate_trials, write_results_csv, write_results_json)
+                          trial_result, validate_trials, write_results_csv, write_results_json)
 
 USAGE = """Run many trainings: agents x envs x grid values x seeds, resumable (rerun the same command).
 
@@ -94,8 +94,9 @@ def saved_spec(name: str, root: str) -> SweepSpec:
     return spec
 
 
-def gather(spec: SweepSpec, metric: str) -> str:
-    """results.csv, table.md (and curves.png with matplotlib) in the sweep folder, from the run directories."""
+def gather(spec: SweepSpec, metric: str) -> tuple[str, list[str]]:
+    """results.csv, table.md (and curves.png with matplotlib) in the sweep folder, from the run directories; returns
+    the text to print and the keys of the failed trials."""
     directory = spec.directory
     rows = [trial_result(t, directory, metric) for t in expand(spec)]
     write_results_csv(rows, directory / "results.csv")
@@ -118,7 +119,7 @@ def gather(spec: SweepSpec, metric: str) -> str:
     except ImportError:
         lines.append("\n(curves.png needs matplotlib: pip install matplotlib)")
     lines.append(f"results: {directory / 'results.csv'} (with curves: results.json)")
-    return "\n".join(lines)
+    return "\n".join(lines), [r["key"] for r in failed]
 
 
 @cli_boundary("python scripts/sweep.py --help; a trial's options: python scripts/train.py --agent AGENT --help")
@@ -131,7 +132,7 @@ def main_sweep(argv: list[str]) -> int:
         if args.table:
             if not (spec.directory / "spec.json").is_file():
                 raise SweepError(f"No sweep '{spec.name}' under {spec.directory.parent}")
-            print(gather(spec, args.metric))
+            print(gather(spec, args.metric)[0])
             return 0
         validate_trials(search_probes(spec) if spec.search else trials, spec.directory)
         directory = prepare_directory(spec)
@@ -158,11 +159,10 @@ def main_sweep(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\nsweep interrupted: rerun the same command to resume (finished trials are not rerun)",
               file=sys.stderr)
-        print(gather(spec, args.metric))
+        print(gather(spec, args.metric)[0])
         return 130
-    print(gather(spec, args.metric))
-    failed = [t.key for t in trials if trial_state(spec.directory / t.key) != "finished"
-              and (spec.directory / t.key / "error.json").is_file()]
+    table, failed = gather(spec, args.metric)
+    print(table)
     if failed:  # a script or scheduler running the sweep must see that it did not complete
         print(f"error: {len(failed)} of {len(trials)} trials failed (e.g. {failed[0]}; the errors are in the table "
               "above and in each trial's error.json) — fix the cause and rerun the same command: it retries them",
