@@ -47,7 +47,7 @@ def test_the_rl_agent_sees_only_the_learned_reward():
     env = envs.make("Pendulum-v1", 2, seed=0)
     model = RewardEnsemble((3,), 1, members=2)
     pool = SegmentPool(100, 2, (3,), np.float32, 1)
-    wrapped = LearnedRewardEnv(env, model, pool, torch.device("cpu"))
+    wrapped = LearnedRewardEnv(env, model, pool, 1, torch.device("cpu"))
     obs, _ = wrapped.reset(seed=0)
     actions = np.array([[0.5], [-1.0]], np.float32)
     _, reward, _, _, info = wrapped.step(actions)
