@@ -8,9 +8,10 @@ readable on GitHub):
         file given relative to the repository root; ``intro`` stops at its first subheading, ``level=N`` moves
         its heading to level N (subheadings follow), ``drop_heading`` leaves the heading out. Relative links are
         rewritten for the including page. README.md and docs/benchmarks.md stay the one source of their text.
-    <!-- rlkit2:options agents.ppo:OnPolicyConfig -->
+    <!-- rlkit2:options agents.ppo:OnPolicyConfig [prefix=NAME.] -->
         a table of every option of a config dataclass: type, built-in default, docstring (rlkit2.config's
-        option_docs, the same rows as --help).
+        option_docs, the same rows as --help); ``prefix`` names a nested config's options as the command line
+        does (``prefix=atari.``).
     <!-- rlkit2:presets ppo -->
         what the agent's preset file sets in each section (all envs, each env family, each env id), beside the
         built-in default, and the file itself with its comments.
@@ -177,8 +178,12 @@ def code(value: str) -> str:
 def options_table(argument: str) -> str:
     from rlkit2.config import option_docs
 
+    words = argument.split()
+    prefix = next((w.removeprefix("prefix=") for w in words[1:] if w.startswith("prefix=")), "")
+    if len(words) != (2 if prefix else 1):
+        raise ValueError("expected: options module:Class [prefix=NAME.]")
     rows = ["| option | type | default | what it does |", "|---|---|---|---|"]
-    for option in option_docs(load(argument.strip())):
+    for option in option_docs(load(words[0]), prefix=prefix):
         rows.append(f"| `--{option.name}` | `{cell(option.type)}` | {code(cell(show(option.default)))} | "
                     f"{cell(option.doc)} |")
     return "\n".join(rows)
