@@ -7,7 +7,7 @@ readable on GitHub):
         the section under that heading (up to the next heading of the same or a higher level), from a Markdown
         file given relative to the repository root; ``intro`` stops at its first subheading, ``level=N`` moves
         its heading to level N (subheadings follow), ``drop_heading`` leaves the heading out. Relative links are
-        rewritten for the including page. README.md and docs/benchmarks.md stay the one source of their text.
+        rewritten for the including page. The included file stays the one source of its text.
     <!-- rlkit2:options agents.ppo:OnPolicyConfig [prefix=NAME.] -->
         a table of every option of a config dataclass: type, built-in default, docstring (rlkit2.config's
         option_docs, the same rows as --help); ``prefix`` names a nested config's options as the command line
@@ -33,7 +33,7 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 
 ROOT = Path(__file__).resolve().parents[2]
-DIRECTIVE = re.compile(r"^<!--\s*rlkit2:(\w+)\s+(.*?)\s*-->\s*$", re.MULTILINE)
+DIRECTIVE = re.compile(r"^<!--[ \t]*rlkit2:(\w+)[ \t]+(.*?)[ \t]*-->[ \t]*$", re.MULTILINE)
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
@@ -62,7 +62,7 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
         except Exception as e:  # any failure is the page's: name it
             raise PluginError(f"{page.file.src_uri}: <!-- rlkit2:{kind} {argument} -->: {e}") from e
 
-    return DIRECTIVE.sub(expand, markdown)
+    return DIRECTIVE.sub(lambda match: f"\n{expand(match)}\n", markdown)  # blank lines: a table ends there
 
 
 # --- include --------------------------------------------------------------------------------------------------
