@@ -248,7 +248,7 @@ class AGACNetworks(nn.Module):
             self.adversary_log_std = nn.Parameter(torch.zeros(act_dim))
 
     def params(self, out: Tensor, who: str) -> Tensor:
-        """Distribution parameters as one tensor: logits [B, A], or [mean, std] [B, 2A]."""
+        """Distribution parameters as one tensor: logits ``[B, A]``, or mean and std side by side, ``[B, 2A]``."""
         if self.discrete:
             return out
         log_std = self.actor_log_std if who == "actor" else self.adversary_log_std
