@@ -75,7 +75,7 @@ def overview(program: str) -> str:
              "commands:"]
     lines += [f"  {name:{width}s}  {sub.summary}" for name, sub in SUBCOMMANDS.items()]
     lines += ["", f"e.g. {program} train --agent ppo --env Hopper-v5; {program} evaluate RUN_DIR",
-              "Docs: README.md; your own agent as a plug-in: docs/agent_contract.md"]
+              "Your own agent as a plug-in package: docs/agent_contract.md"]
     return "\n".join(lines)
 
 
@@ -112,8 +112,9 @@ def _load(name: str) -> Callable[[list[str]], int]:
         if error.name is not None and (module_name == error.name or module_name.startswith(error.name + ".")):
             raise UsageError(f"'{command(name)}' is not part of this rlkit2 (it has no module {module_name}) — "
                              "update rlkit2 (pip install -U rlkit2, or git pull in a checkout)") from error
+        extras = "README, 'Dependencies and why'"
         raise UsageError(f"'{command(name)}' needs the package '{error.name}', which is not installed — pip "
-                         f"install {error.name} (or the rlkit2 extra that brings it, see README)") from error
+                         f"install {error.name} (or the rlkit2 extra that brings it: {extras})") from error
     return getattr(module, function)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train an agent: ``rlkit2 train`` from a checkout without installing (same options; see README).
+"""Train an agent: ``rlkit2 train`` from a checkout without installing (the same options).
 
     python scripts/train.py --agent ppo --env Hopper-v5 [--field value ...]
     python scripts/train.py --agent ppo --env my_pkg.envs:MyEnv --total_steps 200000
