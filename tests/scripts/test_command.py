@@ -54,6 +54,10 @@ def test_help_lists_every_subcommand_with_one_line():
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
     assert list(lines) == list(SUBCOMMANDS)
     assert out.stdout.startswith("usage: python -m rlkit2 COMMAND")
+    from rlkit2 import __version__
+
+    version = rlkit2("--version")
+    assert version.returncode == 0 and version.stdout == f"rlkit2 {__version__}\n"
 
 
 def test_list_prints_agents_presets_and_env_families():
