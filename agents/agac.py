@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
@@ -476,6 +476,6 @@ def build(cfg: AGACConfig, ctx: BuildContext) -> AGACAgent:
     return AGACAgent(cfg, ctx)
 
 
-register(AgentSpec("agac", AGACConfig, build, PRESETS / "agac.toml",
-                   "adversarially guided actor-critic (PPO-based; MiniGrid presets with the count bonus)",
-                   remote_workers=True))
+SPEC = AgentSpec("agac", AGACConfig, build, PRESETS / "agac.toml",
+                 "adversarially guided actor-critic (PPO-based; MiniGrid presets with the count bonus)",
+                 remote_workers=True)

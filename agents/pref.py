@@ -74,7 +74,8 @@ from torch import Tensor
 
 import envs
 from envs.atari import is_atari
-from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
+from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec
+from rlkit2.cli_errors import command
 from rlkit2.clips import mujoco_state
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.labels import LabelStore
@@ -83,7 +84,7 @@ from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, StackedSegments,
 from rlkit2.remote import WorkerGroup
 
 PRESETS = Path(__file__).parent / "presets"
-LABEL_PAGE = "http://127.0.0.1:8765"  # scripts/label.py's default address
+LABEL_PAGE = "http://127.0.0.1:8765"  # the label command's default address
 WAIT_POLL_SECONDS = 0.5  # how often a run waiting for people's initial labels reads the store
 WAIT_REPORT_SECONDS = 30.0  # ... and says how many are answered
 
@@ -117,7 +118,7 @@ class PrefConfig:
     selection: Literal["disagreement", "random"] = "disagreement"
     """Which candidates get labelled: highest ensemble variance of P[s1 > s2], or random."""
     oracle: Literal["synthetic", "human"] = "synthetic"
-    """Who labels: the synthetic oracle, or people on the labeling page (python scripts/label.py RUN_DIR). Clips
+    """Who labels: the synthetic oracle, or people on the labeling page (rlkit2 label RUN_DIR). Clips
     are rendered from stored simulator states (MuJoCo envs with --backend sync) or from the frames the agent saw
     (Atari)."""
     wait_for_initial_labels: bool = True
@@ -497,7 +498,7 @@ class PrefAgent:
                 self.warned_untrained = True
                 warnings.warn(f"--wait_for_initial_labels false: RL starts on an untrained reward model; it is "
                               f"pretrained once people answer the {len(self.initial_pairs)} initial pairs "
-                              f"(python scripts/label.py {self.ctx.run_dir})", stacklevel=2)
+                              f"({command('label')} {self.ctx.run_dir})", stacklevel=2)
         stats.update(self.rl.train_iteration())
         if self.remote:
             self._add_worker_steps(self.rl.collector.take_payloads())
@@ -531,13 +532,13 @@ class PrefAgent:
                 return True
             if self.ctx.stop_requested():
                 print(f"pref: stopped while waiting for the initial labels ({answered} of {total} answered); "
-                      f"python scripts/train.py --resume {self.ctx.run_dir} goes on waiting", flush=True)
+                      f"{command('train')} --resume {self.ctx.run_dir} goes on waiting", flush=True)
                 return False
             now = time.monotonic()
             if now - last_report >= WAIT_REPORT_SECONDS:
                 last_report = now
                 print(f"pref: waiting for people to label the initial pairs before RL starts: {answered} of {total} "
-                      f"answered so far. Label them at {LABEL_PAGE} (start the page with: python scripts/label.py "
+                      f"answered so far. Label them at {LABEL_PAGE} (start the page with: {command('label')} "
                       f"{self.ctx.run_dir}); --wait_for_initial_labels false starts RL without them", flush=True)
             time.sleep(WAIT_POLL_SECONDS)
 
@@ -747,7 +748,7 @@ def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:
     ("states", state size)."""
     if ctx.training and ctx.run_dir is None:
         raise ConfigError("--oracle human keeps its label store in the run directory; train through "
-                          "scripts/train.py or rlkit2.run.train")
+                          f"{command('train')} or rlkit2.run.train")
     if isinstance(env, WorkerGroup):  # the workers' envs: check one built as theirs are
         probe = envs.make(env.spec.env, 1, seed=0, **env.spec.make_kwargs)
         try:
@@ -778,7 +779,7 @@ def _load_reward_model(model: RewardEnsemble, trainer: EnsembleTrainer, state: d
     except ValueError as e:
         fix = "--reward_batch_norm false --reward_dropout 0" if model.batch_norm else "--reward_batch_norm true"
         if training:
-            raise ConfigError(f"Checkpoint: {e}. Resume it with {fix}: python scripts/train.py --resume RUN_DIR "
+            raise ConfigError(f"Checkpoint: {e}. Resume it with {fix}: {command('train')} --resume RUN_DIR "
                               f"{fix}") from None
         warnings.warn(f"Checkpoint: {e}; the policy is evaluated without it (to load it: {fix})", stacklevel=3)
         return
@@ -795,7 +796,7 @@ def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):
     unknown = sorted(k for k in cfg.rl if k.replace("-", "_").split(".")[0] not in fields)
     if unknown:
         raise ConfigError(f"Options {', '.join('--rl.' + k for k in unknown)} are not options of agent "
-                          f"'{cfg.rl_agent}'. See: python scripts/train.py --agent {cfg.rl_agent} --help")
+                          f"'{cfg.rl_agent}'. See: {command('train')} --agent {cfg.rl_agent} --help")
     _, rl_cfg = resolve_config(cfg.rl_agent, ctx.env.name, dict(cfg.rl))
     agent = spec.build(rl_cfg, ctx)
     if not hasattr(agent, "collector"):
@@ -807,6 +808,6 @@ def build(cfg: PrefConfig, ctx: BuildContext) -> PrefAgent:
     return PrefAgent(cfg, ctx)
 
 
-register(AgentSpec("pref", PrefConfig, build, PRESETS / "pref.toml",
-                   "an RL agent (PPO) on a reward model learned from segment comparisons (synthetic labels)",
-                   remote_workers=True))
+SPEC = AgentSpec("pref", PrefConfig, build, PRESETS / "pref.toml",
+                 "an RL agent (PPO) on a reward model learned from segment comparisons (synthetic labels)",
+                 remote_workers=True)
