@@ -3,7 +3,7 @@
 A page asks for generated content with a directive on a line of its own (an HTML comment, so the raw file stays
 readable on GitHub):
 
-    <!-- rlkit2:include README.md "1. Train agents from scripts" [intro] [level=N] [drop_heading] -->
+    <!-- rlkit2:include README.md "1. Train agents from the command line" [intro] [level=N] [drop_heading] -->
         the section under that heading (up to the next heading of the same or a higher level), from a Markdown
         file given relative to the repository root; ``intro`` stops at its first subheading, ``level=N`` moves
         its heading to level N (subheadings follow), ``drop_heading`` leaves the heading out. Relative links are
