@@ -25,6 +25,7 @@ from envs.pipeline import PipelinedVecEnv
 from envs.vector import EnvpoolBackend, GymnasiumBackend, ReportErrors, StepCount, VecEnv
 
 BACKENDS = ("auto", "sync", "async", "ale", "envpool", "batched")
+PIPELINE_BACKENDS = ("envpool", "async")  # natively asynchronous: envs/pipeline.py
 
 
 def make(
@@ -51,7 +52,8 @@ def make(
     render_mode: e.g. ``'rgb_array'`` for video; forces a gymnasium backend.
     check: run ``check_env`` on one instance first so a broken env fails fast with a clear message.
     pipeline: build the envs as two halves that a collector steps in turn, one half's env step overlapping the
-        policy's forward pass on the other's observations (envs/pipeline.py); needs ``num_envs >= 2``.
+        policy's forward pass on the other's observations (envs/pipeline.py); needs ``num_envs >= 2`` and a
+        backend in ``PIPELINE_BACKENDS``.
     """
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -68,6 +70,10 @@ def make(
         raise ValueError(f"max_episode_steps does not apply to Atari env '{name}'; set the limit in emulator "
                          f"frames with AtariSettings(max_episode_frames=...) (--atari.max_episode_frames)")
     chosen = _choose_backend(env, backend, render_mode, env_kwargs, max_episode_steps)
+    if pipeline and chosen not in PIPELINE_BACKENDS:
+        raise ValueError(f"pipeline needs a backend that steps the envs in its own threads or processes "
+                         f"({', '.join(PIPELINE_BACKENDS)}), not '{chosen}' (env '{name}'); turn the pipeline off "
+                         "or pick one of those backends")
 
     settings: dict[str, Any] = {"env": name, "num_envs": num_envs, "seed": seed, "backend": chosen}
     if max_episode_steps is not None:

@@ -8,16 +8,16 @@ one half stepping while it runs the policy on the other's observations:
     send(0, a0); send(1, a1); loop: obs0 = recv(0); send(0, policy(obs0)); obs1 = recv(1); send(1, policy(obs1))
 
 ``send(h, actions)`` starts half h's step and returns; ``recv(h)`` waits for it and returns what ``VecEnv.step``
-returns for that half. Natively asynchronous backends step in their own threads or processes: envpool (two pools
-in sync mode, so that each env keeps its index and its seed -- envpool's own async mode returns whichever envs
-finish first, so which env meets which policy sample would depend on thread timing) and ``async`` (gymnasium's
-worker processes). Every other backend steps in one worker thread, the halves in the order they were sent; the
-envs' C code (MuJoCo, ALE) and torch's kernels release the GIL, which is what lets the two overlap.
+returns for that half. The halves step in the backend's own threads or processes, so only natively asynchronous
+backends pipeline: envpool (two pools in sync mode, so that each env keeps its index and its seed -- envpool's own
+async mode returns whichever envs finish first, so which env met which policy sample would depend on thread
+timing) and ``async`` (gymnasium's worker processes). ``sync`` is refused: there a worker thread stepping Python
+envs contends with the policy for the GIL, and collection measured 0.35-0.64x as fast as without the pipeline
+(docs/benchmarks.md, "Throughput").
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import gymnasium as gym
@@ -41,9 +41,10 @@ class PipelinedVecEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self.metadata = dict(first.metadata)
-        native = first.steps_natively_async
-        self._thread = None if native else ThreadPoolExecutor(1, thread_name_prefix="env-step")
-        self._pending: list[Future | bool | None] = [None, None]  # per half: its step in flight (a Future or True)
+        if not (first.steps_natively_async and second.steps_natively_async):
+            raise ValueError(f"backend '{first.backend_name}' steps the envs in this process, so its halves cannot "
+                             "step while the policy acts; pipeline needs backend envpool or async")
+        self._in_flight = [False, False]  # per half: a step was sent and not yet received
 
     @property
     def env_steps(self) -> int:
@@ -64,19 +65,15 @@ class PipelinedVecEnv(gym.vector.VectorEnv):
 
     def send(self, half: int, actions: np.ndarray) -> None:
         """Start half ``half``'s step with its ``actions`` [n_half, ...] and return."""
-        env = self.halves[half]
-        if self._thread is None:
-            env.step_async(actions)
-            self._pending[half] = True
-        else:
-            self._pending[half] = self._thread.submit(env.step, actions)
+        self.halves[half].step_async(actions)
+        self._in_flight[half] = True
 
     def recv(self, half: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Wait for half ``half``'s step: ``(obs, reward, terminated, truncated, info)`` of its envs."""
-        pending, self._pending[half] = self._pending[half], None
-        if pending is None:
+        if not self._in_flight[half]:
             raise RuntimeError(f"recv({half}) without a send({half}) before it")
-        return self.halves[half].step_wait() if pending is True else pending.result()
+        self._in_flight[half] = False
+        return self.halves[half].step_wait()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         self.send(0, actions[self.slices[0]])
@@ -87,26 +84,20 @@ class PipelinedVecEnv(gym.vector.VectorEnv):
                 concat_info(first[4], second[4], n_a, n_b))
 
     def _drain(self) -> None:
-        """Wait for steps still in flight in the worker thread (before a reset or close)."""
-        for half, pending in enumerate(self._pending):
-            if pending is None:
-                continue
-            self._pending[half] = None
-            if pending is True:
+        """Receive steps still in flight (an interrupted collection), before a reset or close."""
+        for half, in_flight in enumerate(self._in_flight):
+            if in_flight:
+                self._in_flight[half] = False
                 try:
                     self.halves[half].step_wait()
-                except Exception:  # noqa: BLE001 -- the abandoned step's error was not asked for
+                except Exception:  # noqa: BLE001 -- the abandoned step's result (or error) was not asked for
                     pass
-            else:
-                pending.exception()  # wait; its result (or error) belongs to the abandoned step
 
     def render(self) -> np.ndarray | None:
         return self.halves[0].render()
 
     def close(self, **kwargs: Any) -> None:
         self._drain()
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
         for env in self.halves:
             env.close()
 

@@ -283,7 +283,8 @@ class OnPolicyCollector:
                 terminated=torch.zeros(shape, dtype=torch.bool, device=self.device),
                 truncated=torch.zeros(shape, dtype=torch.bool, device=self.device),
                 final_values=torch.zeros(shape, device=self.device),
-                last_obs=torch.zeros(shape[1], *obs.shape[1:], dtype=obs.dtype, device=self.device), last_value=torch.zeros(shape[1:], device=self.device),
+                last_obs=torch.zeros(shape[1], *obs.shape[1:], dtype=obs.dtype, device=self.device),
+                last_value=torch.zeros(shape[1:], device=self.device),
                 extras={k: alloc(v) for k, v in (out.extras or {}).items()},
             )
         return self._rollout

@@ -20,13 +20,12 @@ from test_autoreset import SEED, rollout  # noqa: E402
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 
 
-@pytest.mark.parametrize("backend", ["sync", "async"])
 @pytest.mark.parametrize("num_envs", [2, 5])
-def test_halves_step_like_one_vec_env(backend, num_envs):
+def test_halves_step_like_one_vec_env(num_envs):
     """``rollout`` checks every step against the CounterEnv model (autoreset, final_obs, episode statistics);
     the pipelined env must pass it and match the plain env's trajectory exactly, env by env."""
-    plain = envs.make(CounterEnv, num_envs=num_envs, seed=SEED, backend=backend, max_episode_steps=4)
-    halves = envs.make(CounterEnv, num_envs=num_envs, seed=SEED, backend=backend, max_episode_steps=4,
+    plain = envs.make(CounterEnv, num_envs=num_envs, seed=SEED, backend="async", max_episode_steps=4)
+    halves = envs.make(CounterEnv, num_envs=num_envs, seed=SEED, backend="async", max_episode_steps=4,
                        pipeline=True)
     try:
         assert isinstance(halves, PipelinedVecEnv) and halves.num_envs == num_envs
@@ -43,7 +42,7 @@ def test_halves_step_like_one_vec_env(backend, num_envs):
 
 
 def test_send_recv_steps_one_half_and_recv_needs_a_send():
-    venv = envs.make(CounterEnv, num_envs=4, seed=SEED, backend="sync", pipeline=True)
+    venv = envs.make(CounterEnv, num_envs=4, seed=SEED, backend="async", pipeline=True)
     first = venv.reset(seed=SEED)[0]
     venv.send(1, np.array([1, 1]))
     obs, reward, *_ = venv.recv(1)
@@ -58,9 +57,12 @@ def test_send_recv_steps_one_half_and_recv_needs_a_send():
     venv.close()  # waits for the step in flight
 
 
-def test_pipeline_needs_two_envs():
+def test_pipeline_needs_two_envs_and_a_natively_asynchronous_backend():
     with pytest.raises(ValueError, match="pipeline needs at least 2 envs"):
-        envs.make(CounterEnv, num_envs=1, pipeline=True)
+        envs.make(CounterEnv, num_envs=1, backend="async", pipeline=True)
+    with pytest.raises(ValueError, match=r"pipeline needs a backend that steps the envs in its own threads or "
+                                         r"processes \(envpool, async\), not 'sync'"):
+        envs.make(CounterEnv, num_envs=2, backend="sync", pipeline=True)
 
 
 @pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed")
@@ -91,7 +93,7 @@ def test_an_error_in_the_second_half_names_the_runs_env_index():
 
     for env_cls, pattern in ((RaisingEnv, r"raised in step\(\) after \d+ env steps \(env index 1\): ZeroDivision"),
                              (NaNRewardEnv, r"NaN or inf rewards in env\(s\) \[1\]")):
-        venv = envs.make(env_cls, num_envs=2, seed=0, backend="sync", pipeline=True)
+        venv = envs.make(env_cls, num_envs=2, seed=0, backend="async", pipeline=True)
         with pytest.raises(envs.EnvCheckError, match=pattern):
             for _ in range(BAD_AFTER + 2):
                 venv.step(np.zeros(2, int))

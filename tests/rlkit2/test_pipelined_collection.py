@@ -75,14 +75,17 @@ def collect_twice(env, policy, info_keys=()):
     return out
 
 
+ASYNC = {False: "sync", True: "async"}
 CASES = {
-    # a worker thread steps the halves; odd N: halves of 2 and 3
-    "counter-sync": dict(make=lambda pipeline: envs.make(CounterEnv, 5, seed=5, backend="sync", max_episode_steps=4,
-                                                         pipeline=pipeline), discrete=True, info_keys=()),
+    # halves in gymnasium's worker processes (step_async / step_wait) vs the plain path on 'sync' (same seeds, same
+    # envs); odd N: halves of 2 and 3
+    "counter-async": dict(make=lambda pipeline: envs.make(CounterEnv, 5, seed=5, backend=ASYNC[pipeline],
+                                                          max_episode_steps=4, pipeline=pipeline),
+                          discrete=True, info_keys=()),
     # MuJoCo, with an env info key kept per step
-    "cheetah-sync": dict(make=lambda pipeline: envs.make("HalfCheetah-v5", 4, seed=5, backend="sync",
-                                                         max_episode_steps=6, pipeline=pipeline),
-                         discrete=False, info_keys=("x_position",)),
+    "cheetah-async": dict(make=lambda pipeline: envs.make("HalfCheetah-v5", 4, seed=5, backend=ASYNC[pipeline],
+                                                          max_episode_steps=6, pipeline=pipeline),
+                          discrete=False, info_keys=("x_position",)),
     # two envpool pools sent and received asynchronously
     "cheetah-envpool": dict(make=lambda pipeline: envs.make("HalfCheetah-v5", 4, seed=5, backend="envpool",
                                                             max_episode_steps=6, pipeline=pipeline),
@@ -108,3 +111,20 @@ def test_pipelined_rollout_equals_the_plain_rollout_env_by_env(case, in_step):
                 assert first[key] == second[key] and first[key][0], "episode returns and lengths, in order"
             else:
                 torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def test_a_run_with_collect_pipeline_trains_records_it_and_refuses_one_env(tmp_path):
+    import json
+
+    from rlkit2.config import ConfigError
+    from rlkit2.run import resolve_config, train
+
+    options = {"backend": "async", "collect_pipeline": "true", "num_envs": "2", "num_steps": "16",
+               "minibatch_size": "16", "total_steps": "64", "eval_every": "0", "eval_episodes": "1", "eval_envs": "1",
+               "progress": "false", "tensorboard": "false", "runs_dir": str(tmp_path)}
+    result = train(*resolve_config("ppo", "Pendulum-v1", options))
+    assert result.status == "finished" and result.env_steps == 64
+    settings = json.loads((result.run_dir / "config.json").read_text())
+    assert settings["run"]["collect_pipeline"] is True
+    with pytest.raises(ConfigError, match=r"collect_pipeline.*needs num_envs >= 2, got 1"):
+        resolve_config("ppo", "Pendulum-v1", {**options, "num_envs": "1"})[0].validate()
