@@ -21,9 +21,11 @@ from envs.collect import COLLECT_IDS, CollectBackend, collect_config, is_collect
 from envs.custom import EnvCheckError, EnvSpecLike, check_env, ensure_registered, env_name, resolve_factory
 from envs.minigrid import is_minigrid
 from envs.minigrid import make_env as make_minigrid_env
-from envs.vector import EnvpoolBackend, GymnasiumBackend, ReportErrors, VecEnv
+from envs.pipeline import PipelinedVecEnv
+from envs.vector import EnvpoolBackend, GymnasiumBackend, ReportErrors, StepCount, VecEnv
 
 BACKENDS = ("auto", "sync", "async", "ale", "envpool", "batched")
+PIPELINE_BACKENDS = ("envpool", "async")  # natively asynchronous: envs/pipeline.py
 
 
 def make(
@@ -37,7 +39,8 @@ def make(
     env_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
     check: bool = True,
-) -> VecEnv:
+    pipeline: bool = False,
+) -> VecEnv | PipelinedVecEnv:
     """Build ``num_envs`` copies of ``env`` as one ``VecEnv`` (see envs/vector.py for its semantics).
 
     env: a registered gymnasium id, a ``'module:ClassOrFactory'`` path, or a callable returning a gymnasium.Env.
@@ -48,9 +51,14 @@ def make(
     env_kwargs: keyword arguments for the env constructor / ``gym.make``.
     render_mode: e.g. ``'rgb_array'`` for video; forces a gymnasium backend.
     check: run ``check_env`` on one instance first so a broken env fails fast with a clear message.
+    pipeline: build the envs as two halves that a collector steps in turn, one half's env step overlapping the
+        policy's forward pass on the other's observations (envs/pipeline.py); needs ``num_envs >= 2`` and a
+        backend in ``PIPELINE_BACKENDS``.
     """
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    if pipeline and num_envs < 2:
+        raise ValueError(f"pipeline needs at least 2 envs (two halves), got num_envs={num_envs}")
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend '{backend}'. Allowed: {', '.join(BACKENDS)}")
     name = env_name(env)
@@ -62,6 +70,10 @@ def make(
         raise ValueError(f"max_episode_steps does not apply to Atari env '{name}'; set the limit in emulator "
                          f"frames with AtariSettings(max_episode_frames=...) (--atari.max_episode_frames)")
     chosen = _choose_backend(env, backend, render_mode, env_kwargs, max_episode_steps)
+    if pipeline and chosen not in PIPELINE_BACKENDS:
+        raise ValueError(f"pipeline needs a backend that steps the envs in its own threads or processes "
+                         f"({', '.join(PIPELINE_BACKENDS)}), not '{chosen}' (env '{name}'); turn the pipeline off "
+                         "or pick one of those backends")
 
     settings: dict[str, Any] = {"env": name, "num_envs": num_envs, "seed": seed, "backend": chosen}
     if max_episode_steps is not None:
@@ -70,7 +82,25 @@ def make(
         settings["env_kwargs"] = env_kwargs
     if atari_settings is not None:
         settings["atari"] = atari_settings.as_dict()
+    build = functools.partial(_build, env, name, chosen, atari_settings, max_episode_steps, env_kwargs, render_mode)
+    if not pipeline:
+        venv = build(num_envs, seed, 0, StepCount(), check)
+        venv.settings = settings
+        venv.reset(seed=seed)
+        return venv
+    steps, first_half = StepCount(), num_envs // 2
+    first = build(first_half, seed, 0, steps, check)
+    second = build(num_envs - first_half, seed + first_half, first_half, steps, False)  # checked as the first
+    first.settings = settings
+    venv = PipelinedVecEnv(first, second)
+    venv.reset(seed=seed)
+    return venv
 
+
+def _build(env: EnvSpecLike, name: str, chosen: str, atari_settings: AtariSettings | None,
+           max_episode_steps: int | None, env_kwargs: dict[str, Any], render_mode: str | None, num_envs: int,
+           seed: int, index_offset: int, steps: StepCount, check: bool) -> VecEnv:
+    """One VecEnv of envs ``index_offset ... index_offset + num_envs - 1``; env i is seeded with ``seed + i``."""
     if chosen == "ale":
         backend_impl = ale_native_backend(env, num_envs, atari_settings)
     elif chosen == "envpool":
@@ -88,19 +118,19 @@ def make(
                 check_env(probe, name, seed=seed)
             finally:
                 probe.close()
-        env_fns = [functools.partial(_reporting_errors, factory, i, render_mode) for i in range(num_envs)]
+        env_fns = [functools.partial(_reporting_errors, factory, index_offset + i, render_mode)
+                   for i in range(num_envs)]
         backend_impl = GymnasiumBackend.from_env_fns(env_fns, asynchronous=(chosen == "async"))
 
-    venv = VecEnv(
+    return VecEnv(
         backend_impl,
         name=name,
         backend_name=chosen,
         clip_rewards=bool(atari_settings and atari_settings.clip_rewards),
         episodic_life=bool(atari_settings and atari_settings.episodic_life),
-        settings=settings,
+        index_offset=index_offset,
+        steps=steps,
     )
-    venv.reset(seed=seed)
-    return venv
 
 
 def _single_env_factory(env: EnvSpecLike, atari: AtariSettings | None, max_episode_steps: int | None,

@@ -103,12 +103,23 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: a backend with ``asynchronous = True`` also has ``send(actions)``, which starts a step and returns
+    # while its own threads or processes step the envs, and ``recv()``, which waits and returns what ``step`` does.
+
+
+class StepCount:
+    """Env steps taken so far (a mutable count that several VecEnvs can share)."""
+
+    def __init__(self, value: int = 0):
+        self.value = value
+
 
 class VecEnv(gym.vector.VectorEnv):
     """A gymnasium ``VectorEnv`` with rlkit2's autoreset semantic, episode statistics and Atari life handling."""
 
     def __init__(self, backend: Backend, *, name: str, backend_name: str, clip_rewards: bool = False,
-                 episodic_life: bool = False, settings: dict[str, Any] | None = None):
+                 episodic_life: bool = False, settings: dict[str, Any] | None = None, index_offset: int = 0,
+                 steps: "StepCount | None" = None):
         self.backend = backend
         self.name = name
         self.backend_name = backend_name
@@ -126,8 +137,10 @@ class VecEnv(gym.vector.VectorEnv):
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._lives: np.ndarray | None = None
-        # env steps taken (num_envs per step()), for error messages; the run loop sets it to a resumed run's count
-        self.env_steps = 0
+        self.index_offset = index_offset  # this VecEnv's env 0 is env ``index_offset`` of the run (error messages)
+        # env steps taken (num_envs per step()), for error messages; the run loop sets it to a resumed run's count.
+        # The halves of a PipelinedVecEnv share one count, so an error names the run's env step.
+        self._steps = steps if steps is not None else StepCount()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         if seed is not None:
@@ -141,11 +154,52 @@ class VecEnv(gym.vector.VectorEnv):
         self._raise_if_not_finite(obs, "reset()")
         return obs, dict(getattr(self.backend, "extra_info", {}))
 
+    @property
+    def env_steps(self) -> int:
+        return self._steps.value
+
+    @env_steps.setter
+    def env_steps(self, value: int) -> None:
+        self._steps.value = value
+
+    @property
+    def steps_natively_async(self) -> bool:
+        """Whether ``step_async``/``step_wait`` hand the step to the backend's own threads (envpool, gymnasium's
+        async workers) rather than running it inside ``step_wait``."""
+        return getattr(self.backend, "asynchronous", False)
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         try:
-            obs, reward, terminated, truncated, final_obs, lives = self.backend.step(actions)
+            result = self.backend.step(actions)
         except Exception as e:
             raise self._step_error(e, "step()") from e
+        return self._finish_step(*result)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start a step and return: with a natively asynchronous backend the envs step while the caller works;
+        otherwise the step runs in ``step_wait``."""
+        if not self.steps_natively_async:
+            self._pending_actions = actions
+            return
+        try:
+            self.backend.send(actions)
+        except Exception as e:
+            raise self._step_error(e, "step()") from e
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """The result of the step started by ``step_async``, exactly as ``step`` returns it."""
+        if not self.steps_natively_async:
+            actions, self._pending_actions = self._pending_actions, None
+            return self.step(actions)
+        try:
+            result = self.backend.recv()
+        except Exception as e:
+            raise self._step_error(e, "step()") from e
+        return self._finish_step(*result)
+
+    def _finish_step(self, obs: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                     final_obs: np.ndarray, lives: np.ndarray | None):
+        """The backend's SAME_STEP result -> checks, episode statistics, Atari lives, reward clipping, info."""
         reward = np.asarray(reward, dtype=np.float32)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool) & ~terminated  # terminal wins when both are set
@@ -183,7 +237,7 @@ class VecEnv(gym.vector.VectorEnv):
 
     def _raise_if_not_finite(self, obs: np.ndarray, where: str) -> None:
         if self._check_finite and not np.isfinite(obs).all():
-            bad = np.unique(np.argwhere(~np.isfinite(obs.reshape(self.num_envs, -1)))[:, 0])
+            bad = np.unique(np.argwhere(~np.isfinite(obs.reshape(self.num_envs, -1)))[:, 0]) + self.index_offset
             raise EnvCheckError(
                 f"Env '{self.name}': {where} returned NaN or inf observations in env(s) {bad.tolist()}. "
                 "Fix: find where the env produces non-finite values (unstable physics, division by zero). "
@@ -195,7 +249,7 @@ class VecEnv(gym.vector.VectorEnv):
         if not np.isfinite(reward).all():
             bad = np.flatnonzero(~np.isfinite(reward))
             raise EnvCheckError(
-                f"Env '{self.name}': step() returned NaN or inf rewards in env(s) {bad.tolist()} "
+                f"Env '{self.name}': step() returned NaN or inf rewards in env(s) {(bad + self.index_offset).tolist()} "
                 f"(values {reward[bad].tolist()}). Fix: find where the env computes the reward (division by zero, "
                 f"log of 0, unstable physics) and make it finite. {self._when()}"
             )
@@ -259,8 +313,21 @@ class GymnasiumBackend:
         self.extra_info = _extra_info(info)
         return obs, info.get("lives")
 
+    @property
+    def asynchronous(self) -> bool:
+        """gymnasium's AsyncVectorEnv steps in its worker processes between ``send`` and ``recv``."""
+        return isinstance(self.vec, gym.vector.AsyncVectorEnv)
+
     def step(self, actions: np.ndarray):
-        obs, reward, terminated, truncated, info = self.vec.step(actions)
+        return self._same_step(*self.vec.step(actions))
+
+    def send(self, actions: np.ndarray) -> None:
+        self.vec.step_async(actions)
+
+    def recv(self):
+        return self._same_step(*self.vec.step_wait())
+
+    def _same_step(self, obs, reward, terminated, truncated, info):
         self.extra_info = _extra_info(info)
         ended = np.logical_or(terminated, truncated)
         self.final_info = _dense_final_info(self.extra_info, info.get("final_info"), ended)
@@ -342,8 +409,17 @@ class EnvpoolBackend:
         obs, info = self.vec.reset()
         return obs, info.get("lives")
 
+    asynchronous = True  # send() returns while envpool's threads step the envs; recv() waits for them
+
     def step(self, actions: np.ndarray):
-        obs, reward, terminated, truncated, info = self.vec.step(np.asarray(actions))
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        self.vec.send(np.asarray(actions))
+
+    def recv(self):
+        obs, reward, terminated, truncated, info = self.vec.recv()  # all envs, in env order (sync mode)
         ended = np.logical_or(terminated, truncated)
         final_obs = obs
         if ended.any():

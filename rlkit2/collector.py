@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from envs import VecEnv
+from envs.pipeline import PipelinedVecEnv
 from rlkit2.config import ConfigError
 
 
@@ -103,40 +104,86 @@ def final_next_obs(next_obs: np.ndarray, ended: np.ndarray, info: dict) -> np.nd
     return real
 
 
+class _AllEnvs:
+    """The plain path: one part, every env, stepped in ``send``."""
+
+    def __init__(self, env: VecEnv):
+        self.env, self.result = env, None
+
+    def send(self, actions: np.ndarray) -> None:
+        self.result = self.env.step(actions)
+
+    def recv(self) -> tuple:
+        result, self.result = self.result, None
+        return result
+
+
+class _Half:
+    """The pipelined path: one half of a ``PipelinedVecEnv``, stepping between ``send`` and ``recv``."""
+
+    def __init__(self, env: PipelinedVecEnv, half: int):
+        self.env, self.half = env, half
+
+    def send(self, actions: np.ndarray) -> None:
+        self.env.send(self.half, actions)
+
+    def recv(self) -> tuple:
+        return self.env.recv(self.half)
+
+
 class OnPolicyCollector:
-    """Steps ``env`` for ``num_steps`` per call, keeping the current obs between calls."""
+    """Steps ``env`` for ``num_steps`` per call, keeping the current obs between calls.
+
+    The envs step in parts: all of them at once, or -- for a ``PipelinedVecEnv`` (``envs.make(..., pipeline=True)``)
+    -- its two halves in turn, each half's env step overlapping the policy's forward pass on the other half. Per
+    env, both give the same rollout: the same observations meet the same policy, and every row ``[t, i]`` of the
+    rollout is env ``i``'s step ``t``. Only what is shared across envs within a step sees the split: the policy
+    runs once per half (a stochastic policy draws its noise per half), and observation statistics are updated
+    half by half (the same observations, each once, when acted on).
+    """
 
     EVALUATE_CHUNK = 4096  # rows per policy.evaluate call
 
-    def __init__(self, env: VecEnv, num_steps: int, device: torch.device, bootstrap_truncation: bool = True,
-                 info_keys: tuple[str, ...] = ()):
+    def __init__(self, env: VecEnv | PipelinedVecEnv, num_steps: int, device: torch.device,
+                 bootstrap_truncation: bool = True, info_keys: tuple[str, ...] = ()):
         self.env = env
         self.info_keys = info_keys  # env info values to keep per step (e.g. MiniGrid's agent_pos)
-        self._info_now: dict[str, np.ndarray] = {}
+        self._info_now: dict[str, np.ndarray] = {}  # [N, ...]: describes the obs the policy acts on next
         self.num_steps = num_steps
         self.device = device
         self.bootstrap_truncation = bootstrap_truncation
         self.episodes = EpisodeStats()
-        self.env_time = 0.0
+        self.env_time = 0.0  # waiting for the envs (their step, or what of it did not overlap the policy)
         self.inference_time = 0.0
         self._rollout: Rollout | None = None
-        self._obs_np: np.ndarray | None = None
+        if isinstance(env, PipelinedVecEnv):
+            self._parts = [(cols, _Half(env, h)) for h, cols in enumerate(env.slices)]
+        else:
+            self._parts = [(slice(0, env.num_envs), _AllEnvs(env))]
+        self._obs_np: list[np.ndarray] | None = None  # per part, its envs' current obs
         self._pin = device.type == "cuda"
 
     def reset(self, seed: int | None = None) -> None:
-        self._obs_np, info = self.env.reset(seed=seed)
-        self._keep_info(info)
+        obs, info = self.env.reset(seed=seed)
+        self._obs_np = [obs[cols] for cols, _ in self._parts]
+        self._info_now = {}
+        self._keep_info(info, slice(0, self.env.num_envs))
 
-    def _keep_info(self, info: dict) -> None:
+    def _keep_info(self, info: dict, cols: slice) -> None:
         for key in self.info_keys:
             if key not in info:
                 raise ConfigError(f"Env '{self.env.name}' does not report info['{key}'], which this agent needs "
                                f"(reported: {sorted(k for k in info if not k.startswith('_'))}). Fix: use an env "
                                "that reports it, or turn off the option that needs it.")
-            self._info_now[key] = np.asarray(info[key])
+            value = np.asarray(info[key])
+            if key not in self._info_now:
+                self._info_now[key] = np.zeros((self.env.num_envs, *value.shape[1:]), value.dtype)
+            self._info_now[key][cols] = value
 
     def _to_device(self, array: np.ndarray) -> Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cpu":
+            return tensor
         if self._pin:
             tensor = tensor.pin_memory()
         return tensor.to(self.device, non_blocking=True)
@@ -151,35 +198,47 @@ class OnPolicyCollector:
         truncated_np = np.zeros((T, N), bool)
         truncated_final_obs: list[tuple[int, Tensor, Tensor]] = []
         infos = {k: np.zeros((T, *v.shape), v.dtype) for k, v in self._info_now.items()}
-        for t in range(T):
-            for key, value in self._info_now.items():
-                infos[key][t] = value
-            # Each observation updates normalizer statistics exactly once: when it is acted on.
-            obs = policy.preprocess(self._to_device(self._obs_np), update_stats=True)
-            start = time.perf_counter()
-            out = policy.step(obs)
-            env_action = out.env_action.cpu().numpy()  # the one sync per step: the env needs the action
-            self.inference_time += time.perf_counter() - start
 
+        def receive(t: int, part: int) -> None:
+            """Part ``part``'s step ``t`` has been sent: wait for it and keep what it returned."""
+            cols, envs = self._parts[part]
             start = time.perf_counter()
-            next_obs_np, rewards_np[t], terminated_np[t], truncated_np[t], info = self.env.step(env_action)
+            self._obs_np[part], rewards_np[t, cols], terminated_np[t, cols], truncated_np[t, cols], info = envs.recv()
             self.env_time += time.perf_counter() - start
             self.episodes.record(info)
-            self._keep_info(info)
-
-            storage = self._storage(obs, out)
-            storage.obs[t] = obs
-            storage.actions[t] = out.action
-            if out.logprob is not None:
-                storage.logprobs[t] = out.logprob
-                storage.values[t] = out.value
-            for key, value in (out.extras or {}).items():
-                storage.extras[key][t] = value
-            if self.bootstrap_truncation and truncated_np[t].any():
-                idx = self._to_device(np.flatnonzero(truncated_np[t]))
-                final_obs = policy.preprocess(self._to_device(info["final_obs"][truncated_np[t]]), update_stats=False)
+            self._keep_info(info, cols)
+            truncated = truncated_np[t, cols]
+            if self.bootstrap_truncation and truncated.any():
+                idx = self._to_device(np.flatnonzero(truncated) + cols.start)
+                final_obs = policy.preprocess(self._to_device(info["final_obs"][truncated]), update_stats=False)
                 truncated_final_obs.append((t, idx, final_obs))
-            self._obs_np = next_obs_np
+
+        for t in range(T):
+            for part, (cols, envs) in enumerate(self._parts):
+                if t > 0:
+                    receive(t - 1, part)
+                for key, value in self._info_now.items():
+                    infos[key][t, cols] = value[cols]
+                # Each observation updates normalizer statistics exactly once: when it is acted on.
+                obs = policy.preprocess(self._to_device(self._obs_np[part]), update_stats=True)
+                start = time.perf_counter()
+                out = policy.step(obs)
+                env_action = out.env_action.cpu().numpy()  # the one sync per step: the env needs the action
+                self.inference_time += time.perf_counter() - start
+                start = time.perf_counter()
+                envs.send(env_action)  # a half steps while the policy acts on the other
+                self.env_time += time.perf_counter() - start
+
+                storage = self._storage(obs, out)
+                storage.obs[t, cols] = obs
+                storage.actions[t, cols] = out.action
+                if out.logprob is not None:
+                    storage.logprobs[t, cols] = out.logprob
+                    storage.values[t, cols] = out.value
+                for key, value in (out.extras or {}).items():
+                    storage.extras[key][t, cols] = value
+        for part in range(len(self._parts)):
+            receive(T - 1, part)
 
         if out.logprob is None:  # one batched pass for the rollout (chunked to bound memory on image obs)
             start_evaluate = time.perf_counter()
@@ -197,7 +256,8 @@ class OnPolicyCollector:
         storage.truncated_final_obs = truncated_final_obs
         storage.infos = infos
         storage.final_values.copy_(self.final_values(storage, policy.value))
-        storage.last_obs = policy.preprocess(self._to_device(self._obs_np), update_stats=False)
+        last_obs = self._obs_np[0] if len(self._obs_np) == 1 else np.concatenate(self._obs_np)
+        storage.last_obs = policy.preprocess(self._to_device(last_obs), update_stats=False)
         storage.last_value = policy.value(storage.last_obs)
         return storage
 
@@ -212,10 +272,10 @@ class OnPolicyCollector:
     def _storage(self, obs: Tensor, out: PolicyStep) -> Rollout:
         """Allocate the [T,N,...] tensors once, from the shapes of the first step."""
         if self._rollout is None:
-            shape = (self.num_steps, *obs.shape[:1])
+            shape = (self.num_steps, self.env.num_envs)
 
-            def alloc(like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-                return torch.zeros(self.num_steps, *like.shape, dtype=dtype or like.dtype, device=self.device)
+            def alloc(like: Tensor) -> Tensor:  # like: one part's [n, ...]
+                return torch.zeros(*shape, *like.shape[1:], dtype=like.dtype, device=self.device)
 
             self._rollout = Rollout(
                 obs=alloc(obs), actions=alloc(out.action), logprobs=torch.zeros(shape, device=self.device),
@@ -223,7 +283,8 @@ class OnPolicyCollector:
                 terminated=torch.zeros(shape, dtype=torch.bool, device=self.device),
                 truncated=torch.zeros(shape, dtype=torch.bool, device=self.device),
                 final_values=torch.zeros(shape, device=self.device),
-                last_obs=obs, last_value=torch.zeros(shape[1:], device=self.device),
+                last_obs=torch.zeros(shape[1], *obs.shape[1:], dtype=obs.dtype, device=self.device),
+                last_value=torch.zeros(shape[1:], device=self.device),
                 extras={k: alloc(v) for k, v in (out.extras or {}).items()},
             )
         return self._rollout

@@ -54,6 +54,11 @@ class RunConfig:
     """Parallel training environments (one batched policy forward per step for all of them)."""
     backend: Literal["auto", "sync", "async", "ale", "envpool", "batched"] = "auto"
     """Vector-env backend; auto picks the fastest that supports the env (envs/make.py)."""
+    collect_pipeline: bool = False
+    """Step the training envs in two halves, each half's env step overlapping the policy's forward pass on the
+    other half (envs/pipeline.py); backends envpool and async (sync steps in this process and cannot). Per env the
+    rollout is the same as without; the policy runs once per half. Whether it pays depends on free cores:
+    measure with scripts/bench/throughput.py (docs/benchmarks.md, "Throughput")."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'..."""
     max_episode_steps: int | None = None
@@ -124,6 +129,9 @@ class RunConfig:
             parse_device(self.device)
         except ValueError as e:
             raise ConfigError(f"Option 'device': {e}") from None
+        if self.collect_pipeline and self.num_envs < 2:
+            raise ConfigError(f"Option 'collect_pipeline' steps the envs in two halves: it needs num_envs >= 2, got "
+                              f"{self.num_envs}. Fix: --num_envs 2 or more, or --collect_pipeline false")
         if self.worker_timeout <= 0:
             raise ConfigError(f"Option 'worker_timeout' must be > 0 (seconds), got {self.worker_timeout}")
         if self.workers > self.num_envs:
@@ -312,7 +320,8 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
     backend = "sync" if render_mode is not None else run.backend
     kwargs = {**run.env_kwargs, **run.train_env_kwargs} if training else run.env_kwargs
     return envs.make(env_fn or run.env, num_envs, seed=seed, backend=backend, atari=run.atari,
-                     max_episode_steps=run.max_episode_steps, env_kwargs=kwargs, render_mode=render_mode)
+                     max_episode_steps=run.max_episode_steps, env_kwargs=kwargs, render_mode=render_mode,
+                     pipeline=run.collect_pipeline and training and num_envs > 1)
 
 
 def check_workers(spec: AgentSpec, run: RunConfig) -> None:
@@ -333,7 +342,8 @@ def make_train_env(run: RunConfig, agent_config: Any, env_fn: Callable | None = 
 
     probe = make_env(run, 1, run.seed, env_fn, training=True)
     make_kwargs = {"backend": run.backend, "atari": run.atari, "max_episode_steps": run.max_episode_steps,
-                   "env_kwargs": {**run.env_kwargs, **run.train_env_kwargs}}
+                   "env_kwargs": {**run.env_kwargs, **run.train_env_kwargs},
+                   "pipeline": run.collect_pipeline}
     worker_spec = WorkerSpec(run.agent, agent_config, env_fn or run.env, make_kwargs, run.threads_collect,
                              run.total_steps)
     return WorkerGroup(worker_spec, probe, run.num_envs, run.workers, run.worker_mode, run.worker_timeout,

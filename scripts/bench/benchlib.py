@@ -89,3 +89,64 @@ def raw_env_rate(env_id: str, backend: str, num_envs: int, seconds: float) -> fl
     rate = steps * num_envs / (time.perf_counter() - start)
     venv.close()
     return rate
+
+
+def ppo_rate(env_id: str, total_steps: int, overrides: dict) -> dict:
+    """PPO steps/s with ``env_id``'s preset and ``overrides``, from the second iteration on (the first is warm-up,
+    reported as ``first_iteration_seconds``), with each phase's share of the time."""
+    from rlkit2 import run as run_module
+    from rlkit2.run import resolve_config, train
+
+    base = {"total_steps": total_steps, "eval_every": 0, "checkpoint_every": 0, "eval_episodes": 1, "eval_envs": 1,
+            "progress": False, "tensorboard": False, "runs_dir": "/tmp/rlkit2_bench_runs"}
+    if env_id.startswith("ALE/"):
+        base["atari.max_episode_frames"] = 2000  # a short final evaluation
+    run, cfg = resolve_config("ppo", env_id, {k: str(v) for k, v in {**base, **overrides}.items()})
+    sums: dict[str, float] = {}
+    original, iterations = run_module._perf_metrics, []
+
+    def capture(stats, steps, seconds):
+        iterations.append(seconds)
+        if len(iterations) > 1:
+            for key in ("time/env", "time/inference", "time/update"):
+                sums[key] = sums.get(key, 0.0) + stats.get(key, 0.0)
+            sums["steps"] = sums.get("steps", 0) + steps
+            sums["seconds"] = sums.get("seconds", 0.0) + seconds
+        return original(stats, steps, seconds)
+
+    run_module._perf_metrics = capture
+    try:
+        train(run, cfg)
+    finally:
+        run_module._perf_metrics = original
+    if "seconds" not in sums:
+        raise ValueError(f"total_steps {total_steps} covers one iteration only; the first is not timed")
+    seconds = sums["seconds"]
+    return {"steps_per_sec": sums["steps"] / seconds, "backend": run.backend, "num_envs": run.num_envs,
+            "num_steps": cfg.num_steps, **{f"share_{k[5:]}": sums[k] / seconds for k in
+                                           ("time/env", "time/inference", "time/update")},
+            "first_iteration_seconds": iterations[0]}
+
+
+def dsac_rate(env_id: str, steps: int, warmup: int, overrides: dict) -> dict:
+    """DSAC updates/s at one update per env step (the preset's replay ratio unless overridden), timed over ``steps``
+    env steps after ``warmup`` steps of random actions without updates."""
+    import torch
+
+    from rlkit2.agent import get_agent_spec
+    from rlkit2.run import build_agent, make_env, resolve_config
+
+    torch.manual_seed(0)
+    run, cfg = resolve_config("dsac", env_id, {"num_envs": 1, "backend": "sync", "learning_starts": warmup,
+                                               "steps_per_iteration": warmup, **overrides})
+    env = make_env(run, 1, 0)
+    agent = build_agent(get_agent_spec("dsac"), run, cfg, env)
+    agent.train_iteration()  # warm-up: random actions, no updates
+    agent.cfg.steps_per_iteration = steps
+    updates = agent.updates
+    start = time.perf_counter()
+    stats = agent.train_iteration()
+    seconds = time.perf_counter() - start
+    env.close()
+    return {"updates_per_sec": (agent.updates - updates) / seconds, "steps_per_sec": steps / seconds,
+            "share_update": stats["time/update"] / seconds}

@@ -9,7 +9,9 @@
    iteration, 10 epochs of minibatch 64, separate 64x64 tanh nets, std 1 at init, no observation
    normalization, no lr decay, advantages not recomputed -- SB3's semantics), run alternately in the same
    process so both see the same machine state. For rlkit2 the share of time in env / inference / update is
-   reported and collection speed (steps / (env + inference time)) is compared with the raw env rate.
+   reported and collection speed (steps / (env + inference time); and of the whole loop outside the update,
+   storage and bookkeeping included) is compared with the raw env rate. envpool runs with and without the
+   collection pipeline (--collect_pipeline true / false: envs/pipeline.py); SB3 and sync have none.
    rlkit2 runs both uncompiled and with ``compile_loss`` (torch.compile of the minibatch loss; its MuJoCo
    preset default). Rates are measured after the first iteration for every variant, SB3 included: the
    first iteration is warm-up (and, with compile_loss, the compile), reported as first_iteration_seconds.
@@ -39,13 +41,14 @@ COMMON = dict(gamma=0.99, gae_lambda=0.95, clip_eps=0.2, lr=3e-4, epochs=10, min
               entropy_coef=0.0, value_coef=0.5, max_grad_norm=0.5)
 
 
-def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile_loss: bool = False) -> dict:
+def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile_loss: bool = False,
+                    pipeline: bool = False) -> dict:
     from rlkit2.run import resolve_config, train
 
     overrides = {**COMMON, "compile_loss": compile_loss, "policy_hidden": "64,64", "value_hidden": "64,64",
                  "normalize_obs": "false", "lr_decay": "none", "recompute_advantages": "false", "std_transform": "exp", "init_std": 1.0,
                  "total_steps": total_steps, "eval_every": 0, "checkpoint_every": 0, "eval_episodes": 1,
-                 "eval_envs": 1, "backend": backend, "num_envs": N_ENVS,
+                 "eval_envs": 1, "backend": backend, "num_envs": N_ENVS, "collect_pipeline": pipeline,
                  "threads_update": threads_update, "progress": "false", "tensorboard": "false",
                  "runs_dir": "/tmp/rlkit2_bench_runs"}
     # Episodes keep HalfCheetah's registered 1000-step limit, as in SB3; the final evaluation is not timed.
@@ -75,6 +78,8 @@ def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile
     collect = timings["time/env"] + timings["time/inference"]
     return {"steps_per_sec": timings["steps"] / seconds,
             "collect_steps_per_sec": timings["steps"] / collect,
+            # everything outside the update: the collector's whole loop (storage, bookkeeping, evaluate) included
+            "collect_wall_steps_per_sec": timings["steps"] / (seconds - timings["time/update"]),
             "share_env": timings["time/env"] / seconds, "share_inference": timings["time/inference"] / seconds,
             "share_update": timings["time/update"] / seconds, "first_iteration_seconds": first[0]}
 
@@ -208,8 +213,11 @@ def main() -> None:
     variants = {"rlkit2 sync t1": lambda: rlkit2_ppo_rate(args.steps, "sync", 1),
                 "rlkit2 sync t2": lambda: rlkit2_ppo_rate(args.steps, "sync", 2),
                 "rlkit2 envpool t1": lambda: rlkit2_ppo_rate(args.steps, "envpool", 1),
+                "rlkit2 envpool t1 pipelined": lambda: rlkit2_ppo_rate(args.steps, "envpool", 1, pipeline=True),
                 "rlkit2 sync t1 compiled": lambda: rlkit2_ppo_rate(args.steps, "sync", 1, compile_loss=True),
                 "rlkit2 envpool t1 compiled": lambda: rlkit2_ppo_rate(args.steps, "envpool", 1, compile_loss=True),
+                "rlkit2 envpool t1 compiled pipelined": lambda: rlkit2_ppo_rate(args.steps, "envpool", 1,
+                                                                                compile_loss=True, pipeline=True),
                 "sb3 t1": lambda: sb3_ppo_rate(args.steps, 1),
                 "sb3 t2": lambda: sb3_ppo_rate(args.steps, 2)}
     for repeat in range(args.repeats):
@@ -230,9 +238,11 @@ def main() -> None:
     best_sb3 = max(v for k, v in median.items() if k.startswith("sb3"))
     for name, value in median.items():
         collect = float(np.median([r["collect_steps_per_sec"] for r in results["ppo"][name]]))
+        wall = float(np.median([r.get("collect_wall_steps_per_sec", np.nan) for r in results["ppo"][name]]))
         raw_key = "HalfCheetah-v5 envpool" if "envpool" in name else "HalfCheetah-v5 sync"
         raw = results["raw"].get(raw_key)
-        raw_txt = f", collection {collect:.0f} steps/s = {collect / raw:.0%} of raw {raw_key}" if raw else ""
+        raw_txt = (f", collection {collect:.0f} steps/s = {collect / raw:.0%} of raw {raw_key} (whole loop "
+                   f"{wall / raw:.0%})") if raw else ""
         print(f"{name:18s} {value:7.0f} steps/s = {value / best_sb3:.2f}x best SB3{raw_txt}")
     results["median_steps_per_sec"] = median
     args.out.parent.mkdir(parents=True, exist_ok=True)
