@@ -34,7 +34,7 @@ from rlkit2.agent import AGENTS, Agent, AgentSpec, BuildContext, NonFiniteLossEr
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
 from rlkit2.device import parse_device, resolve_device, set_threads
 from rlkit2.evaluation import evaluate
-from rlkit2.logger import Logger
+from rlkit2.logger import Logger, WandbSink, hparams_of
 from rlkit2.remote import WorkerError
 
 
@@ -92,7 +92,18 @@ class RunConfig:
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
-    """Write TensorBoard event files under tb/."""
+    """Write TensorBoard event files under tb/ (at the end of a run also tb/hparams/: its options beside its final
+    evaluation, for TensorBoard's HParams tab)."""
+    track: Literal["none", "wandb"] = "none"
+    """Also log to an experiment tracker, as CleanRL's --track: 'wandb' sends Weights & Biases the metrics logged
+    to TensorBoard, the config, the final evaluation and evaluation videos (the wandb extra; a resumed run continues
+    the same wandb run; WANDB_MODE=offline works without a network)."""
+    wandb_project: str = "rlkit2"
+    """Weights & Biases project (with --track wandb)."""
+    wandb_entity: str = ""
+    """Weights & Biases entity, a user or team ('' = your default entity)."""
+    wandb_group: str = ""
+    """Weights & Biases run group, e.g. the name of a sweep or an ablation ('' = none)."""
     workers: int = 0
     """Remote rollout workers that step the num_envs training envs between them (each num_envs / workers envs and
     an acting copy of the policy, on the CPU); 0 = the envs step in this process. Helps when the env, not the
@@ -399,7 +410,8 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
         logger = Logger(run_dir, tensorboard=run.tensorboard,
                         resume_step=agent.env_steps if payload_in is not None else None,
-                        resume_rows=counters.get("progress_rows") if payload_in is not None else None)
+                        resume_rows=counters.get("progress_rows") if payload_in is not None else None,
+                        sinks=_trackers(run, run_dir, config_record))
     except BaseException:
         for opened in (logger, env, eval_env):
             if opened is not None:
@@ -465,6 +477,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                     counters["best_return"] = final_eval["return_mean"]  # ties go to the final weights
                     checkpoints.save_named(payload(resumable=False), "best")
                 path = checkpoints.save_named(payload(), "final")
+                logger.log_final(agent.env_steps, hparams_of(config_record), final_eval)
                 if on_eval is not None:
                     on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
             else:
@@ -488,6 +501,13 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         eval_env.close()
     return RunResult(run_dir=run_dir, status=status, env_steps=agent.env_steps, final_eval=final_eval,
                      best_return=counters["best_return"], checkpoint=path, stop_signal=stop.signal)
+
+
+def _trackers(run: RunConfig, run_dir: Path, config_record: dict) -> tuple:
+    """The logger's extra sinks: --track wandb's."""
+    if run.track == "wandb":
+        return (WandbSink(run_dir, config_record, run.wandb_project, run.wandb_entity, run.wandb_group),)
+    return ()
 
 
 def _open_run_dir(run: RunConfig, resume_from: str | Path | None) -> tuple[Path, bool]:
