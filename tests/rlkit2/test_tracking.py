@@ -166,6 +166,15 @@ def read_offline_run(run_file: Path) -> dict:
     return out
 
 
+def offline_sessions(directory: Path, run_id: str) -> list[dict]:
+    """The offline sessions of wandb run ``run_id`` under ``directory``, oldest first. wandb's service writes them
+    out when it stops (teardown; at exit in a script): ``finish()`` returns before that."""
+    import wandb
+
+    wandb.teardown()
+    return [read_offline_run(path) for path in sorted(directory.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))]
+
+
 def progress_rows(run_dir: Path) -> list[dict[str, float]]:
     with open(run_dir / "progress.csv", newline="") as f:
         return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
@@ -182,8 +191,7 @@ def test_track_wandb_logs_the_same_metrics_the_config_and_the_final_evaluation(t
                                       "--wandb_project", "proj", "--wandb_group", "grp"])
     assert code == 0, capsys.readouterr().err
     run_id = (run_dir / "wandb_id").read_text().strip()
-    [run_file] = wandb_offline.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
-    logged = read_offline_run(run_file)
+    [logged] = offline_sessions(wandb_offline, run_id)
     assert logged["run"] == {"id": run_id, "project": "proj", "group": "grp", "name": "r"}
     assert logged["config"]["agent"] == "ppo" and logged["config"]["run"]["total_steps"] == 128
     assert logged["config"]["agent_config"]["minibatch_size"] == 32
@@ -204,9 +212,9 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, wandb_offline, monkeypa
     time.sleep(1.1)  # wandb names a session's offline folder by the second it starts in
     assert main_train(["--resume", str(run_dir), "--stop_after_steps", "0"]) == 0, capsys.readouterr().err
     assert (run_dir / "wandb_id").read_text().strip() == run_id
-    sessions = sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))
+    sessions = offline_sessions(run_dir, run_id)
     assert len(sessions) == 2  # one offline record per session, both of the same wandb run (`wandb sync` joins them)
-    first, second = (read_offline_run(path) for path in sessions)
+    first, second = sessions
     assert first["run"]["id"] == second["run"]["id"] == run_id
     assert [row["global_step"] for row in first["history"]] == [64]  # one iteration: 2 envs x 32 steps
     assert [row["global_step"] for row in second["history"]] == [128]
