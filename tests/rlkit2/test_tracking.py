@@ -3,6 +3,7 @@ through TensorBoard's own HParams backend and event files) and --track wandb (of
 wandb's run files)."""
 
 import csv
+import hashlib
 import json
 import sys
 import time
@@ -106,6 +107,19 @@ def test_no_hparams_without_tensorboard_or_before_the_end(tmp_path):
     assert (tmp_path / "stopped" / "tb").is_dir() and not (tmp_path / "stopped" / "tb" / "hparams").exists()
 
 
+def test_eval_video_records_the_evaluated_episode_at_every_evaluation(tmp_path):
+    import imageio.v2 as imageio
+
+    train(*resolve_config("ppo", "CartPole-v1", {**TINY_PPO, "runs_dir": str(tmp_path), "run_name": "r",
+                                                 "eval_every": 64, "eval_episodes": 1, "eval_video": True}))
+    assert sorted(p.name for p in (tmp_path / "r" / "videos").iterdir()) == ["step_128.mp4", "step_64.mp4"]
+    evaluations = [row for row in progress_rows(tmp_path / "r") if "eval/length_mean" in row]
+    assert [row["step"] for row in evaluations] == [64, 128]
+    for row in evaluations:  # the same episode: same policy, same seed; its first frame is the reset
+        frames = imageio.mimread(tmp_path / "r" / "videos" / f"step_{int(row['step'])}.mp4", memtest=False)
+        assert len(frames) == row["eval/length_mean"] + 1
+
+
 # ------------------------------------------------------------------------------------------------- wandb
 @pytest.fixture
 def wandb_offline(tmp_path, monkeypatch):
@@ -185,19 +199,26 @@ CLI_TINY_PPO = ["--agent", "ppo", "--env", "CartPole-v1", "--num_envs", "2", "--
                 "--total_steps", "128"]
 
 
-def test_track_wandb_logs_the_same_metrics_the_config_and_the_final_evaluation(tmp_path, wandb_offline, capsys):
+def test_track_wandb_logs_the_same_metrics_the_config_the_final_evaluation_and_videos(tmp_path, wandb_offline, capsys):
     run_dir = tmp_path / "runs" / "r"
     code = main_train(CLI_TINY_PPO + ["--runs_dir", str(tmp_path / "runs"), "--run_name", "r", "--track", "wandb",
-                                      "--wandb_project", "proj", "--wandb_group", "grp"])
+                                      "--wandb_project", "proj", "--wandb_group", "grp", "--eval_video", "true"])
     assert code == 0, capsys.readouterr().err
     run_id = (run_dir / "wandb_id").read_text().strip()
     [logged] = offline_sessions(wandb_offline, run_id)
     assert logged["run"] == {"id": run_id, "project": "proj", "group": "grp", "name": "r"}
     assert logged["config"]["agent"] == "ppo" and logged["config"]["run"]["total_steps"] == 128
     assert logged["config"]["agent_config"]["minibatch_size"] == 32
-    # every progress.csv row (what TensorBoard got), against the env step
     history = [{k: v for k, v in row.items() if not k.startswith("_")} for row in logged["history"]]
-    assert history == [{"global_step": int(row.pop("step")), **row} for row in progress_rows(run_dir)]
+    videos = [row for row in history if "eval/video/_type" in row]
+    # every progress.csv row (what TensorBoard got), against the env step
+    assert [row for row in history if row not in videos] == [
+        {"global_step": int(row.pop("step")), **row} for row in progress_rows(run_dir)]
+    # each evaluation's video, the file the run wrote
+    assert [(v["global_step"], v["eval/video/_type"]) for v in videos] == [(64, "video-file"), (128, "video-file")]
+    for video in videos:
+        recorded = (run_dir / "videos" / f"step_{video['global_step']}.mp4").read_bytes()
+        assert video["eval/video/sha256"] == hashlib.sha256(recorded).hexdigest()
     final = json.loads((run_dir / "config.json").read_text())  # written; the final evaluation is the last eval row
     assert final["run"]["track"] == "wandb"
     assert logged["summary"]["final/return_mean"] == progress_rows(run_dir)[-1]["eval/return_mean"]
