@@ -34,7 +34,7 @@ from rlkit2 import checkpoint as ckpt
 from rlkit2.agent import AGENTS, Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
 from rlkit2.device import parse_device, resolve_device, set_threads
-from rlkit2.evaluation import evaluate, record_video
+from rlkit2.evaluation import evaluate, record_video, renderable_env
 from rlkit2.logger import Logger, WandbSink, hparams_of
 from rlkit2.remote import WorkerError
 
@@ -638,10 +638,15 @@ def _video_env(run: RunConfig, env_fn: Callable | None) -> envs.VecEnv:
     import gymnasium
 
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
+    env = None
     try:
-        return make_env(run, 1, run.seed + 10_000, env_fn, render_mode="rgb_array")
-    except gymnasium.error.DependencyNotInstalled as e:
-        raise ConfigError(f"--eval_video: cannot render '{run.env}' ({e}) — install what it names, or drop "
+        env = make_env(run, 1, run.seed + 10_000, env_fn, render_mode="rgb_array")
+        renderable_env(env, check_frame=True)  # before training, not at the first evaluation
+        return env
+    except (gymnasium.error.DependencyNotInstalled, ValueError) as e:
+        if env is not None:
+            env.close()
+        raise ConfigError(f"--eval_video: cannot record '{run.env}': {e} — fix that, or train without "
                           "--eval_video") from None
 
 

@@ -120,6 +120,15 @@ def test_eval_video_records_the_evaluated_episode_at_every_evaluation(tmp_path):
         assert len(frames) == row["eval/length_mean"] + 1
 
 
+def test_eval_video_of_an_env_that_cannot_render_fails_before_training(tmp_path, capsys):
+    code = main_train(CLI_TINY_PPO[4:] + ["--agent", "ppo", "--env", "toy_envs:FixedHorizonEnv", "--runs_dir",
+                                          str(tmp_path), "--run_name", "r", "--eval_video", "true"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "warn" not in line.lower()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(
+        "error: --eval_video: cannot record 'toy_envs:FixedHorizonEnv': "), lines
+    assert not (tmp_path / "r").exists()
+
+
 # ------------------------------------------------------------------------------------------------- wandb
 @pytest.fixture
 def wandb_offline(tmp_path, monkeypatch):
