@@ -1,3 +1,3 @@
-"""rlkit2's agents. Importing this package registers every built-in agent (rlkit2.agent.AGENTS)."""
-
-from agents import agac, dsac, ppo, pref, vpn  # noqa: F401  registers ppo, a2c, dsac, agac, pref and vpn
+"""rlkit2's built-in agents, one module each. Each module defines its ``AgentSpec`` (``ppo.py`` two: PPO_SPEC and
+A2C_SPEC), declared by name in pyproject.toml's ``[project.entry-points."rlkit2.agents"]``; rlkit2.agent imports a
+module only when its agent is asked for, so importing this package imports none of them."""

@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
@@ -248,7 +248,7 @@ class AGACNetworks(nn.Module):
             self.adversary_log_std = nn.Parameter(torch.zeros(act_dim))
 
     def params(self, out: Tensor, who: str) -> Tensor:
-        """Distribution parameters as one tensor: logits [B, A], or [mean, std] [B, 2A]."""
+        """Distribution parameters as one tensor: logits ``[B, A]``, or mean and std side by side, ``[B, 2A]``."""
         if self.discrete:
             return out
         log_std = self.actor_log_std if who == "actor" else self.adversary_log_std
@@ -476,6 +476,6 @@ def build(cfg: AGACConfig, ctx: BuildContext) -> AGACAgent:
     return AGACAgent(cfg, ctx)
 
 
-register(AgentSpec("agac", AGACConfig, build, PRESETS / "agac.toml",
-                   "adversarially guided actor-critic (PPO-based; MiniGrid presets with the count bonus)",
-                   remote_workers=True))
+SPEC = AgentSpec("agac", AGACConfig, build, PRESETS / "agac.toml",
+                 "adversarially guided actor-critic (PPO-based; MiniGrid presets with the count bonus)",
+                 remote_workers=True)

@@ -78,7 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import EpisodeStats, final_next_obs
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
@@ -587,5 +587,5 @@ def build(cfg: DSACConfig, ctx: BuildContext) -> DSACAgent:
     return DSACAgent(cfg, ctx)
 
 
-register(AgentSpec("dsac", DSACConfig, build, PRESETS / "dsac.toml",
-                   "distributional soft actor-critic (DSAC-T by default; --variant v1)", remote_workers=True))
+SPEC = AgentSpec("dsac", DSACConfig, build, PRESETS / "dsac.toml",
+                 "distributional soft actor-critic (DSAC-T by default; --variant v1)", remote_workers=True)

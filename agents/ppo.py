@@ -17,7 +17,7 @@ Algorithm (one ``train_iteration``):
 Presets (agents/presets/*.toml): ``ppo`` = the study's recommendations for MuJoCo (with Atari and classic-control
 sections), ``a2c`` = synchronous A2C (Mnih et al. 2016) with SB3's A2C defaults and TF-style RMSprop, i.e.
 openai/baselines' A2C optimizer (the value weight converted to our 1/2 MSE: ``value_coef``). Every field below can be overridden
-from the command line: ``python scripts/train.py --agent ppo --env Hopper-v5 --gae_lambda 0.95``.
+from the command line: ``rlkit2 train --agent ppo --env Hopper-v5 --gae_lambda 0.95``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import set_threads
@@ -562,7 +562,10 @@ def build(cfg: OnPolicyConfig, ctx: BuildContext) -> OnPolicyAgent:
     return OnPolicyAgent(cfg, ctx)
 
 
-register(AgentSpec("ppo", OnPolicyConfig, build, PRESETS / "ppo.toml",
-                   "PPO with the on-policy study's recommendations", remote_workers=True))
-register(AgentSpec("a2c", OnPolicyConfig, build, PRESETS / "a2c.toml",
-                   "synchronous advantage actor-critic (vanilla policy gradient, N-step returns)", remote_workers=True))
+# One module, two agents (declared in pyproject.toml's [project.entry-points."rlkit2.agents"]): the same code
+# with PPO's or A2C's preset.
+PPO_SPEC = AgentSpec("ppo", OnPolicyConfig, build, PRESETS / "ppo.toml",
+                     "PPO with the on-policy study's recommendations", remote_workers=True)
+A2C_SPEC = AgentSpec("a2c", OnPolicyConfig, build, PRESETS / "a2c.toml",
+                     "synchronous advantage actor-critic (vanilla policy gradient, N-step returns)",
+                     remote_workers=True)

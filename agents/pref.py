@@ -72,16 +72,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import envs
 from envs.atari import is_atari
-from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
+from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec
+from rlkit2.cli_errors import command
 from rlkit2.clips import mujoco_state
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.labels import LabelStore
 from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, StackedSegments, SyntheticOracle, labels_due,
                                select_pairs)
+from rlkit2.remote import WorkerGroup
 
 PRESETS = Path(__file__).parent / "presets"
-LABEL_PAGE = "http://127.0.0.1:8765"  # scripts/label.py's default address
+LABEL_PAGE = "http://127.0.0.1:8765"  # the label command's default address
 WAIT_POLL_SECONDS = 0.5  # how often a run waiting for people's initial labels reads the store
 WAIT_REPORT_SECONDS = 30.0  # ... and says how many are answered
 
@@ -115,7 +118,7 @@ class PrefConfig:
     selection: Literal["disagreement", "random"] = "disagreement"
     """Which candidates get labelled: highest ensemble variance of P[s1 > s2], or random."""
     oracle: Literal["synthetic", "human"] = "synthetic"
-    """Who labels: the synthetic oracle, or people on the labeling page (python scripts/label.py RUN_DIR). Clips
+    """Who labels: the synthetic oracle, or people on the labeling page (rlkit2 label RUN_DIR). Clips
     are rendered from stored simulator states (MuJoCo envs with --backend sync) or from the frames the agent saw
     (Atari)."""
     wait_for_initial_labels: bool = True
@@ -268,6 +271,27 @@ class SegmentPool:
                 self.rewards[rows].reshape(-1))
 
 
+class StepRecorder:
+    """A remote worker's stand-in for the segment pool (``SegmentPool.add``'s interface): the steps of one request,
+    handed to the learner, whose ``LearnedRewardEnv.add_worker_steps`` puts them in its pool."""
+
+    def __init__(self):
+        self.steps: list[tuple] = []
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, episode: np.ndarray,
+            states: np.ndarray | None = None, terminated: np.ndarray | None = None) -> None:
+        self.steps.append((np.array(obs), np.array(actions, np.float32), np.array(rewards, np.float32),
+                           episode.copy(), None if states is None else np.array(states),
+                           np.zeros(len(episode), bool) if terminated is None else np.array(terminated)))
+
+    def take(self) -> dict[str, np.ndarray | None]:
+        """The recorded steps, time-major [T, k, ...], and an empty recorder."""
+        steps, self.steps = self.steps, []
+        names = ("obs", "actions", "rewards", "episode", "states", "terminated")
+        return {name: None if column[0] is None else np.stack(column)
+                for name, column in zip(names, zip(*steps))} if steps else {}
+
+
 def mark_absorbing(obs: np.ndarray, actions: np.ndarray, where: np.ndarray) -> None:
     """Make the steps at ``where`` the absorbing state's model input, in place: a zero observation and a zero
     action with the 'absorbing' flag (the last action column) set."""
@@ -280,8 +304,9 @@ class LearnedRewardEnv:
     """A VecEnv whose reward is the reward model's; everything else (observations, episode statistics on the
     true reward, final observations) passes through. Every step goes into the segment pool."""
 
-    def __init__(self, env, model: RewardEnsemble, pool: SegmentPool, device: torch.device):
-        self.env, self.model, self.pool, self.device = env, model, pool, device
+    def __init__(self, env, model: RewardEnsemble, pool: SegmentPool | StepRecorder, action_dim: int,
+                 device: torch.device):
+        self.env, self.model, self.pool, self.action_dim, self.device = env, model, pool, action_dim, device
         self.discrete = isinstance(env.single_action_space, gym.spaces.Discrete)
         self._obs: np.ndarray | None = None
         self._episode = np.arange(env.num_envs, dtype=np.int64)
@@ -289,6 +314,7 @@ class LearnedRewardEnv:
         self.use_model = True
         self.record_states = False  # keep MuJoCo simulator states in the pool (for clips people label)
         self.absorbing_tail = 0.0  # gamma / (1 - gamma) with absorbing states (the model then has a flag input)
+        self._worker_episode = np.full(env.num_envs, -1, np.int64)  # the workers' episode ids last seen, per env
 
     def sim_states(self) -> np.ndarray:
         """[N, nq + nv] simulator states of the envs (sync gymnasium backend, MuJoCo envs)."""
@@ -316,7 +342,7 @@ class LearnedRewardEnv:
     def absorbing_reward(self) -> float:
         """r_hat of the absorbing state."""
         obs = np.zeros((1, *self.env.single_observation_space.shape), np.float32)
-        actions = np.zeros((1, self.pool.actions.shape[-1]), np.float32)
+        actions = np.zeros((1, self.action_dim), np.float32)
         mark_absorbing(obs, actions, np.ones(1, bool))
         return float(self.model.reward(torch.as_tensor(obs, device=self.device),
                                        torch.as_tensor(actions, device=self.device))[0])
@@ -339,6 +365,20 @@ class LearnedRewardEnv:
                 if self.absorbing_tail and terminated.any():  # the discounted absorbing steps after the end
                     reward = reward + terminated * (self.absorbing_tail * self.absorbing_reward())
         return obs, reward.astype(np.float32), terminated, truncated, info
+
+    def add_worker_steps(self, steps: dict[str, np.ndarray | None]) -> None:
+        """Remote workers' steps (``StepRecorder.take``, joined along the env axis in worker order) into the pool.
+        A worker numbers its own episodes; a new number in an env's column starts a new episode here, so segments
+        never join two episodes, also across a worker restart (resume)."""
+        if not steps:
+            return
+        for t in range(len(steps["episode"])):
+            new = steps["episode"][t] != self._worker_episode
+            self._worker_episode = steps["episode"][t]
+            self._episode[new] = self._next_episode + np.arange(new.sum())
+            self._next_episode += int(new.sum())
+            self.pool.add(steps["obs"][t], steps["actions"][t], steps["rewards"][t], self._episode,
+                          None if steps["states"] is None else steps["states"][t], steps["terminated"][t])
 
 
 # ---------------------------------------------------------------------------------------------------- agent
@@ -372,13 +412,20 @@ class PrefAgent:
         self.human = cfg.oracle == "human"
         # what people's clips are rendered from: MuJoCo simulator states, or Atari frames (already in the pool)
         self.clip_source, state_dim = _check_human_labels(env, ctx) if self.human else (None, 0)
-        self.pool = SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim, state_dim)
-        self.env = LearnedRewardEnv(env, self.model, self.pool, self.device)
+        # with remote workers (--workers) they step the envs and reward with a copy of the model; their steps come
+        # back with each rollout (worker_payload) into the learner's pool. A worker's own copy (training False)
+        # only records the steps of one request.
+        self.remote = isinstance(env, WorkerGroup)
+        self.pool = (SegmentPool(cfg.pool_steps, env.num_envs, obs_space.shape, obs_space.dtype, action_dim, state_dim)
+                     if ctx.training else StepRecorder())
+        self.env = LearnedRewardEnv(env, self.model, self.pool, action_dim, self.device)
         self.env.record_states = self.clip_source == "states"
         self.store = LabelStore(ctx.run_dir / "labels.sqlite") if self.human and ctx.run_dir is not None else None
         self.pending: dict[int, dict[str, Tensor]] = {}  # pairs shown to people, waiting for an answer
         self.label_seq = 0  # the last answer read from the store
-        self.rl = _build_rl_agent(cfg, dataclasses.replace(ctx, env=self.env))
+        self.rl = _build_rl_agent(cfg, dataclasses.replace(ctx, env=env if self.remote else self.env))
+        if self.remote:
+            self.rl.collector.extra_modules = {"reward_model": self.model}  # workers reward with the learner's model
         if cfg.absorbing:
             gamma = self.rl.cfg.gamma
             if gamma >= 1.0:
@@ -404,6 +451,24 @@ class PrefAgent:
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         return self.rl.act(obs, deterministic)
+
+    # --- remote workers (rlkit2/remote.py): each worker holds an acting copy of this agent ---------------------
+    @property
+    def rollout_agent(self):
+        """The agent whose collector steps the envs: the RL agent."""
+        return self.rl
+
+    def acting_modules(self) -> dict[str, torch.nn.Module]:
+        return {**self.rl.acting_modules(), "reward_model": self.model}
+
+    def worker_payload(self) -> dict[str, np.ndarray | None]:
+        """On a worker, after a rollout: its steps, for the learner's segment pool."""
+        return self.pool.take()
+
+    def warm_up_on_worker(self, steps: int) -> dict[str, np.ndarray | None]:
+        """On a worker: ``steps`` steps of the initial policy per env, returned for the learner's pool."""
+        self._warm_up_steps(steps)
+        return self.pool.take()
 
     @property
     def num_labels(self) -> int:
@@ -433,8 +498,10 @@ class PrefAgent:
                 self.warned_untrained = True
                 warnings.warn(f"--wait_for_initial_labels false: RL starts on an untrained reward model; it is "
                               f"pretrained once people answer the {len(self.initial_pairs)} initial pairs "
-                              f"(python scripts/label.py {self.ctx.run_dir})", stacklevel=2)
+                              f"({command('label')} {self.ctx.run_dir})", stacklevel=2)
         stats.update(self.rl.train_iteration())
+        if self.remote:
+            self._add_worker_steps(self.rl.collector.take_payloads())
         start = time.perf_counter()
         due = labels_due(self.env_steps, cfg.labels, self.ctx.total_steps, cfg.initial_share, cfg.label_tau,
                          cfg.initial_labels, cfg.label_rate_every)
@@ -465,27 +532,41 @@ class PrefAgent:
                 return True
             if self.ctx.stop_requested():
                 print(f"pref: stopped while waiting for the initial labels ({answered} of {total} answered); "
-                      f"python scripts/train.py --resume {self.ctx.run_dir} goes on waiting", flush=True)
+                      f"{command('train')} --resume {self.ctx.run_dir} goes on waiting", flush=True)
                 return False
             now = time.monotonic()
             if now - last_report >= WAIT_REPORT_SECONDS:
                 last_report = now
                 print(f"pref: waiting for people to label the initial pairs before RL starts: {answered} of {total} "
-                      f"answered so far. Label them at {LABEL_PAGE} (start the page with: python scripts/label.py "
+                      f"answered so far. Label them at {LABEL_PAGE} (start the page with: {command('label')} "
                       f"{self.ctx.run_dir}); --wait_for_initial_labels false starts RL without them", flush=True)
             time.sleep(WAIT_POLL_SECONDS)
 
     def _warm_up(self) -> None:
         """Fill the pool with the initial policy's steps (its rewards are not used)."""
-        env, n = self.env, self.env.num_envs
+        steps, n = max(1, self.cfg.warmup_steps // self.env.num_envs), self.env.num_envs
+        if self.remote:  # the workers play them, the same number of steps in each env
+            self._add_worker_steps(self.rl.collector.call(self, "warm_up_on_worker", steps))
+        else:
+            self._warm_up_steps(steps)
+        self.extra_steps += steps * n
+
+    def _warm_up_steps(self, steps: int) -> None:
+        env = self.env
         env.use_model = False
         obs = env._obs
-        for _ in range(max(1, self.cfg.warmup_steps // n)):
+        for _ in range(steps):
             actions = self.rl.act(torch.as_tensor(obs, device=self.device), deterministic=False).cpu().numpy()
             obs, *_ = env.step(actions)
-            self.extra_steps += n
         env.use_model = True
         self.rl.collector.reset(seed=None)  # the RL agent starts from fresh episodes
+
+    def _add_worker_steps(self, parts: list[dict]) -> None:
+        """The workers' steps (warm-up, or the RL agent's last rollout), in worker order, into the pool."""
+        if parts and parts[0]:
+            joined = {key: None if parts[0][key] is None else np.concatenate([p[key] for p in parts], axis=1)
+                      for key in parts[0]}
+            self.env.add_worker_steps(joined)
 
     def _ask(self, count: int) -> None:
         """Label ``count`` new pairs, chosen among candidates_per_label x as many."""
@@ -667,7 +748,13 @@ def _check_human_labels(env, ctx: BuildContext) -> tuple[str, int]:
     ("states", state size)."""
     if ctx.training and ctx.run_dir is None:
         raise ConfigError("--oracle human keeps its label store in the run directory; train through "
-                          "scripts/train.py or rlkit2.run.train")
+                          f"{command('train')} or rlkit2.run.train")
+    if isinstance(env, WorkerGroup):  # the workers' envs: check one built as theirs are
+        probe = envs.make(env.spec.env, 1, seed=0, **env.spec.make_kwargs)
+        try:
+            return _check_human_labels(probe, ctx)
+        finally:
+            probe.close()
     space = env.single_observation_space
     if is_atari(env.name):
         if space.dtype != np.uint8 or len(space.shape) not in (3, 4):
@@ -692,7 +779,7 @@ def _load_reward_model(model: RewardEnsemble, trainer: EnsembleTrainer, state: d
     except ValueError as e:
         fix = "--reward_batch_norm false --reward_dropout 0" if model.batch_norm else "--reward_batch_norm true"
         if training:
-            raise ConfigError(f"Checkpoint: {e}. Resume it with {fix}: python scripts/train.py --resume RUN_DIR "
+            raise ConfigError(f"Checkpoint: {e}. Resume it with {fix}: {command('train')} --resume RUN_DIR "
                               f"{fix}") from None
         warnings.warn(f"Checkpoint: {e}; the policy is evaluated without it (to load it: {fix})", stacklevel=3)
         return
@@ -709,7 +796,7 @@ def _build_rl_agent(cfg: PrefConfig, ctx: BuildContext):
     unknown = sorted(k for k in cfg.rl if k.replace("-", "_").split(".")[0] not in fields)
     if unknown:
         raise ConfigError(f"Options {', '.join('--rl.' + k for k in unknown)} are not options of agent "
-                          f"'{cfg.rl_agent}'. See: python scripts/train.py --agent {cfg.rl_agent} --help")
+                          f"'{cfg.rl_agent}'. See: {command('train')} --agent {cfg.rl_agent} --help")
     _, rl_cfg = resolve_config(cfg.rl_agent, ctx.env.name, dict(cfg.rl))
     agent = spec.build(rl_cfg, ctx)
     if not hasattr(agent, "collector"):
@@ -721,5 +808,6 @@ def build(cfg: PrefConfig, ctx: BuildContext) -> PrefAgent:
     return PrefAgent(cfg, ctx)
 
 
-register(AgentSpec("pref", PrefConfig, build, PRESETS / "pref.toml",
-                   "an RL agent (PPO) on a reward model learned from segment comparisons (synthetic labels)"))
+SPEC = AgentSpec("pref", PrefConfig, build, PRESETS / "pref.toml",
+                 "an RL agent (PPO) on a reward model learned from segment comparisons (synthetic labels)",
+                 remote_workers=True)

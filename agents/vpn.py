@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import envs
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, register
+from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError
 from rlkit2.collector import EpisodeStats
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
@@ -652,6 +652,6 @@ def build(cfg: VPNConfig, ctx: BuildContext) -> VPNAgent:
     return VPNAgent(cfg, ctx)
 
 
-register(AgentSpec("vpn", VPNConfig, build, PRESETS / "vpn.toml",
-                   "value prediction network: latent model with d-step planning (--method nstep_q: the "
-                   "model-free baseline)"))
+SPEC = AgentSpec("vpn", VPNConfig, build, PRESETS / "vpn.toml",
+                 "value prediction network: latent model with d-step planning (--method nstep_q: the "
+                 "model-free baseline)")

@@ -109,7 +109,7 @@ def resolve_factory(env: EnvSpecLike, **env_kwargs: Any) -> Callable[..., gym.En
 
 def _import_env_module(env: str, module_name: str) -> Any:
     """Import the module of a 'module:Class' env; like ``python -m``, the current directory is searched too (last,
-    so that it shadows nothing), as scripts/train.py run from the folder holding mymodule.py expects."""
+    so that it shadows nothing), as a command (rlkit2 train) run from the folder holding mymodule.py expects."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)
@@ -124,8 +124,8 @@ def _import_env_module(env: str, module_name: str) -> Any:
         raise EnvCheckError(
             f"Env '{env}': cannot import module '{module_name}' ({e}). Fix: make sure the module is on PYTHONPATH: "
             f"run from the folder that holds {top}.py (or the package folder {top}/); the current directory "
-            f"({cwd}) is searched. Or add that folder to PYTHONPATH (PYTHONPATH=/path/to/folder python "
-            "scripts/train.py ...), or pip install your package. Write the path 'package.module:ClassOrFactory'."
+            f"({cwd}) is searched. Or add that folder to PYTHONPATH (export "
+            "PYTHONPATH=/path/to/folder), or pip install your package. Write the path 'package.module:ClassOrFactory'."
         ) from e
     except ImportError as e:
         raise EnvCheckError(f"Env '{env}': importing module '{module_name}' failed ({e}). Fix: correct that "

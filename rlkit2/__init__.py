@@ -1,4 +1,5 @@
 """rlkit2: shared parts of the library (collectors, buffers, networks, distributions, normalizers, logger,
-checkpoints, the run loop, configs). Imports envs, never agents (except lazily to fill the registry)."""
+checkpoints, the run loop, configs, the rlkit2 command). Imports envs, never agents: an agent's module is imported
+by name, through its entry point (rlkit2/agent.py)."""
 
 __version__ = "0.1.0"

@@ -1,7 +1,9 @@
-"""The Agent contract and the agent registry.
+"""The Agent contract and the agent registry (docs/agent_contract.md).
 
-An agent is one module in ``agents/`` that registers an ``AgentSpec`` under one or more names (``ppo`` and
-``a2c`` are two presets of the same on-policy agent). The run loop only needs the small ``Agent`` protocol:
+An agent is an ``AgentSpec`` that a package declares under a name in the entry-point group ``rlkit2.agents``
+(pyproject.toml: ``[project.entry-points."rlkit2.agents"] name = "module:SPEC"``); rlkit2's own agents are declared
+the same way (``ppo`` and ``a2c`` are two specs of the one on-policy module). A spec's module is imported only when
+the agent is asked for by name. The run loop only needs the small ``Agent`` protocol:
 
 - ``act(obs, deterministic)``: raw observations ``[N,O]`` (a device tensor) -> env actions ``[N,A]``; used by
   evaluation and the evaluate script.
@@ -20,6 +22,11 @@ An agent is one module in ``agents/`` that registers an ``AgentSpec`` under one 
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.metadata
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -77,22 +84,116 @@ class AgentSpec:
     remote_workers: bool = False
 
 
-AGENTS: dict[str, AgentSpec] = {}
+ENTRY_POINT_GROUP = "rlkit2.agents"
+# rlkit2 run from a checkout (scripts/*.py, PYTHONPATH, or an editable install whose metadata may predate the last
+# edit of pyproject.toml): the built-in agents are read from the checkout's own pyproject.toml, their one
+# declaration; an installed rlkit2 (a wheel) has no pyproject.toml beside it and reads its installed metadata.
+_CHECKOUT_PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+_BUILT_IN = "rlkit2"  # the distribution name of rlkit2's own declarations
 
 
-def register(spec: AgentSpec) -> AgentSpec:
-    if spec.name in AGENTS:
-        raise ValueError(f"Agent '{spec.name}' is already registered")
-    AGENTS[spec.name] = spec
-    return spec
+class AgentPluginError(ConfigError):
+    """An agent declared by an installed package cannot be used: two packages claim its name, or it fails to
+    load. The message names the package(s); the fix is in that package, not in the command's options."""
+
+
+@dataclass(frozen=True)
+class AgentEntryPoint:
+    name: str  # the agent's name (--agent NAME)
+    target: str  # 'module:attribute', an AgentSpec
+    package: str  # the distribution that declares it
+
+
+def agent_names() -> list[str]:
+    """Every declared agent's name, without importing any agent module."""
+    return sorted(_declared())
 
 
 def get_agent_spec(name: str) -> AgentSpec:
-    if not AGENTS:
-        import agents  # noqa: F401  (registers the built-in agents; only reached from scripts/tests)
-    if name not in AGENTS:
-        raise ValueError(f"Unknown agent '{name}'. Available agents: {', '.join(sorted(AGENTS))}")
-    return AGENTS[name]
+    """The agent declared as ``name``; imports its module on first use."""
+    claims = _declared().get(name)
+    if not claims:
+        raise ValueError(f"Unknown agent '{name}'. Available agents: {', '.join(agent_names())}")
+    if len(claims) > 1:
+        owners = " and ".join(f"{c.package} ({c.target})" for c in claims)
+        raise AgentPluginError(f"Agent '{name}' is claimed by two packages: {owners} — uninstall one of them "
+                               f"(pip uninstall {claims[-1].package}), or rename the agent in its package's "
+                               f"[project.entry-points.\"{ENTRY_POINT_GROUP}\"]")
+    return _load(claims[0])
+
+
+def available_agents() -> dict[str, AgentSpec | AgentPluginError]:
+    """Every declared agent, loaded: its spec, or the error that says why it cannot be used (for listings, which
+    show the agents that work beside the ones that do not)."""
+    found: dict[str, AgentSpec | AgentPluginError] = {}
+    for name in agent_names():
+        try:
+            found[name] = get_agent_spec(name)
+        except AgentPluginError as error:
+            found[name] = error
+    return found
+
+
+@functools.cache
+def _declared() -> dict[str, list[AgentEntryPoint]]:
+    """name -> every declaration of it (more than one: a name two packages claim), discovered once per process."""
+    checkout = _checkout_declarations()
+    claims = [AgentEntryPoint(name, target, _BUILT_IN) for name, target in (checkout or {}).items()]
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        package = entry_point.dist.name if entry_point.dist is not None else entry_point.value.split(":")[0]
+        if checkout is not None and _canonical(package) == _BUILT_IN:
+            continue  # an install of this checkout: its pyproject.toml, read above, is the newer declaration
+        claims.append(AgentEntryPoint(entry_point.name, entry_point.value, package))
+    by_name: dict[str, list[AgentEntryPoint]] = {}
+    for claim in claims:
+        by_name.setdefault(claim.name, []).append(claim)
+    return by_name
+
+
+def _checkout_declarations() -> dict[str, str] | None:
+    """The built-in agents' entry points from the checkout's pyproject.toml; None when rlkit2 is not run from a
+    checkout (then they come from its installed metadata)."""
+    if not _CHECKOUT_PYPROJECT.is_file():
+        return None
+    project = tomllib.loads(_CHECKOUT_PYPROJECT.read_text()).get("project", {})
+    if project.get("name") != _BUILT_IN:
+        return None
+    return dict(project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
+
+
+def _canonical(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()  # PEP 503
+
+
+@functools.cache
+def _load(claim: AgentEntryPoint) -> AgentSpec:
+    module_name, _, attribute = claim.target.partition(":")
+    if claim.package == _BUILT_IN:  # our own code: a failure here is a bug, shown with its traceback
+        spec = _resolve(module_name, attribute)
+    else:
+        try:
+            spec = _resolve(module_name, attribute)
+        except Exception as error:  # noqa: BLE001 -- whatever the plug-in's import raises, said in one line
+            raise AgentPluginError(
+                f"Agent plug-in '{claim.name}' ({claim.target}, from package {claim.package}) failed to load: "
+                f"{type(error).__name__}: {error} — fix or reinstall that package, or uninstall it (pip uninstall "
+                f"{claim.package}); RLKIT2_TRACEBACK=1 shows where it failed") from error
+    if not isinstance(spec, AgentSpec):
+        raise AgentPluginError(f"Agent plug-in '{claim.name}' ({claim.target}, from package {claim.package}) is a "
+                               f"{type(spec).__name__}, not an rlkit2.agent.AgentSpec — its entry point must name "
+                               "the AgentSpec (docs/agent_contract.md)")
+    if spec.name != claim.name:
+        raise AgentPluginError(f"Agent plug-in '{claim.name}' ({claim.target}, from package {claim.package}) is "
+                               f"an AgentSpec named '{spec.name}' — the entry point's name and AgentSpec.name "
+                               "must be the same")
+    return spec
+
+
+def _resolve(module_name: str, attribute: str) -> Any:
+    value: Any = importlib.import_module(module_name)
+    for part in filter(None, attribute.split(".")):
+        value = getattr(value, part)
+    return value
 
 
 def action_bounds(env_name: str, space: gym.spaces.Box, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Command-line front ends for scripts/train.py and scripts/evaluate.py (kept importable for tests)."""
+"""The ``train`` and ``evaluate`` commands (``rlkit2 train``, ``rlkit2 evaluate``; scripts/train.py and
+scripts/evaluate.py in a checkout), importable for tests."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import numpy as np
 import torch
 
 from rlkit2 import checkpoint as ckpt
-from rlkit2.agent import AGENTS, NonFiniteLossError, get_agent_spec
-from rlkit2.cli_errors import ArgumentParser, UsageError, cli_boundary
+from rlkit2.agent import NonFiniteLossError, available_agents, get_agent_spec
+from rlkit2.cli_errors import SCRIPT_FORM, ArgumentParser, UsageError, cli_boundary, command
 from rlkit2.config import parse_cli_overrides
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video
@@ -26,16 +27,16 @@ from rlkit2.run import (EnvFailedError, build_agent, help_text, load_run_config,
 
 TRAIN_USAGE = """Train an agent.
 
-    python scripts/train.py --agent ppo --env Hopper-v5 [--option value ...]
-    python scripts/train.py --agent ppo --env my_pkg.envs:MyEnv --total_steps 200000
-    python scripts/train.py --resume RUN_DIR [--total_steps N]
-    python scripts/train.py --list
+    {train} --agent ppo --env Hopper-v5 [--option value ...]
+    {train} --agent ppo --env my_pkg.envs:MyEnv --total_steps 200000
+    {train} --resume RUN_DIR [--total_steps N]
+    {train} --list
 """
 
 
-@cli_boundary("python scripts/train.py --agent AGENT --help", extra=(ckpt.CheckpointError,))
+@cli_boundary(lambda: f"{command('train')} --agent AGENT --help", extra=(ckpt.CheckpointError,))
 def main_train(argv: list[str]) -> int:
-    head = ArgumentParser(prog="scripts/train.py", add_help=False, allow_abbrev=False)
+    head = ArgumentParser(prog=command("train"), add_help=False, allow_abbrev=False)
     head.add_argument("--agent", default=None)  # None: not given (ppo for a new run, the run's own on --resume)
     head.add_argument("--env", default=None)
     head.add_argument("--resume", default=None)
@@ -45,12 +46,9 @@ def main_train(argv: list[str]) -> int:
     agent, env = known.agent or "ppo", known.env or "Hopper-v5"
     try:
         if known.list:
-            get_agent_spec("ppo")  # fills the registry
-            for name, spec in sorted(AGENTS.items()):
-                print(f"{name:10s} {spec.description}")
-            return 0
+            return print_agents()
         if known.help:
-            print(TRAIN_USAGE)
+            print(TRAIN_USAGE.format(train=command("train")))
             print(help_text(agent, env))
             return 0
         overrides = parse_cli_overrides(rest)
@@ -87,6 +85,21 @@ def main_train(argv: list[str]) -> int:
     return 128 + result.stop_signal if result.stop_signal else 0
 
 
+def print_agents() -> int:
+    """Each agent's name and description; an agent that cannot be used (a plug-in that fails to load, a name two
+    packages claim) is listed with why, and its error ends the listing (exit code 2)."""
+    problems = []
+    for name, spec in available_agents().items():
+        if isinstance(spec, Exception):
+            print(f"{name:10s} (unusable: see the error below)")
+            problems.append(spec)
+        else:
+            print(f"{name:10s} {spec.description}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if problems else 0
+
+
 def human_label_summary(run_dir: Path) -> str | None:
     """For a run labeled by people (--oracle human keeps its label store in the run directory): how many pairs they
     answered, so the end of a run says how much human feedback it had."""
@@ -101,8 +114,11 @@ def human_label_summary(run_dir: Path) -> str | None:
 
 def resume_command(run_dir: Path) -> str:
     """The command that resumes ``run_dir``, with absolute paths so that it works from any directory."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
-    return shlex.join(["python", str(script), "--resume", str(Path(run_dir).resolve())])
+    run_dir = str(Path(run_dir).resolve())
+    if command("train") == SCRIPT_FORM.format("train"):
+        script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+        return shlex.join(["python", str(script), "--resume", run_dir])
+    return f"{command('train')} --resume {shlex.quote(run_dir)}"
 
 
 def _resume_env(known: argparse.Namespace) -> str | None:
@@ -137,9 +153,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-@cli_boundary("python scripts/evaluate.py --help", extra=(ckpt.CheckpointError,))
+@cli_boundary(lambda: f"{command('evaluate')} --help", extra=(ckpt.CheckpointError,))
 def main_evaluate(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="scripts/evaluate.py", description="Evaluate a saved policy from a run directory.")
+    parser = ArgumentParser(prog=command("evaluate"), description="Evaluate a saved policy from a run directory.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--episodes", type=_positive_int, default=None,
                         help="default: the run's eval_episodes (10 unless set)")

@@ -1,5 +1,5 @@
-"""The one boundary between the command line and the library, shared by scripts/train.py, evaluate.py, label.py
-and sweep.py.
+"""The one boundary between the command line and the library, shared by the ``rlkit2`` subcommands (train,
+evaluate, label, sweep, ...) and their wrappers scripts/train.py, evaluate.py, label.py and sweep.py.
 
 A user's bad input reaches it as a ValueError (ConfigError, EnvCheckError, SweepError, LabelError, UsageError and
 the plain ValueErrors that check values), an OSError (a path that is missing or not writable, a port in use) or one
@@ -11,15 +11,39 @@ the report and the exit code is 1. ``RLKIT2_TRACEBACK=1`` prints the traceback o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 _OUR_CODE = tuple(str(Path(__file__).resolve().parents[1] / name) + os.sep
                   for name in ("rlkit2", "envs", "agents", "scripts"))
+
+
+# How the user started the command, so that usage lines and the fixes in messages name what they typed:
+# "rlkit2 {}" (the installed command, and what the library's messages say when no command runs),
+# "python -m rlkit2 {}", or "python scripts/{}.py" (the wrappers in a checkout).
+_command_form = "rlkit2 {}"
+SCRIPT_FORM = "python scripts/{}.py"
+
+
+def command(subcommand: str) -> str:
+    """The command that runs ``subcommand`` ('train', 'evaluate', ...), as the user started this one."""
+    return _command_form.format(subcommand)
+
+
+@contextlib.contextmanager
+def invoked_as(form: str) -> Iterator[None]:
+    """Within: ``command()`` writes commands in ``form`` (one of the forms above)."""
+    global _command_form
+    before, _command_form = _command_form, form
+    try:
+        yield
+    finally:
+        _command_form = before
 
 
 class UsageError(ValueError):
@@ -30,12 +54,13 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's own errors (an unknown flag, --episodes x) in the boundary's one-line form, exit code 2."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} — see: python {self.prog} --help\n")
+        self.exit(2, f"error: {message} — see: {self.prog} --help\n")
 
 
-def cli_boundary(help_command: str, extra: tuple[type[BaseException], ...] = ()) -> Callable:
-    """Decorate ``main(argv) -> exit code``. ``help_command`` is the fix offered for an error whose message
-    came from a third-party library (numpy, gymnasium, torch) and so names no fix of its own."""
+def cli_boundary(help_command: str | Callable[[], str], extra: tuple[type[BaseException], ...] = ()) -> Callable:
+    """Decorate ``main(argv) -> exit code``. ``help_command`` (or what it returns, when the command's name is
+    known only at run time: ``command()``) is the fix offered for an error whose message came from a third-party
+    library (numpy, gymnasium, torch) and so names no fix of its own."""
 
     def wrap(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
         @functools.wraps(main)
@@ -48,7 +73,8 @@ def cli_boundary(help_command: str, extra: tuple[type[BaseException], ...] = ())
             except (ValueError, OSError, *extra) as error:
                 if os.environ.get("RLKIT2_TRACEBACK"):
                     traceback.print_exc()
-                print(f"error: {describe(error, help_command)}", file=sys.stderr)
+                fix = help_command() if callable(help_command) else help_command
+                print(f"error: {describe(error, fix)}", file=sys.stderr)
                 return 2
             except Exception as error:  # noqa: BLE001 -- not bad input: a bug, shown in full for the report
                 traceback.print_exc()

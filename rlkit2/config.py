@@ -253,29 +253,46 @@ def parse_cli_overrides(argv: list[str]) -> dict[str, str]:
     return out
 
 
-def describe(cls: type, prefix: str = "", current: Any = None, marked: set[str] | frozenset[str] = frozenset()) -> str:
-    """Help text: every option with its type, default and docstring. ``current``: an instance whose values are
-    shown as the defaults (a preset's); the options named in ``marked`` (dotted) get "[preset]", and the
-    built-in default when it differs."""
+@dataclasses.dataclass(frozen=True)
+class OptionDoc:
+    """One option as ``--help`` and the documentation site show it."""
+
+    name: str  # dotted for a nested config: atari.noop_max
+    type: str  # as --help writes it: INT, {gae,nstep}, INTS...
+    default: Any  # the built-in default
+    value: Any  # the value in ``current`` (the default when no instance was given)
+    doc: str  # the field's docstring, on one line
+
+
+def option_docs(cls: type, prefix: str = "", current: Any = None) -> list[OptionDoc]:
+    """Every option of dataclass ``cls`` in source order, nested dataclasses flattened to dotted names."""
     docs = field_docs(cls)
     hints = _type_hints(cls)
-    lines = []
+    options = []
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         value = getattr(current, f.name) if current is not None else default
-        name = prefix + f.name
         if dataclasses.is_dataclass(hint):
-            lines.append(describe(hint, prefix=f"{name}.", current=value, marked=marked))
-            continue
+            options += option_docs(hint, prefix=f"{prefix}{f.name}.", current=value)
+        else:
+            options.append(OptionDoc(prefix + f.name, _type_name(hint), default, value, docs.get(f.name, "")))
+    return options
+
+
+def describe(cls: type, prefix: str = "", current: Any = None, marked: set[str] | frozenset[str] = frozenset()) -> str:
+    """Help text: every option with its type, default and docstring. ``current``: an instance whose values are
+    shown as the defaults (a preset's); the options named in ``marked`` (dotted) get "[preset]", and the
+    built-in default when it differs."""
+    lines = []
+    for option in option_docs(cls, prefix, current):
         note = ""
-        if name in marked or any(m.startswith(name + ".") for m in marked):
-            note = " [preset]" if value == default else f" [preset; built-in: {default}]"
-        lines.append(f"  --{name} {_type_name(hint)} (default: {value}){note}")
-        if f.name in docs:
-            lines.append(textwrap.fill(docs[f.name], width=100, initial_indent="      ",
-                                       subsequent_indent="      "))
+        if option.name in marked or any(m.startswith(option.name + ".") for m in marked):
+            note = " [preset]" if option.value == option.default else f" [preset; built-in: {option.default}]"
+        lines.append(f"  --{option.name} {option.type} (default: {option.value}){note}")
+        if option.doc:
+            lines.append(textwrap.fill(option.doc, width=100, initial_indent="      ", subsequent_indent="      "))
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """The labeling page: a small local web server over a run's label store (rlkit2/labels.py).
 
-    python scripts/label.py RUN_DIR [--host 127.0.0.1] [--port 8765]
+    rlkit2 label RUN_DIR [--host 127.0.0.1] [--port 8765]     (python scripts/label.py in a checkout)
 
 Routes:
     GET  /                      the page: two clips side by side, looping; buttons and keys for left (<-),

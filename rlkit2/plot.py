@@ -15,17 +15,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlkit2.cli_errors import ArgumentParser, UsageError, cli_boundary
+from rlkit2.cli_errors import ArgumentParser, UsageError, cli_boundary, command
 from rlkit2.curves import BANDS, Curve, mean_and_band, plot_panels
 from rlkit2.extras import import_extra
 from rlkit2.logger import read_progress
 
 USAGE = """Learning curves of runs: one panel per env, one line per group (the mean of its runs) with a band.
 
-    rlkit2 plot runs/ --out curves.png                          # every run below runs/, seeds of agent+env together
-    rlkit2 plot runs/ppo-Hopper-* runs/dsac-Hopper-* --metric charts/episode_return --out hopper.pdf
-    rlkit2 plot runs/ --group "lr 3e-4=*lr3e-4*" --group "lr 1e-3=*lr1e-3*" --band se --out lr.png
-    rlkit2 plot sweeps/lam --out lam.png                       # a sweep's trials, one line per config
+    {plot} runs/ --out curves.png                          # every run below runs/, seeds of agent+env together
+    {plot} runs/ppo-Hopper-* runs/dsac-Hopper-* --metric charts/episode_return --out hopper.pdf
+    {plot} runs/ --group "lr 3e-4=*lr3e-4*" --group "lr 1e-3=*lr1e-3*" --band se --out lr.png
+    {plot} sweeps/lam --out lam.png                       # a sweep's trials, one line per config
 """
 
 X_STEPS = "env_steps"
@@ -133,9 +133,10 @@ def check_logged(runs: list[Run], column: str, flag: str) -> list[Run]:
     return having
 
 
-@cli_boundary("python scripts/plot.py --help")
+@cli_boundary(lambda: f"{command('plot')} --help")
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="scripts/plot.py", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=command("plot"), description=USAGE.format(plot=command("plot")),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
                         help="run directories, or folders that hold them (runs/, a sweep's folder)")
     parser.add_argument("--metric", default="eval/return_mean", help="any logged column of progress.csv")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the figure; its suffix picks the type (.png, .pdf, .svg; default curves.png)")
     parser.add_argument("--dpi", type=int, default=200, help="resolution of a raster figure (default 200)")
     args = parser.parse_args(argv)
-    import_extra("matplotlib", "plot", "rlkit2 plot")  # before reading runs: the fix comes first
+    import_extra("matplotlib", "plot", command("plot"))  # before reading runs: the fix comes first
     _check_format(args.out)
     runs = [load_run(path) for path in find_run_dirs(args.run_dirs)]
     x = "step" if args.x in (X_STEPS, "step") else args.x

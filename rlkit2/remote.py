@@ -140,6 +140,8 @@ class Worker:
                            threads_collect=spec.threads, threads_update=spec.threads, training=False)
         with _rng_kept():  # the networks' initialisation draws from torch's RNG: the learner's, in local mode
             self.agent = get_agent_spec(spec.agent).build(spec.agent_config, ctx)
+        # the agent whose collector steps the envs: the agent itself, or the RL agent inside a wrapper (pref)
+        self.collecting = getattr(self.agent, "rollout_agent", self.agent)
         self.modules = self.agent.acting_modules()
         for module in self.modules.values():
             module.eval()
@@ -156,8 +158,8 @@ class Worker:
     def reset(self, seed: int, offset: int) -> None:
         """A seeded reset of this worker's envs (env i: seed + offset + i, as in-process)."""
         self.seed = seed
-        if hasattr(self.agent, "collector"):  # on-policy: the agent's own collector steps the envs
-            self.agent.collector.reset(seed=seed + offset)
+        if hasattr(self.collecting, "collector"):  # on-policy: the agent's own collector steps the envs
+            self.collecting.collector.reset(seed=seed + offset)
         else:
             self.obs, _ = self.env.reset(seed=seed + offset)
 
@@ -189,15 +191,25 @@ class Worker:
         self._load(version, box)
         before = {key: rms.moments() for key, rms in self.normalizers.items()}
         start = time.perf_counter()
+        collector = self.collecting.collector
         with self._own_stream(request):
-            rollout = self.agent.collector.collect(self.agent)
+            rollout = collector.collect(self.collecting)
         seconds = time.perf_counter() - start
         out = _rollout_arrays(rollout)
-        out["episodes"] = self.agent.collector.episodes.pop()
+        out["episodes"] = collector.episodes.pop()
         out["moments"] = {key: moments_since(rms.moments(), before[key]) for key, rms in self.normalizers.items()}
-        out["timing"] = {**self.agent.collector.pop_timing(), "collect": seconds}
+        out["timing"] = {**collector.pop_timing(), "collect": seconds}
         out["version"] = self.version
+        # what a wrapping agent keeps in the learner from this rollout (pref: the steps for its segment pool)
+        out["payload"] = self.agent.worker_payload() if hasattr(self.agent, "worker_payload") else None
         return out
+
+    def call(self, version: int, box: list, request: int, method: str, *args: Any) -> Any:
+        """Run the acting copy's ``method(*args)`` with the given weights in this request's random stream: work an
+        agent does on its workers besides rollouts (pref: the initial policy's warm-up steps)."""
+        self._load(version, box)
+        with self._own_stream(request):
+            return getattr(self.agent, method)(*args)
 
     def collect_chunk(self, version: int, box: list, steps: int, warmup: bool, request: int) -> dict:
         """``steps`` env steps of off-policy acting (``agent.explore``): transitions [T,k,...] for the replay."""
@@ -448,10 +460,33 @@ class RemoteCollector:
         self._timing = {"wait": 0.0, "broadcast": 0.0}
         self._stats: dict[str, float] = {}
         self._pin = device.type == "cuda"
+        # modules a wrapping agent adds to every broadcast (pref: its reward model, which rewards on the workers)
+        self.extra_modules: dict[str, nn.Module] = {}
+        self._payloads: list = []  # the workers' payloads of the last rollout (Worker.collect), in worker order
 
     def reset(self, seed: int | None = None) -> None:
         self._seed = self._seed if seed is None else seed
         self.group.start(self._seed)
+
+    def _broadcast(self, modules: dict[str, nn.Module]) -> tuple[int, int, list]:
+        """Start the workers if needed and put the acting weights once: (version, request number, box)."""
+        if not self.group.workers:
+            self.reset()
+        box = self.group.put(acting_state(modules))
+        version = request = self.requests
+        self.requests += 1
+        return version, request, box
+
+    def call(self, policy, method: str, *args: Any) -> list:
+        """Every worker's ``acting copy.method(*args)`` with the current weights, in worker order."""
+        version, request, box = self._broadcast({**policy.acting_modules(), **self.extra_modules})
+        return self.group.gather([self.group.submit(i, "call", version, box, request, method, *args)
+                                  for i in range(self.group.count)], method)
+
+    def take_payloads(self) -> list:
+        """The workers' payloads of the last rollout (None for agents that send none), once."""
+        out, self._payloads = self._payloads, []
+        return out
 
     def _to_device(self, array: np.ndarray) -> Tensor:
         tensor = torch.from_numpy(array)
@@ -462,17 +497,16 @@ class RemoteCollector:
     def collect(self, policy) -> Rollout:
         if not self.group.workers:
             self.reset()
-        modules = policy.acting_modules()
+        modules = {**policy.acting_modules(), **self.extra_modules}
         start = time.perf_counter()
-        box = self.group.put(acting_state(modules))
+        version, request, box = self._broadcast(modules)
         broadcast = time.perf_counter() - start
-        version, request = self.requests, self.requests
-        self.requests += 1
         start = time.perf_counter()
         parts = self.group.gather([self.group.submit(i, "collect", version, box, request)
                                    for i in range(self.group.count)], "collect")
         wait = time.perf_counter() - start
         rollout = self._assemble(parts)
+        self._payloads = [part["payload"] for part in parts]
         for key, rms in running_stats(modules).items():  # in worker order: Ray and local merge alike
             for part in parts:
                 rms.merge(part["moments"][key])

@@ -31,7 +31,8 @@ from envs import AtariSettings, EnvCheckError, is_atari
 from envs.make import MUJOCO_NAMES
 from envs.minigrid import is_minigrid
 from rlkit2 import checkpoint as ckpt
-from rlkit2.agent import AGENTS, Agent, AgentSpec, BuildContext, NonFiniteLossError, get_agent_spec
+from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, available_agents, get_agent_spec
+from rlkit2.cli_errors import command
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
 from rlkit2.device import parse_device, resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video, renderable_env
@@ -45,7 +46,7 @@ class RunConfig:
     """Environment: a registered gymnasium id (MuJoCo 'Hopper-v5', Atari 'ALE/Pong-v5', ...) or a
     'package.module:ClassOrFactory' path. From Python, train(..., env_fn=callable) also works."""
     agent: str = "ppo"
-    """Agent (and its preset): see scripts/train.py --list."""
+    """Agent (and its preset): the list command names them all (rlkit2 list)."""
     seed: int = 0
     """Seed for torch/numpy/python RNGs; training env i gets seed + i, evaluation envs seed + 10000 + i."""
     total_steps: int = 1_000_000
@@ -215,7 +216,7 @@ def _route_overrides(spec: AgentSpec, overrides: dict[str, Any] | None, run_valu
             close = difflib.get_close_matches(head, sorted(run_fields | agent_fields), n=3)
             hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
             raise ConfigError(f"Unknown option '--{key}' for agent '{spec.name}'.{hint} "
-                              f"See: python scripts/train.py --agent {spec.name} --help")
+                              f"See: {command('train')} --agent {spec.name} --help")
 
 
 def help_text(agent: str, env: str = "Hopper-v5") -> str:
@@ -331,7 +332,8 @@ def make_env(run: RunConfig, num_envs: int, seed: int, env_fn: Callable | None =
 
 def check_workers(spec: AgentSpec, run: RunConfig) -> None:
     if run.workers and not spec.remote_workers:
-        supported = ", ".join(sorted(name for name, s in AGENTS.items() if s.remote_workers))
+        supported = ", ".join(name for name, s in available_agents().items()
+                              if isinstance(s, AgentSpec) and s.remote_workers)
         raise ConfigError(f"Agent '{run.agent}' does not run with remote workers (--workers {run.workers}); agents "
                           f"that do: {supported}. Fix: --workers 0")
 
@@ -499,7 +501,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         # chained to the env's own traceback where there is one (in-process workers), for debugging
         raise WorkerError(e.index, e.count, e.what + (
             f" -- training stopped at {agent.env_steps} env steps with a resumable checkpoint ({path}); continue "
-            f"with: python scripts/train.py --resume {run_dir}")) from e.__cause__
+            f"with: {command('train')} --resume {run_dir}")) from e.__cause__
     except NonFiniteLossError as e:
         logger.log(agent.env_steps, {"errors/nonfinite_loss": 1.0})
         raise NonFiniteLossError(f"{e} Training stopped at {agent.env_steps} env steps; {_kept_checkpoint(checkpoints)} "
@@ -688,14 +690,14 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"'{run_dir}' is not a run directory (no config.json) — give the folder that "
-                                "scripts/train.py printed as 'run directory'")
+                                f"{command('train')} printed as 'run directory'")
     try:
         record = json.loads(path.read_text())
     except ValueError as e:
         raise ConfigError(f"'{path}' is damaged (not JSON: {e}) — restore it, or train a new run") from None
     missing = [key for key in ("agent", "run", "agent_config") if not isinstance(record, dict) or key not in record]
     if missing:
-        raise ConfigError(f"'{path}' lacks {', '.join(missing)}: not a config.json written by scripts/train.py — "
+        raise ConfigError(f"'{path}' lacks {', '.join(missing)}: not a config.json written by rlkit2's train — "
                           "give a run directory, or restore the file")
     return record
 

@@ -6,7 +6,7 @@ from it, one without starts afresh -- whatever happened to the process that ran 
 This module holds the parts that need no Ray: the spec and its expansion into trials with stable keys, checking
 every trial's config before any runs, the trial runner, and gathering results from the run directories (IQM with
 a stratified bootstrap CI, Agarwal et al. 2021). ``rlkit2.sweep_ray`` schedules the trials on Ray Tune;
-``scripts/sweep.py`` is the command line.
+``rlkit2 sweep`` (rlkit2/sweep_cli.py) is the command line.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rlkit2.cli_errors import command
 from rlkit2.config import ConfigError
 
 
@@ -608,7 +609,7 @@ def summary_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best_command(rows: list[dict[str, Any]]) -> str | None:
-    """The train.py command that reproduces the finished trial with the highest final evaluation."""
+    """The train command that reproduces the finished trial with the highest final evaluation."""
     from rlkit2.peers import is_peer
 
     finished = [r for r in rows if r["final"] is not None and not is_peer(r["agent"])]
@@ -616,7 +617,7 @@ def best_command(rows: list[dict[str, Any]]) -> str | None:
         return None
     best = max(finished, key=lambda r: r["final"])
     options = {k: v for k, v in best["overrides"].items() if k != "seed"}
-    words = ["python scripts/train.py", f"--agent {best['agent']}", f"--env {best['env']}", f"--seed {best['seed']}"]
+    words = [command("train"), f"--agent {best['agent']}", f"--env {best['env']}", f"--seed {best['seed']}"]
     words += [f"--{k} {shlex.quote(str(v))}" for k, v in options.items()]
     return f"best final {best['final']:.1f} ({best['key']}):\n  " + " ".join(words)
 

@@ -1,4 +1,4 @@
-"""The command line of scripts/sweep.py (importable for tests)."""
+"""The sweep command (``rlkit2 sweep``; scripts/sweep.py in a checkout), importable for tests."""
 
 from __future__ import annotations
 
@@ -7,23 +7,24 @@ import json
 import sys
 from pathlib import Path
 
-from rlkit2.cli_errors import ArgumentParser, cli_boundary
+from rlkit2.cli_errors import ArgumentParser, cli_boundary, command
 from rlkit2.sweep import (SweepError, SweepSpec, best_command, check_name, expand, load_spec, parse_assignments,
                           parse_seeds, prepare_directory, render_table, run_serial, search_probes, summary_table,
                           trial_result, validate_trials, write_results_csv, write_results_json)
 
 USAGE = """Run many trainings: agents x envs x grid values x seeds, resumable (rerun the same command).
 
-    python scripts/sweep.py --name lam --agent ppo --env Hopper-v5,HalfCheetah-v5 --seeds 0-4 \\
+    {sweep} --name lam --agent ppo --env Hopper-v5,HalfCheetah-v5 --seeds 0-4 \\
         --grid gae_lambda=0.9,0.95 --set total_steps=1000000
-    python scripts/sweep.py --name lam --table          # results so far, nothing runs
-    python scripts/sweep.py --spec benchmarks/ppo_mujoco.toml
-    RAY_ADDRESS=head-node:6379 python scripts/sweep.py --spec ... --root /shared/sweeps
+    {sweep} --name lam --table          # results so far, nothing runs
+    {sweep} --spec benchmarks/ppo_mujoco.toml
+    RAY_ADDRESS=head-node:6379 {sweep} --spec ... --root /shared/sweeps
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="scripts/sweep.py", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=command("sweep"), description=USAGE.format(sweep=command("sweep")),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", help="the sweep's folder under --root (default: the spec file's name)")
     p.add_argument("--spec", type=Path, help="a TOML spec (benchmarks/*.toml) instead of --agent/--env/...")
     p.add_argument("--agent", help="agent(s), comma-separated")
@@ -122,7 +123,7 @@ def gather(spec: SweepSpec, metric: str) -> tuple[str, list[str]]:
     return "\n".join(lines), [r["key"] for r in failed]
 
 
-@cli_boundary("python scripts/sweep.py --help; a trial's options: python scripts/train.py --agent AGENT --help")
+@cli_boundary(lambda: f"{command('sweep')} --help; a trial's options: {command('train')} --agent AGENT --help")
 def main_sweep(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train an agent.
+"""Train an agent: ``rlkit2 train`` from a checkout without installing (the same options).
 
     python scripts/train.py --agent ppo --env Hopper-v5 [--field value ...]
     python scripts/train.py --agent ppo --env my_pkg.envs:MyEnv --total_steps 200000
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from rlkit2.cli import main_train  # noqa: E402
+from rlkit2.commands import run_script  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main_train(sys.argv[1:]))
+    sys.exit(run_script("train", sys.argv[1:]))

@@ -60,6 +60,32 @@ def throughput(path: Path) -> None:
 def atari_speed(path: Path) -> None:
     data = json.loads(path.read_text())
     print(f"Machine: {data['machine']}  \nCommand: `{data['command']}`\n")
+    if "median" not in data:  # a record from before the peer and the FLOP/s columns
+        _atari_speed_precisions(data)
+        return
+    print("| Atari PPO, Pong x 8 (Nature-CNN) | agent steps/s (median) | vs SB3, same threads | update share | update "
+          "GFLOP/s | of the CNN shapes' rate | of dense GEMM | runs (steps/s) |\n|---|---|---|---|---|---|---|---|")
+    median, peaks = data["median"], data["median_peak"]
+    for name, runs in data["runs"].items():
+        threads = int(name.split("threads_update=" if name.startswith("rlkit2") else "threads=")[1].split(",")[0])
+        peak, m = peaks[f"threads={threads}"], median[name]
+        sb3 = median.get(f"sb3 threads={threads}")
+        vs = f"{m['steps_per_sec'] / sb3['steps_per_sec']:.2f}x" if sb3 and not name.startswith("sb3") else ""
+        share = np.median([r.get("share_update", 1 - r.get("share_collect", 1)) for r in runs])
+        per_run = ", ".join(f"{r['steps_per_sec']:.0f}" for r in runs)
+        print(f"| {name} | {m['steps_per_sec']:,.0f} | {vs} | {share:.0%} | {m['update_gflops_per_sec']:.1f} | "
+              f"{m['update_gflops_per_sec'] / peak['gflops_per_sec']:.0%} | "
+              f"{m['update_gflops_per_sec'] / peak['gemm_gflops_per_sec']:.0%} | "
+              f"{per_run} |")
+    print("\n| ceiling (same run) | Nature-CNN layer shapes, fwd+bwd at 256 (GFLOP/s) | dense 1024² GEMM (GFLOP/s) | "
+          "runs (shapes) |\n|---|---|---|---|")
+    for name, runs in data["peak"].items():
+        per_run = ", ".join(f"{r['gflops_per_sec']:.1f}" for r in runs)
+        print(f"| {name} | {peaks[name]['gflops_per_sec']:.1f} | {peaks[name]['gemm_gflops_per_sec']:.1f} | "
+              f"{per_run} |")
+
+
+def _atari_speed_precisions(data: dict) -> None:
     print("| PPO on ALE/Pong-v5 x 8 (Nature-CNN) | agent steps/s (median) | frames/s | update share | vs fp32, "
           "1 thread | runs |\n|---|---|---|---|---|---|")
     median = data["median_steps_per_sec"]

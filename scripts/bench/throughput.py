@@ -80,8 +80,10 @@ def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile
 
 
 def rlkit2_atari_rate(total_steps: int, threads_update: int, cnn_precision: str = "fp32") -> dict:
-    """PPO with the Atari preset (Nature-CNN, 8 envs x 128 steps, 4 epochs of 256) on ALE/Pong-v5. The first
-    iteration (warm-up) is timed too; at 20k+ steps it is a few percent of the total."""
+    """PPO with the Atari preset (Nature-CNN, 8 envs x 128 steps, 4 epochs of 256) on ALE/Pong-v5, timed from the
+    second iteration on (the first is warm-up, as for SB3). ``update_gflops_per_sec``: the forward and backward FLOPs
+    of the update's minibatches (scripts/bench/cnn_peak.py) over the update's time."""
+    from cnn_peak import nature_cnn_layers, train_flops
     from rlkit2.run import resolve_config, train
 
     run, cfg = resolve_config("ppo", "ALE/Pong-v5", {
@@ -92,16 +94,42 @@ def rlkit2_atari_rate(total_steps: int, threads_update: int, cnn_precision: str 
     from rlkit2.logger import read_progress
 
     result = train(run, cfg)
-    rows = [r for r in read_progress(result.run_dir) if "perf/steps_per_sec" in r]
-    steps = sum(1 for _ in rows) * 8 * 128
-    seconds = sum(8 * 128 / r["perf/steps_per_sec"] for r in rows)
-    return {"steps_per_sec": steps / seconds, "frames_per_sec": 4 * steps / seconds,
-            "share_update": sum(r["perf/share_update"] * 8 * 128 / r["perf/steps_per_sec"] for r in rows) / seconds}
+    batch = run.num_envs * cfg.num_steps
+    rows = [r for r in read_progress(result.run_dir) if "perf/steps_per_sec" in r][1:]
+    seconds = sum(batch / r["perf/steps_per_sec"] for r in rows)
+    update_seconds = sum(r["perf/share_update"] * batch / r["perf/steps_per_sec"] for r in rows)
+    flops = len(rows) * cfg.epochs * batch * train_flops(nature_cnn_layers(actions=6))
+    return {"steps_per_sec": len(rows) * batch / seconds, "frames_per_sec": 4 * len(rows) * batch / seconds,
+            "share_update": update_seconds / seconds, "update_gflops_per_sec": flops / update_seconds / 1e9}
+
+
+def sb3_atari_rate(total_steps: int, threads: int) -> dict:
+    """SB3 PPO with the rl-baselines3-zoo Atari settings (CnnPolicy: the same Nature-CNN, shared by policy and value;
+    8 envs x 128 steps, 4 epochs of 256, lr 2.5e-4, clip 0.1, ent 0.01) on PongNoFrameskip-v4 with SB3's
+    AtariWrapper and a 4-frame stack: the same preprocessing as rlkit2's Atari preset (frame skip 4, 84x84 gray,
+    noop reset, fire reset, episodic life, reward clipping). Its lr and clip schedules are constant here: their
+    cost is nil, and rlkit2's anneal lr on the host too."""
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    torch.set_num_threads(threads)
+    venv = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=8, seed=0), n_stack=4)
+    model = PPO("CnnPolicy", venv, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
+                ent_coef=0.01, vf_coef=0.5, device="cpu", seed=0, verbose=0)
+    out = _sb3_timed_learn(model, total_steps, venv)
+    update_seconds = out["steps"] / out["steps_per_sec"] * (1 - out["share_collect"])
+    from cnn_peak import nature_cnn_layers, train_flops
+
+    flops = out["steps"] * 4 * train_flops(nature_cnn_layers(actions=6))  # 4 epochs over every step
+    return {**out, "update_gflops_per_sec": flops / update_seconds / 1e9}
 
 
 def sb3_ppo_rate(total_steps: int, threads: int) -> dict:
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(threads)
@@ -111,6 +139,14 @@ def sb3_ppo_rate(total_steps: int, threads: int) -> dict:
                 clip_range=COMMON["clip_eps"], learning_rate=COMMON["lr"], ent_coef=0.0, vf_coef=0.5,
                 max_grad_norm=0.5, policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]),
                                                       activation_fn=torch.nn.Tanh), device="cpu", seed=0, verbose=0)
+
+    return _sb3_timed_learn(model, total_steps, venv)
+
+
+def _sb3_timed_learn(model, total_steps: int, venv) -> dict:
+    """SB3's ``learn`` with the rollouts timed; rates from the second rollout on (the first is warm-up, as for
+    rlkit2)."""
+    from stable_baselines3.common.callbacks import BaseCallback
 
     class Timer(BaseCallback):
         def __init__(self):
@@ -140,7 +176,7 @@ def sb3_ppo_rate(total_steps: int, threads: int) -> dict:
     steps = model.num_timesteps - timer.start_steps
     venv.close()
     return {"steps_per_sec": steps / seconds, "collect_steps_per_sec": steps / timer.collect,
-            "share_collect": timer.collect / seconds}
+            "share_collect": timer.collect / seconds, "steps": steps}
 
 
 def main() -> None:

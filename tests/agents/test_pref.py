@@ -47,7 +47,7 @@ def test_the_rl_agent_sees_only_the_learned_reward():
     env = envs.make("Pendulum-v1", 2, seed=0)
     model = RewardEnsemble((3,), 1, members=2)
     pool = SegmentPool(100, 2, (3,), np.float32, 1)
-    wrapped = LearnedRewardEnv(env, model, pool, torch.device("cpu"))
+    wrapped = LearnedRewardEnv(env, model, pool, 1, torch.device("cpu"))
     obs, _ = wrapped.reset(seed=0)
     actions = np.array([[0.5], [-1.0]], np.float32)
     _, reward, _, _, info = wrapped.step(actions)
@@ -375,7 +375,7 @@ def test_a_human_run_waits_for_the_initial_labels_and_pretrains_before_rl(tmp_pa
     out = capsys.readouterr().out
     reports = [line for line in out.splitlines() if "answered so far" in line]
     assert "0 of 2 answered so far" in reports[0] and "http://127.0.0.1:8765" in reports[0]
-    assert f"python scripts/label.py {run_dir}" in reports[0] and "the 2 initial pairs are answered" in out
+    assert f"rlkit2 label {run_dir}" in reports[0] and "the 2 initial pairs are answered" in out
     assert len(reports) <= 2 + (time.monotonic() - started) / 0.2  # every 0.2 s, not every poll (0.02 s)
 
 

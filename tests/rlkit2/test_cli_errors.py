@@ -54,7 +54,7 @@ def test_rlkit2_traceback_shows_the_traceback_of_a_user_error(capsys, monkeypatc
 
 
 def test_argparse_errors_use_the_same_form(capsys):
-    parser = ArgumentParser(prog="scripts/x.py")
+    parser = ArgumentParser(prog="python scripts/x.py")
     parser.add_argument("--n", type=int)
     with pytest.raises(SystemExit) as stop:
         parser.parse_args(["--n", "x"])

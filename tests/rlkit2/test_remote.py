@@ -412,3 +412,80 @@ def test_workers_local_mode_leaves_the_learners_random_stream_alone():
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
     worker.close()
     assert os.getpid() == worker.ready()["pid"]
+
+
+# ------------------------------------------------------------------------------------------ pref's RL agent
+def pref_on_workers(seed: int, limit: int, mode: str = "local", **options):
+    from agents.pref import PrefAgent
+
+    _, cfg = resolve_config("pref", "counter_envs:CounterEnv", {"labels": 20, "warmup_steps": 64, "pretrain_epochs": 1,
+                                                                 "segment_length": 2, "rl.num_steps": 8, "rl.minibatch_size": 16,
+                                                                 **options})
+    spec = WorkerSpec("pref", cfg, "counter_envs:CounterEnv", {"backend": "sync", "max_episode_steps": limit})
+    group = WorkerGroup(spec, envs.make(CounterEnv, 1, seed=seed, backend="sync", max_episode_steps=limit), 4, 2,
+                        mode, timeout=120)
+    agent = PrefAgent(cfg, BuildContext(env=group, device=torch.device("cpu"), total_steps=2000, seed=seed,
+                                        threads_collect=1, threads_update=1))
+    return agent, group
+
+
+def test_pref_workers_fill_the_learners_segment_pool_with_whole_episodes_and_reward_with_its_model():
+    """pref with 2 workers x 2 counter envs (obs [resets, t, length], reward t + 10 x action, 4-step time limit):
+    the learner's pool gets every worker step (16 warm-up rows, then the RL agent's 8) with the true reward, the
+    action, a termination flag and episode ids that change exactly where an episode starts (t = 0: after an end,
+    and where the warm-up hands over to the RL agent's fresh episodes); the rewards the workers gave the RL agent are
+    the learner's reward model's on those steps."""
+    agent, group = pref_on_workers(seed=3, limit=4)
+    try:
+        agent.train_iteration()
+        pool = agent.pool
+        assert pool.written == 64 // 4 + 8 and agent.extra_steps == 64 and agent.num_labels > 0
+        obs, actions, episode = pool.obs[:24], pool.actions[:24], pool.episode[:24]
+        t, length = obs[..., 1], obs[..., 2]
+        starts = np.concatenate([np.ones((1, 4), bool), episode[1:] != episode[:-1]])
+        assert np.array_equal(starts, t == 0) and starts[16].all() and starts[1:16].any()
+        assert len(np.unique(episode[starts])) == starts.sum()  # a new id for every episode
+        np.testing.assert_array_equal(pool.rewards[:24], t + 1 + 10 * actions[..., 1])
+        np.testing.assert_array_equal(pool.terminated[:24], t + 1 == length)
+        assert np.array_equal(actions.sum(-1), np.ones((24, 4)))  # one-hot discrete actions
+
+        rollout = agent.rl.collector.collect(agent.rl)  # the next rollout, with this model
+        (steps_w0, steps_w1) = agent.rl.collector.take_payloads()
+        obs = np.concatenate([steps_w0["obs"], steps_w1["obs"]], 1)
+        acts = np.concatenate([steps_w0["actions"], steps_w1["actions"]], 1)
+        expected = agent.model.reward(torch.as_tensor(obs.reshape(-1, 3)), torch.as_tensor(acts.reshape(-1, 2)))
+        torch.testing.assert_close(rollout.rewards, expected.view(8, 4))
+    finally:
+        group.close()
+
+
+def test_pref_with_ray_and_in_process_workers_trains_bit_identical_reward_models_and_policies(tmp_path,
+                                                                                              local_ray):  # noqa: F811
+    states = {}
+    for mode in ("ray", "local"):
+        run, cfg = resolve_config("pref", "Pendulum-v1", {
+            **QUIET, "runs_dir": str(tmp_path), "run_name": mode, "num_envs": 4, "total_steps": 1024, "labels": 30,
+            "warmup_steps": 256, "pretrain_epochs": 2, "rl.num_steps": 64, "rl.epochs": 2, "workers": 2,
+            "worker_mode": mode})
+        result = train(run, cfg)
+        assert result.status == "finished" and result.env_steps == 1024  # the warm-up counts
+        states[mode] = ckpt.load(result.checkpoint)["agent_state"]
+        assert len(states[mode]["comparisons"]["mu"]) == 30
+    assert fingerprint(states["ray"]) == fingerprint(states["local"])
+
+
+def test_pref_with_workers_resumes_with_its_labels_and_pool(tmp_path):
+    run, cfg = resolve_config("pref", "Pendulum-v1", {
+        **QUIET, "runs_dir": str(tmp_path), "run_name": "pref", "num_envs": 4, "total_steps": 2048,
+        "stop_after_steps": 1024, "labels": 40, "warmup_steps": 256, "pretrain_epochs": 2, "rl.num_steps": 64,
+        "rl.epochs": 2, "workers": 2, "worker_mode": "local"})
+    first = train(run, cfg)
+    assert first.status == "interrupted"
+    saved = ckpt.load(ckpt.CheckpointDir(tmp_path / "pref" / "checkpoints").latest())
+    pool_rows = saved["resume_state"]["pool"]["written"]
+    assert pool_rows == 256 // 4 + saved["agent_state"]["rl"]["env_steps"] // 4
+    resumed = resume(tmp_path / "pref", {"stop_after_steps": 0})  # new workers
+    assert resumed.status == "finished"
+    final = ckpt.load(resumed.checkpoint)
+    assert len(final["agent_state"]["comparisons"]["mu"]) == 40
+    assert final["resume_state"]["pool"]["written"] == 2048 // 4  # every env step, the warm-up included

@@ -48,7 +48,7 @@ def _run_dirs(tmp: Path) -> dict[str, Path]:
 TABLE = [
     # train: names and options
     ("train", ["--agent", "dqn", "--env", "CartPole-v1"], "Unknown agent 'dqn'. Available agents: a2c"),
-    ("train", [*CARTPOLE, "--lr_rate", "3"], "Unknown option '--lr_rate' for agent 'ppo'. See: python scripts/train.py"),
+    ("train", [*CARTPOLE, "--lr_rate", "3"], "Unknown option '--lr_rate' for agent 'ppo'. See: rlkit2 train"),
     ("train", [*CARTPOLE, "positional"], "Unexpected argument 'positional': options are written --name value"),
     ("train", ["--agent"], "argument --agent: expected one argument"),
     # train: values
