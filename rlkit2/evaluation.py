@@ -59,12 +59,7 @@ def record_video(act: ActFn, env: VecEnv, path: str | Path, device: torch.device
     gymnasium env, which has the same wrappers, so that the terminal frame is rendered before any reset."""
     import imageio.v2 as imageio
 
-    if env.num_envs != 1:
-        raise ValueError("record_video needs a VecEnv with num_envs=1 and render_mode='rgb_array'")
-    single = _single_gym_env(env)
-    if single is None:
-        raise ValueError(f"Env '{env.name}' (backend {env.backend_name}) cannot render a video; make it with "
-                         "render_mode='rgb_array', which picks a gymnasium backend")
+    single = renderable_env(env)
 
     def render() -> np.ndarray:
         frame = single.render()
@@ -89,6 +84,27 @@ def record_video(act: ActFn, env: VecEnv, path: str | Path, device: torch.device
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
     return path
+
+
+def renderable_env(env: VecEnv, check_frame: bool = False):
+    """The one gymnasium env of a single-env VecEnv made with render_mode='rgb_array', which record_video plays;
+    ValueError if there is none (``check_frame``: or if it renders no frame after a reset)."""
+    if env.num_envs != 1:
+        raise ValueError("record_video needs a VecEnv with num_envs=1 and render_mode='rgb_array'")
+    single = _single_gym_env(env)
+    if single is None:
+        raise ValueError(f"Env '{env.name}' (backend {env.backend_name}) cannot render a video; make it with "
+                         "render_mode='rgb_array', which picks a gymnasium backend")
+    if check_frame:
+        single.reset()
+        try:
+            frame = single.render()
+        except NotImplementedError:  # gymnasium.Env's own render(): the env has none
+            frame = None
+        if frame is None:
+            raise ValueError(f"Env '{env.name}' renders no frame; give it render_mode='rgb_array' support (a "
+                             "render() that returns an RGB array)")
+    return single
 
 
 def _single_gym_env(env: VecEnv):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -34,8 +35,8 @@ from rlkit2.agent import Agent, AgentSpec, BuildContext, NonFiniteLossError, ava
 from rlkit2.cli_errors import command
 from rlkit2.config import ConfigError, describe, load_preset, override, to_dict
 from rlkit2.device import parse_device, resolve_device, set_threads
-from rlkit2.evaluation import evaluate
-from rlkit2.logger import Logger
+from rlkit2.evaluation import evaluate, record_video, renderable_env
+from rlkit2.logger import Logger, WandbSink, hparams_of
 from rlkit2.remote import WorkerError
 
 
@@ -77,6 +78,9 @@ class RunConfig:
     """Episodes per evaluation."""
     eval_envs: int = 5
     """Parallel evaluation environments."""
+    eval_video: bool = False
+    """At every evaluation also record one episode of the evaluated policy to videos/step_<N>.mp4 (sent to --track
+    wandb as well); needs an env that renders rgb_array frames (MuJoCo renders headless through EGL)."""
     eval_deterministic: bool = True
     """Evaluate the policy's mode (true) or sample actions (false: MiniGrid, where an argmax policy can loop
     forever in a partially observed room)."""
@@ -98,7 +102,18 @@ class RunConfig:
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
-    """Write TensorBoard event files under tb/."""
+    """Write TensorBoard event files under tb/ (at the end of a run also tb/hparams/: its options beside its final
+    evaluation, for TensorBoard's HParams tab)."""
+    track: Literal["none", "wandb"] = "none"
+    """Also log to an experiment tracker, as CleanRL's --track: 'wandb' sends Weights & Biases the metrics logged
+    to TensorBoard, the config, the final evaluation and evaluation videos (the wandb extra; a resumed run continues
+    the same wandb run; WANDB_MODE=offline works without a network)."""
+    wandb_project: str = "rlkit2"
+    """Weights & Biases project (with --track wandb)."""
+    wandb_entity: str = ""
+    """Weights & Biases entity, a user or team ('' = your default entity)."""
+    wandb_group: str = ""
+    """Weights & Biases run group, e.g. the name of a sweep or an ablation ('' = none)."""
     workers: int = 0
     """Remote rollout workers that step the num_envs training envs between them (each num_envs / workers envs and
     an acting copy of the policy, on the CPU); 0 = the envs step in this process. Helps when the env, not the
@@ -378,7 +393,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
     counters = {"iteration": 0, "best_return": None, "last_eval_step": 0, "last_checkpoint_step": 0,
                 "wall_time": 0.0}
     stop = _StopFlag()  # handlers installed around the loop below; the agent may poll it (BuildContext)
-    env = eval_env = logger = None
+    env = eval_env = video_env = logger = None
     try:  # start-up: a failure here closes what was opened and removes a run directory this call created
         checkpoints.remove_stale_tmp()  # left by a checkpoint write that a kill -9 interrupted
         payload_in = path_in = None
@@ -392,6 +407,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
 
         env = make_train_env(run, agent_config, env_fn)
         eval_env = make_env(run, run.eval_envs, run.seed + 10_000, env_fn)
+        video_env = _video_env(run, env_fn) if run.eval_video else None  # a renderer that fails, fails now
         # A resumed session seeds its training envs differently, so it does not replay the first session's
         # initial states (iteration 0 = a fresh run: the plain seed).
         agent = build_agent(spec, run, agent_config, env, env_seed=run.seed + counters["iteration"], run_dir=run_dir,
@@ -411,9 +427,10 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         (run_dir / "config.json").write_text(json.dumps(config_record, indent=2, default=str) + "\n")
         logger = Logger(run_dir, tensorboard=run.tensorboard,
                         resume_step=agent.env_steps if payload_in is not None else None,
-                        resume_rows=counters.get("progress_rows") if payload_in is not None else None)
+                        resume_rows=counters.get("progress_rows") if payload_in is not None else None,
+                        sinks=_trackers(run, run_dir, config_record))
     except BaseException:
-        for opened in (logger, env, eval_env):
+        for opened in (logger, env, eval_env, video_env):
             if opened is not None:
                 opened.close()
         _discard_new_run_dir(run_dir, created)
@@ -432,6 +449,13 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
             out["resume_state"] = agent.resume_state()
         return out
 
+    def evaluate_now() -> dict:
+        """An evaluation; with --eval_video also a recorded episode of the same policy (videos/, and the sinks)."""
+        result = _evaluate(agent, eval_env, run)
+        if video_env is not None:
+            logger.log_video(agent.env_steps, _record_eval_video(agent, video_env, run, run_dir))
+        return result
+
     progress = _progress_bar(run, agent.env_steps)
     status: Literal["finished", "interrupted"] = "finished"
     final_eval = last_eval = None
@@ -447,7 +471,7 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
                 counters["wall_time"] = time.perf_counter() - start_wall
                 metrics = _perf_metrics(stats, agent.env_steps - steps_before, time.perf_counter() - iter_start)
                 if run.eval_every and agent.env_steps - counters["last_eval_step"] >= run.eval_every:
-                    result = last_eval = _evaluate(agent, eval_env, run)
+                    result = last_eval = evaluate_now()
                     counters["last_eval_step"] = agent.env_steps
                     metrics.update({f"eval/{k}": v for k, v in result.items() if k != "returns"})
                     if counters["best_return"] is None or result["return_mean"] > counters["best_return"]:
@@ -470,13 +494,14 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
             if status == "finished":
                 # the final weights are evaluated once: not again when the periodic evaluation has just run
                 if last_eval is None or counters["last_eval_step"] != agent.env_steps:
-                    last_eval = _evaluate(agent, eval_env, run)
+                    last_eval = evaluate_now()
                     logger.log(agent.env_steps, {f"eval/{k}": v for k, v in last_eval.items() if k != "returns"})
                 final_eval = last_eval
                 if counters["best_return"] is None or final_eval["return_mean"] >= counters["best_return"]:
                     counters["best_return"] = final_eval["return_mean"]  # ties go to the final weights
                     checkpoints.save_named(payload(resumable=False), "best")
                 path = checkpoints.save_named(payload(), "final")
+                logger.log_final(agent.env_steps, hparams_of(config_record), final_eval)
                 if on_eval is not None:
                     on_eval(agent.env_steps, {f"eval/{k}": v for k, v in final_eval.items() if k != "returns"})
             else:
@@ -498,8 +523,17 @@ def train(run: RunConfig, agent_config: Any = None, *, env_fn: Callable | None =
         logger.close()
         env.close()
         eval_env.close()
+        if video_env is not None:
+            video_env.close()
     return RunResult(run_dir=run_dir, status=status, env_steps=agent.env_steps, final_eval=final_eval,
                      best_return=counters["best_return"], checkpoint=path, stop_signal=stop.signal)
+
+
+def _trackers(run: RunConfig, run_dir: Path, config_record: dict) -> tuple:
+    """The logger's extra sinks: --track wandb's."""
+    if run.track == "wandb":
+        return (WandbSink(run_dir, config_record, run.wandb_project, run.wandb_entity, run.wandb_group),)
+    return ()
 
 
 def _open_run_dir(run: RunConfig, resume_from: str | Path | None) -> tuple[Path, bool]:
@@ -609,6 +643,29 @@ def _evaluate(agent: Agent, eval_env: envs.VecEnv, run: RunConfig) -> dict:
     if env_family(run.env) == "minigrid":  # MiniGrid pays a positive reward only for reaching the goal
         result["success_rate"] = float(np.mean(np.array(result["returns"]) > 0))
     return result
+
+
+def _video_env(run: RunConfig, env_fn: Callable | None) -> envs.VecEnv:
+    """One evaluation env that renders frames (gymnasium's sync backend), for --eval_video."""
+    import gymnasium
+
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
+    env = None
+    try:
+        env = make_env(run, 1, run.seed + 10_000, env_fn, render_mode="rgb_array")
+        renderable_env(env, check_frame=True)  # before training, not at the first evaluation
+        return env
+    except (gymnasium.error.DependencyNotInstalled, ValueError) as e:
+        if env is not None:
+            env.close()
+        raise ConfigError(f"--eval_video: cannot record '{run.env}': {e} — fix that, or train without "
+                          "--eval_video") from None
+
+
+def _record_eval_video(agent: Agent, video_env: envs.VecEnv, run: RunConfig, run_dir: Path) -> Path:
+    return record_video(lambda obs: agent.act(obs, deterministic=run.eval_deterministic), video_env,
+                        run_dir / "videos" / f"step_{agent.env_steps}.mp4", agent_device(agent),
+                        seed=run.seed + 10_000)
 
 
 def _perf_metrics(stats: dict[str, float], steps: int, seconds: float) -> dict[str, float]:

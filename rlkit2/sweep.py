@@ -242,6 +242,12 @@ class Trial:
     variant: str = ""
     """The spec's named variant this trial runs ('' without variants)."""
 
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> "Trial":
+        """The trial a run directory's trial.json describes."""
+        return cls(data["key"], data["agent"], data["env"], data["seed"], tuple(tuple(p) for p in data["params"]),
+                   data["overrides"], data.get("variant", ""))
+
     @property
     def config_name(self) -> str:
         """The trials of one config over seeds share this name (the variant and grid values; agent and env apart)."""
@@ -274,9 +280,7 @@ def expand(spec: SweepSpec) -> list[Trial]:
     if spec.search:
         found = []
         for record in sorted(spec.directory.glob("*/trial.json")):
-            data = json.loads(record.read_text())
-            found.append(Trial(data["key"], data["agent"], data["env"], data["seed"],
-                               tuple(tuple(p) for p in data["params"]), data["overrides"], data.get("variant", "")))
+            found.append(Trial.from_record(json.loads(record.read_text())))
         return found
 
     names = list(spec.grid)

@@ -112,13 +112,13 @@ def gather(spec: SweepSpec, metric: str) -> tuple[str, list[str]]:
     if best:
         lines += ["", best]
     (directory / "table.md").write_text("\n".join(lines) + "\n")
-    try:
-        from rlkit2.sweep_plot import plot_curves
+    from rlkit2.sweep_plot import plot_curves
 
+    try:
         plot_curves(rows, directory / "curves.png", metric)
         lines.append(f"\ncurves: {directory / 'curves.png'}")
-    except ImportError:
-        lines.append("\n(curves.png needs matplotlib: pip install matplotlib)")
+    except ValueError as e:  # matplotlib missing (MissingExtraError), curves that cannot be averaged: the table stands
+        lines.append(f"\n(no curves.png: {e})")
     lines.append(f"results: {directory / 'results.csv'} (with curves: results.json)")
     return "\n".join(lines), [r["key"] for r in failed]
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Plot learning curves (mean +- std over seeds per config) from benchmark records (JSON lines) or a sweep's
-results.json (each trial named by its config; --curve takes a logged metric, e.g. eval/success_rate).
+"""Plot learning curves (mean +- std over seeds per config, drawn by rlkit2/curves.py) from benchmark records (JSON
+lines) or a sweep's results.json (each trial named by its config; --curve takes a logged metric, e.g.
+eval/success_rate).
 
     python scripts/bench/plot_learning.py docs/bench/learning.jsonl docs/learning_curves.png [--key lib]
         [--hline ENV=VALUE --hline-label "random policy"] [--only NAME ...] [--curve success_curve]
@@ -11,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from benchlib import ROOT, record_name
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from benchlib import record_name  # noqa: E402
+sys.path.insert(0, str(ROOT))  # rlkit2 from this checkout
+from rlkit2.curves import plot_panels  # noqa: E402
 
 
 def group_curves(records: list[dict], key: str, only: list[str] | None, curve: str) -> dict[str, dict[str, list]]:
@@ -56,28 +55,9 @@ def main() -> None:
     by_env = group_curves([r for r in records if args.curve in r], args.key, args.only, args.curve)
     if not by_env:
         raise SystemExit(f"no records in {args.jsonl} with {args.key} in {args.only}")
-    fig, axes = plt.subplots(1, len(by_env), figsize=(6 * len(by_env), 4), squeeze=False)
-    # one colour per name in every panel, so a curve keeps its colour across envs
-    names = sorted({name for groups in by_env.values() for name in groups})
-    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
-    for ax, (env, groups) in zip(axes[0], sorted(by_env.items())):
-        for name, curves in sorted(groups.items()):
-            steps = sorted({s for c in curves for s, _ in c})
-            grid = np.array([[dict(c).get(s, np.nan) for s in steps] for c in curves], dtype=float)
-            mean, std = np.nanmean(grid, 0), np.nanstd(grid, 0)
-            seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
-            ax.plot(steps, mean, color=colours[name], label=textwrap.fill(f"{name} ({seeds})", 60))  # long names wrap
-            ax.fill_between(steps, mean - std, mean + std, color=colours[name], alpha=0.2)
-        if env in hlines:
-            ax.axhline(hlines[env], color="gray", linestyle="--", label=args.hline_label)
-        ax.set_title(env)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel(args.ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: never over a curve
-    fig.subplots_adjust(wspace=0.3)  # no tight_layout: it would shrink the axes to fit the legends below them
-    args.png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.png, dpi=110, bbox_inches="tight")
+    # the docs' figures say "mean ± std over seeds": this script keeps that band (rlkit2 plot defaults to a CI)
+    plot_panels(dict(sorted(by_env.items())), args.png, band="std", ylabel=args.ylabel, hlines=hlines,
+                hline_label=args.hline_label, dpi=110)
     print(f"wrote {args.png}")
 
 

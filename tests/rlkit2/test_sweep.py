@@ -124,6 +124,7 @@ def test_serial_sweep_finishes_resumes_and_never_reruns_a_finished_trial(tmp_pat
     summary = summary_table([trial_result(t, directory) for t in trials])
     assert [e["finished"] for e in summary] == [2, 2]
     assert "| ppo | CartPole-v1 | lr=1e-3 | 2/2 |" in (directory / "table.md").read_text()
+    assert (directory / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn by rlkit2/curves.py
 
 
 def test_a_failed_trial_is_shown_with_its_error_and_the_others_still_run(tmp_path, monkeypatch, capsys):
