@@ -20,8 +20,10 @@ What Tianshou does not let us make identical (every other setting is the same; s
   autoreset; HalfCheetah only truncates, at 1000 steps), clips actions to [-1, 1] before the env (as SB3) and
   stores the unclipped ones; its trainer scans the whole buffer for NaNs after every collection.
 - Vector env: ``DummyVectorEnv`` (the envs stepped in turn in the process), the counterpart of rlkit2's
-  ``sync`` backend and SB3's DummyVecEnv. Its envpool wrapper is not used: Tianshou's envpool extra needs
-  envpool < 0.9, ours is 1.x.
+  ``sync`` backend and SB3's DummyVecEnv. Tianshou's envpool support is pinned to envpool < 0.9 (its envpool
+  extra) and ours is 1.x, so it has no envpool row.
+- Untimed, as every peer's set-up: the numba compile of its GAE, n-step and buffer kernels (several seconds, at
+  construction).
 - SAC: two critics with two Adam optimizers (SB3: one optimizer over both), the actor and alpha updated every
   step (DSAC-T every second step); one ``collect(n_step=1)`` call per env step through its Collector.
 - Threads: ``torch.set_num_threads(threads)`` for inference and update alike, as for SB3 (rlkit2's
