@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed benchmark: rlkit2 DSAC-T vs Stable-Baselines3 SAC at one update per env step, same sizes.
+"""Speed benchmark: rlkit2 DSAC-T vs Stable-Baselines3 SAC and Tianshou SAC at one update per env step, same sizes.
 
     python scripts/bench/dsac_speed.py --env HalfCheetah-v5 --steps 1000 --threads 1 2 \
         --out docs/bench/dsac_speed.json
@@ -7,7 +7,8 @@
 Both: one env, 3x256 GELU actor and critics, batch 256, after a 1000-step warm-up; we time --steps env
 steps with their updates (so updates/s = env steps/s). DSAC-T does more work per update than SAC (a target
 policy forward, two return-distribution heads) but updates the actor every second step (delay 2). Run on a
-quiet machine: the numbers are wall-clock rates.
+quiet machine: the numbers are wall-clock rates. Tianshou 2's SAC runs beside SB3's where it is installed
+(scripts/bench/tianshou_peer.py lists what differs); without it the script says so and runs the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 WARMUP = 1000
+
+import tianshou_peer  # noqa: E402  (beside this script)
 
 
 def time_rlkit2(env_id: str, steps: int, threads: int) -> dict:
@@ -62,6 +65,10 @@ def time_sb3(env_id: str, steps: int, threads: int) -> dict:
     return {"steps_per_sec": steps / seconds, "updates_per_sec": (model._n_updates - updates) / seconds}
 
 
+def time_tianshou(env_id: str, steps: int, threads: int) -> dict:
+    return tianshou_peer.sac_rate(env_id, steps, threads, WARMUP)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="HalfCheetah-v5")
@@ -71,20 +78,25 @@ def main() -> None:
     parser.add_argument("--single", nargs=2, metavar=("LIB", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:  # one measurement per process: no shared torch state between libraries
-        fn = time_rlkit2 if args.single[0] == "rlkit2" else time_sb3
+        fn = {"rlkit2": time_rlkit2, "sb3": time_sb3, "tianshou": time_tianshou}[args.single[0]]
         print(json.dumps(fn(args.env, args.steps, int(args.single[1]))))
         return
+    libs = ("rlkit2", "sb3", "tianshou") if tianshou_peer.available() else ("rlkit2", "sb3")
+    if "tianshou" not in libs:
+        print("tianshou is not installed: its SAC is left out (pip install -e '.[bench]' installs it)", flush=True)
     rows = []
     for threads in args.threads:
-        for lib in ("rlkit2", "sb3"):
+        for lib in libs:
             out = subprocess.run([sys.executable, __file__, "--single", lib, str(threads), "--env", args.env,
                                   "--steps", str(args.steps)], check=True, capture_output=True, text=True).stdout
             row = {"lib": lib, "threads": threads, **json.loads(out.strip().splitlines()[-1])}
             rows.append(row)
             print(json.dumps(row), flush=True)
     for threads in args.threads:
-        mine, sb3 = (next(r for r in rows if r["lib"] == lib and r["threads"] == threads) for lib in ("rlkit2", "sb3"))
-        print(f"threads={threads}: rlkit2 DSAC-T / SB3 SAC steps/s = {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x")
+        rate = {r["lib"]: r["steps_per_sec"] for r in rows if r["threads"] == threads}
+        tianshou_txt = f", / Tianshou SAC = {rate['rlkit2'] / rate['tianshou']:.2f}x" if "tianshou" in rate else ""
+        print(f"threads={threads}: rlkit2 DSAC-T / SB3 SAC steps/s = {rate['rlkit2'] / rate['sb3']:.2f}x"
+              + tianshou_txt)
     import torch
 
     record = {"env": args.env, "steps": args.steps, "warmup": WARMUP, "rows": rows, "torch": torch.__version__,

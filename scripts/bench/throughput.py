@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput: raw vectorized env steps/s per backend, and PPO training steps/s vs Stable-Baselines3.
+"""Throughput: raw vectorized env steps/s per backend, and PPO training steps/s vs Stable-Baselines3 and Tianshou.
 
     python scripts/bench/throughput.py [--steps 20480] [--repeats 2] [--out docs/bench/throughput.json]
 
@@ -15,6 +15,8 @@
    rlkit2 runs both uncompiled and with ``compile_loss`` (torch.compile of the minibatch loss; its MuJoCo
    preset default). Rates are measured after the first iteration for every variant, SB3 included: the
    first iteration is warm-up (and, with compile_loss, the compile), reported as first_iteration_seconds.
+   Tianshou 2's PPO runs beside them at the same settings where it is installed (scripts/bench/tianshou_peer.py
+   lists what it cannot make identical); without it the script says so and runs the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import tianshou_peer  # noqa: E402
 from benchlib import raw_env_rate  # noqa: E402
 
 N_ENVS = 8
@@ -220,6 +223,12 @@ def main() -> None:
                                                                                 compile_loss=True, pipeline=True),
                 "sb3 t1": lambda: sb3_ppo_rate(args.steps, 1),
                 "sb3 t2": lambda: sb3_ppo_rate(args.steps, 2)}
+    if tianshou_peer.available():
+        for threads in (1, 2):
+            variants[f"tianshou t{threads}"] = (
+                lambda threads=threads: tianshou_peer.ppo_rate(args.steps, threads, N_ENVS, COMMON))
+    else:
+        print("tianshou is not installed: its PPO is left out (pip install -e '.[bench]' installs it)", flush=True)
     for repeat in range(args.repeats):
         for name, fn in variants.items():
             out = fn()
@@ -236,6 +245,7 @@ def main() -> None:
     print("\nsummary (median over repeats)")
     median = {name: float(np.median([r["steps_per_sec"] for r in runs])) for name, runs in results["ppo"].items()}
     best_sb3 = max(v for k, v in median.items() if k.startswith("sb3"))
+    best_tianshou = max((v for k, v in median.items() if k.startswith("tianshou")), default=None)
     for name, value in median.items():
         collect = float(np.median([r["collect_steps_per_sec"] for r in results["ppo"][name]]))
         wall = float(np.median([r.get("collect_wall_steps_per_sec", np.nan) for r in results["ppo"][name]]))
@@ -243,7 +253,8 @@ def main() -> None:
         raw = results["raw"].get(raw_key)
         raw_txt = (f", collection {collect:.0f} steps/s = {collect / raw:.0%} of raw {raw_key} (whole loop "
                    f"{wall / raw:.0%})") if raw else ""
-        print(f"{name:18s} {value:7.0f} steps/s = {value / best_sb3:.2f}x best SB3{raw_txt}")
+        tianshou_txt = f", {value / best_tianshou:.2f}x best Tianshou" if best_tianshou else ""
+        print(f"{name:18s} {value:7.0f} steps/s = {value / best_sb3:.2f}x best SB3{tianshou_txt}{raw_txt}")
     results["median_steps_per_sec"] = median
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
