@@ -33,10 +33,12 @@ def throughput(path: Path) -> None:
     for key, rate in data["raw"].items():
         env, backend = key.rsplit(" ", 1)
         print(f"| {env} | {backend} | {rate:,.0f} |")
-    best_sb3 = max(v for k, v in data["median_steps_per_sec"].items() if k.startswith("sb3"))
-    print("\n| PPO on HalfCheetah-v5 x 8, identical hyperparameters | steps/s (median) | vs best SB3 | "
-          "collection steps/s | collection vs raw env | runs | first iteration, repeat 1 (s) |\n"
-          "|---|---|---|---|---|---|---|")
+    median = data["median_steps_per_sec"]
+    best_sb3 = max(v for k, v in median.items() if k.startswith("sb3"))
+    best_tianshou = max((v for k, v in median.items() if k.startswith("tianshou")), default=None)
+    print("\n| PPO on HalfCheetah-v5 x 8, identical hyperparameters | steps/s (median) | vs best SB3 | vs best Tianshou | "
+          "collection steps/s | collection vs raw env (whole collection loop) | runs | first iteration, repeat 1 (s) |\n"
+          "|---|---|---|---|---|---|---|---|")
     for name, runs in data["ppo"].items():
         med = float(np.median([r["steps_per_sec"] for r in runs]))
         col = float(np.median([r["collect_steps_per_sec"] for r in runs]))
@@ -49,9 +51,12 @@ def throughput(path: Path) -> None:
                       f"{np.median([r['share_update'] for r in runs]):.0%})")
         each = ", ".join(f"{r['steps_per_sec']:.0f}" for r in runs)
         first = runs[0].get("first_iteration_seconds")  # warm-up, and with compile_loss the compile
-        print(f"| {name}{shares} | {med:,.0f} | {med / best_sb3:.2f}x | {col:,.0f} | "
-              f"{(col / raw if raw else float('nan')):.0%} of {raw_key.split()[-1]} | {each} | "
-              f"{'' if first is None else f'{first:.1f}'} |")
+        vs_raw = f"{(col / raw if raw else float('nan')):.0%} of {raw_key.split()[-1]}"
+        if raw and "collect_wall_steps_per_sec" in runs[0]:  # env + inference + the loop's own bookkeeping
+            vs_raw += f" ({np.median([r['collect_wall_steps_per_sec'] for r in runs]) / raw:.0%})"
+        vs_tianshou = f"{med / best_tianshou:.2f}x" if best_tianshou else ""
+        print(f"| {name}{shares} | {med:,.0f} | {med / best_sb3:.2f}x | {vs_tianshou} | {col:,.0f} | {vs_raw} | "
+              f"{each} | {'' if first is None else f'{first:.1f}'} |")
     for name, out in data.get("atari_ppo", {}).items():
         print(f"\nAtari PPO (Pong, Nature-CNN, CPU) {name}: {out['steps_per_sec']:.0f} agent steps/s = "
               f"{out['frames_per_sec']:.0f} frames/s, update share {out['share_update']:.0%}")
