@@ -98,33 +98,51 @@ def init_state(optimizer: torch.optim.Optimizer) -> None:
             state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
 
-def functional_step(optimizer: torch.optim.Optimizer, grads: list[Tensor], lr: Tensor) -> None:
-    """``optimizer.step()`` with ``grads`` in place of the parameters' ``.grad`` and the learning rate as a tensor
-    (so that a decaying lr does not recompile a compiled caller). Call ``init_state`` first."""
-    group = optimizer.param_groups[0]
-    params, states = group["params"], [optimizer.state[p] for p in group["params"]]
-    if isinstance(optimizer, RMSpropTF):
+STATE_KEYS = {"adam": ("step", "exp_avg", "exp_avg_sq"), "rmsprop": ("step", "square_avg", "grad_avg", "momentum_buffer"),
+              "rmsprop_tf": ("square_avg", "grad_avg", "momentum_buffer")}
+
+
+def state_lists(optimizer: torch.optim.Optimizer) -> dict[str, list[Tensor]]:
+    """The optimizer's state as one list per kind, in parameter order (``init_state`` first): what
+    ``functional_step`` takes."""
+    params = optimizer.param_groups[0]["params"]
+    keys = STATE_KEYS[_kind(optimizer)]
+    return {key: [optimizer.state[p][key] for p in params] for key in keys if key in optimizer.state[params[0]]}
+
+
+def functional_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grads: list[Tensor],
+                    state: dict[str, list[Tensor]], lr: Tensor) -> None:
+    """``optimizer.step()`` with ``grads`` in place of the parameters' ``.grad``, on ``state`` (from ``state_lists``)
+    and with the learning rate as a tensor (so that a decaying lr does not recompile a compiled caller).
+    ``optimizer`` only gives the hyperparameters: the tensors come as arguments, so that a compiled caller takes
+    them as plain graph inputs instead of looking them up in the optimizer's tensor-keyed state dict."""
+    group, kind = optimizer.param_groups[0], _kind(optimizer)
+    if kind == "rmsprop_tf":
+        states = [{key: values[i] for key, values in state.items()} for i in range(len(params))]
         rmsprop_tf_update(params, grads, states, lr, group["alpha"], group["eps"], group["momentum"],
                           group["centered"])
-    elif isinstance(optimizer, torch.optim.Adam):
+    elif kind == "adam":
         beta1, beta2 = group["betas"]
-        adam_update(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-                    [s["step"] for s in states], foreach=True, capturable=True, amsgrad=False, beta1=beta1,
-                    beta2=beta2, lr=lr, weight_decay=group["weight_decay"], eps=group["eps"],
-                    maximize=group["maximize"], decoupled_weight_decay=group.get("decoupled_weight_decay", False))
+        adam_update(params, grads, state["exp_avg"], state["exp_avg_sq"], [], state["step"], foreach=True,
+                    capturable=True, amsgrad=False, beta1=beta1, beta2=beta2, lr=lr,
+                    weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                    decoupled_weight_decay=group.get("decoupled_weight_decay", False))
     else:
-        momentum, centered = group["momentum"], group["centered"]
-        rmsprop_update(params, grads, [s["square_avg"] for s in states],
-                       [s["grad_avg"] for s in states] if centered else [],
-                       [s["momentum_buffer"] for s in states] if momentum > 0 else [],
-                       [s["step"] for s in states], foreach=True, capturable=True, maximize=group["maximize"],
-                       lr=lr, alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
-                       momentum=momentum, centered=centered)
+        rmsprop_update(params, grads, state["square_avg"], state.get("grad_avg", []),
+                       state.get("momentum_buffer", []), state["step"], foreach=True, capturable=True,
+                       maximize=group["maximize"], lr=lr, alpha=group["alpha"], eps=group["eps"],
+                       weight_decay=group["weight_decay"], momentum=group["momentum"], centered=group["centered"])
+
+
+def _kind(optimizer: torch.optim.Optimizer) -> str:
+    kinds = {torch.optim.Adam: "adam", torch.optim.RMSprop: "rmsprop", RMSpropTF: "rmsprop_tf"}
+    if type(optimizer) not in kinds:
+        raise TypeError(f"functional_step supports Adam, RMSprop and RMSpropTF, not {type(optimizer).__name__}")
+    return kinds[type(optimizer)]
 
 
 def _check_supported(optimizer: torch.optim.Optimizer) -> None:
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.RMSprop, RMSpropTF):
-        raise TypeError(f"functional_step supports Adam, RMSprop and RMSpropTF, not {type(optimizer).__name__}")
+    _kind(optimizer)
     if len(optimizer.param_groups) != 1:
         raise ValueError("functional_step supports optimizers with one parameter group")
     if optimizer.param_groups[0].get("amsgrad"):

@@ -100,9 +100,10 @@ class MinibatchUpdate:
             return ()
         for group in self.groups:
             optim.init_state(group.optimizer)
-        lrs = [torch.tensor(float(g.optimizer.param_groups[0]["lr"]), device=g.params[0].device)
-               for g in self.groups]
-        self._inputs = (lrs,)
+        # flat lists of tensors: cheap guards for torch.compile (no lookups in the optimizer's tensor-keyed dict)
+        self._inputs = tuple(
+            (list(g.params), optim.state_lists(g.optimizer),
+             torch.tensor(float(g.optimizer.param_groups[0]["lr"]), device=g.params[0].device)) for g in self.groups)
         return self._inputs
 
     # --- eager: loss.backward(), clip_grad_norm_, optimizer.step() ---------------------------------------------
@@ -124,19 +125,17 @@ class MinibatchUpdate:
         return loss, stats.detach()
 
     def _functional_step(self, inputs: tuple, sums: Tensor, *minibatch: Tensor) -> None:
-        (lrs,) = inputs
-        params = tuple(p.detach() for g in self.groups for p in g.params)
-        grads, (_, stats) = self._grad_fn(params, *minibatch)
+        grads, (_, stats) = self._grad_fn(tuple(p.detach() for params, _, _ in inputs for p in params), *minibatch)
         norms, start = [], 0
         with torch.no_grad():
-            for group, lr in zip(self.groups, lrs):
-                group_grads = list(grads[start:start + len(group.params)])
-                start += len(group.params)
+            for group, (params, state, lr) in zip(self.groups, inputs):
+                group_grads = list(grads[start:start + len(params)])
+                start += len(params)
                 # clip_grad_norm_'s math: scale by max_norm / (norm + 1e-6) when that is below 1
                 norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group_grads)))
                 if group.max_grad_norm > 0:
                     torch._foreach_mul_(group_grads, torch.clamp(group.max_grad_norm / (norm + 1e-6), max=1.0))
-                optim.functional_step(group.optimizer, group_grads, lr)
+                optim.functional_step(group.optimizer, params, group_grads, state, lr)
                 norms.append(norm)
             sums.add_(torch.cat([stats, torch.stack(norms)]))
 

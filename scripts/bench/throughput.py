@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats of each PPO measurement")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/throughput.json"))
     parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated PPO variants to run (names as printed, e.g. "
+                        "'rlkit2 sync t1 compiled,sb3 t1'); default all")
     parser.add_argument("--atari-steps", type=int, default=0, help="also time PPO on Pong for this many steps")
     args = parser.parse_args()
     if args.steps < 3 * 2048:
@@ -176,6 +178,12 @@ def main() -> None:
                 "rlkit2 envpool t1 compiled": lambda: rlkit2_ppo_rate(args.steps, "envpool", 1, compile_loss=True),
                 "sb3 t1": lambda: sb3_ppo_rate(args.steps, 1),
                 "sb3 t2": lambda: sb3_ppo_rate(args.steps, 2)}
+    if args.only:
+        wanted = [name.strip() for name in args.only.split(",")]
+        unknown = [name for name in wanted if name not in variants]
+        if unknown:
+            parser.error(f"--only: unknown variant(s) {unknown}; choose from {list(variants)}")
+        variants = {name: variants[name] for name in wanted}
     for repeat in range(args.repeats):
         for name, fn in variants.items():
             out = fn()
@@ -191,7 +199,7 @@ def main() -> None:
 
     print("\nsummary (median over repeats)")
     median = {name: float(np.median([r["steps_per_sec"] for r in runs])) for name, runs in results["ppo"].items()}
-    best_sb3 = max(v for k, v in median.items() if k.startswith("sb3"))
+    best_sb3 = max((v for k, v in median.items() if k.startswith("sb3")), default=float("nan"))
     for name, value in median.items():
         collect = float(np.median([r["collect_steps_per_sec"] for r in results["ppo"][name]]))
         raw_key = "HalfCheetah-v5 envpool" if "envpool" in name else "HalfCheetah-v5 sync"
