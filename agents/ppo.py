@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds, register
 from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError
-from rlkit2.device import set_threads
+from rlkit2.device import check_bf16, set_threads
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
 from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
@@ -279,6 +279,8 @@ class OnPolicyAgent:
             raise ConfigError(f"Option 'cnn_precision' ({cfg.cnn_precision}) applies to CNN torsos, but env "
                               f"'{env.name}' gets an MLP (observations {obs_space.dtype} {obs_space.shape}). Fix: "
                               "leave cnn_precision at fp32 (a CNN needs uint8 [C, H, W] image observations)")
+        if cfg.cnn_precision == "bf16":
+            check_bf16(self.device, "cnn_precision", also="--rl.cnn_precision fp32 with --agent pref")
         self.model = ActorCritic(cfg, obs_space, action_space).to(self.device)
         self.obs_normalizer = ObservationNormalizer(obs_space.shape, cfg.obs_clip,
                                                     enabled=cfg.normalize_obs and not self.image_obs).to(self.device)

@@ -76,6 +76,7 @@ from envs.atari import is_atari
 from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
 from rlkit2.clips import mujoco_state
 from rlkit2.config import ConfigError, check_ranges
+from rlkit2.device import check_bf16
 from rlkit2.labels import LabelStore
 from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, StackedSegments, SyntheticOracle, labels_due,
                                select_pairs)
@@ -363,6 +364,8 @@ class PrefAgent:
             action_dim += 1  # the reward model's 'absorbing' flag input
         # Atari observations stack S frames: comparisons keep each segment's K + S - 1 distinct frames only
         self.stack = obs_space.shape[0] if is_atari(env.name) and len(obs_space.shape) >= 3 else 0
+        if cfg.reward_precision == "bf16" and len(obs_space.shape) == 3:  # vector observations ignore it
+            check_bf16(self.device, "reward_precision")
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale, precision=cfg.reward_precision,
                                     frame_stack=self.stack > 0 and len(obs_space.shape) == 3, clip=cfg.reward_clip,

@@ -136,7 +136,8 @@ def test_every_design_choice_trains(options, env_id):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_atari_cnn_iteration(precision):
+def test_atari_cnn_iteration(precision, monkeypatch):
+    monkeypatch.setenv("RLKIT2_ALLOW_SLOW_BF16", "1")  # the bf16 path on any machine (rlkit2/device.py:check_bf16)
     run, cfg = resolve_config("ppo", "ALE/Breakout-v5", {"num_steps": "16", "minibatch_size": "32", "epochs": "1",
                                                          "cnn_precision": precision})
     env = envs.make("ALE/Breakout-v5", num_envs=2, seed=0, atari=run.atari)
