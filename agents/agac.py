@@ -440,6 +440,7 @@ class AGACAgent:
     def _minibatch_step(self, mb: dict[str, Tensor]) -> Tensor:
         """One step on one minibatch (a dict of MINIBATCH_KEYS); its statistics as ``update`` sums them."""
         sums = torch.zeros(8, device=self.device)
+        self._update.prepare()
         self._update(sums, *(mb[k] for k in MINIBATCH_KEYS))
         return sums
 

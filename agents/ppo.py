@@ -168,8 +168,10 @@ class OnPolicyConfig:
     cnn_precision: Literal["fp32", "bf16"] = "fp32"
     """Precision of the CNN torso's compute: 'bf16' runs it under bfloat16 autocast when acting and when
     updating alike, so a fresh policy's ratio to the one that acted starts at 1 (to rounding). Weights, heads,
-    log-probs, losses and the optimizer stay fp32. PPO on Pong ran 1.75-1.9x faster on a CPU with AVX512-BF16
-    (docs/benchmarks.md, "PPO on Atari: CNN precision"); not yet measured on a GPU. CNN torsos only."""
+    log-probs, losses and the optimizer stay fp32. PPO on Pong ran 1.75-1.9x faster on a CPU with AVX512-BF16 and
+    10x slower on one without native bf16 (AVX2 only), so it is refused on a CPU without AVX512-BF16 / AMX-BF16 or a
+    GPU without bf16 (RLKIT2_ALLOW_SLOW_BF16=1 overrides; docs/benchmarks.md, "PPO on Atari: CNN precision"); not
+    yet measured on a GPU. CNN torsos only."""
     compile_loss: bool = False
     """torch.compile the whole minibatch step -- forward pass, loss, backward, gradient clipping and the
     optimizer step -- as one graph (rlkit2/update_step.py; the name predates the optimizer's part). Same math to
@@ -477,6 +479,7 @@ class OnPolicyAgent:
         """One optimizer step on one minibatch, its STATS returned (for tests; ``update`` keeps them on the
         device)."""
         sums = torch.zeros(len(STATS), device=self.device)
+        self._update.prepare()
         self._update(sums, obs, actions, old_logprobs, advantages, targets, old_values)
         self.updates += 1
         return dict(zip(STATS, sums.tolist()))

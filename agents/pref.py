@@ -44,7 +44,7 @@ Choices where the paper leaves room, and what we follow:
   cheap on MuJoCo), or a fixed budget of ``reward_batches`` minibatches (as rl-teacher's one minibatch per 100 env
   steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
   ensemble takes minutes, so the reduced-budget Pong benchmark uses one minibatch of 16 per iteration, bf16
-  convolutions, held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
+  convolutions (its CPU had AVX512-BF16 and AMX), held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
   (docs/benchmarks.md, "Atari Pong with synthetic labels": -11.8 at 500k steps against -15.6 on the true reward,
   with the reward model as it was before batch norm and dropout).
 - The Atari reward model follows the paper's: frames only (``reward_actions false``: an action input gives the
@@ -147,7 +147,8 @@ class PrefConfig:
     """Recent steps the reward normalisation is refitted on after each fit; 0 = the whole pool (pool_steps)."""
     reward_precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 runs the Atari reward model's convolutions under bfloat16 autocast (weights stay fp32), as PPO's
-    --cnn_precision bf16: about 2x cheaper on a CPU with AVX512-BF16. Vector observations ignore it."""
+    --cnn_precision bf16: about 2x cheaper on a CPU with AVX512-BF16; refused on hardware without native bf16
+    (rlkit2/device.py:check_bf16). Vector observations ignore it."""
     reward_batch_norm: bool = True
     """Batch norm after each conv of the image reward model (paper Atari: "all convolutional layers use batch norm and
     dropout"); its running statistics score every reward. Vector observations ignore it (the paper's MuJoCo MLP has

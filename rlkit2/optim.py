@@ -117,6 +117,11 @@ def functional_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad
     ``optimizer`` only gives the hyperparameters: the tensors come as arguments, so that a compiled caller takes
     them as plain graph inputs instead of looking them up in the optimizer's tensor-keyed state dict."""
     group, kind = optimizer.param_groups[0], _kind(optimizer)
+    # Compiled: the capturable variants (the step count and lr as tensors in the graph). Run eagerly (a disabled
+    # compiler), torch allows capturable on accelerators only, and then a plain float lr.
+    capturable = torch.compiler.is_compiling()
+    if not capturable:
+        lr = float(lr)
     if kind == "rmsprop_tf":
         states = [{key: values[i] for key, values in state.items()} for i in range(len(params))]
         rmsprop_tf_update(params, grads, states, lr, group["alpha"], group["eps"], group["momentum"],
@@ -124,12 +129,12 @@ def functional_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad
     elif kind == "adam":
         beta1, beta2 = group["betas"]
         adam_update(params, grads, state["exp_avg"], state["exp_avg_sq"], [], state["step"], foreach=True,
-                    capturable=True, amsgrad=False, beta1=beta1, beta2=beta2, lr=lr,
+                    capturable=capturable, amsgrad=False, beta1=beta1, beta2=beta2, lr=lr,
                     weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
                     decoupled_weight_decay=group.get("decoupled_weight_decay", False))
     else:
         rmsprop_update(params, grads, state["square_avg"], state.get("grad_avg", []),
-                       state.get("momentum_buffer", []), state["step"], foreach=True, capturable=True,
+                       state.get("momentum_buffer", []), state["step"], foreach=True, capturable=capturable,
                        maximize=group["maximize"], lr=lr, alpha=group["alpha"], eps=group["eps"],
                        weight_decay=group["weight_decay"], momentum=group["momentum"], centered=group["centered"])
 

@@ -4,6 +4,7 @@ the parameters, the optimizer state and the statistics agree to float rounding -
 use, for AGAC's two parameter groups, and across a checkpoint load in between. If compiling fails, training
 continues on the eager step with a warning."""
 
+import copy
 import shutil
 import warnings
 
@@ -87,7 +88,7 @@ def test_compiled_step_after_a_checkpoint_load_continues_from_the_loaded_state()
     compiled._minibatch_step(*batches[0])  # compiles, and moves the compiled agent away from the eager one
     for minibatch in batches[1:3]:
         eager._minibatch_step(*minibatch)
-    compiled.load_state_dict(eager.state_dict())
+    compiled.load_state_dict(copy.deepcopy(eager.state_dict()))  # as from a checkpoint file: no shared tensors
     for minibatch in batches[3:]:
         eager._minibatch_step(*minibatch)
         compiled._minibatch_step(*minibatch)
@@ -155,3 +156,39 @@ def test_update_stats_are_read_once_and_a_nonfinite_loss_stops_the_update():
         rollout.rewards[3, 1] = float("nan")
     with pytest.raises(NonFiniteLossError, match=r"Non-finite loss or gradient in the updates up to 4 \(mean policy"):
         agent.update(rollout)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "rmsprop_tf"])
+def test_functional_step_run_eagerly_equals_the_eager_step(monkeypatch, optimizer):
+    """The compiled step's formulation (torch.func gradients, clip_grad_norm_'s math, torch's functional
+    optimizers on the optimizer's state), run without the compiler: fast, and so in every quick test run."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    env = envs.make("Pendulum-v1", num_envs=2, seed=0)
+    options = dict(optimizer=optimizer, value_clip=0.2, entropy_coef=0.01, max_grad_norm=0.3, lr=1e-3)
+    eager, functional = _ppo(env, **options), _ppo(env, compile_loss=True, **options)
+    for minibatch in _minibatches(env, 4):
+        expected, got = eager._minibatch_step(*minibatch), functional._minibatch_step(*minibatch)
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert functional._update.compiled  # the identity 'compile' was taken
+    for a, b in zip(eager.params, functional.params):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    _assert_same_optimizer_state(eager.optimizer, functional.optimizer)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_agents_with_different_networks_in_one_process_each_run_their_own_compiled_step():
+    """Each MinibatchUpdate compiles its own copy of the step and keeps only tensor guards: a second agent (as in
+    a sweep inside one process) with another network and other constants must not run the first one's graph."""
+    env = envs.make("Pendulum-v1", num_envs=2, seed=0)
+    configs = [dict(policy_hidden=(16,), value_hidden=(16,), clip_eps=0.2),
+               dict(policy_hidden=(8, 8), value_hidden=(8,), clip_eps=0.1, value_clip=0.3)]
+    pairs = [(_ppo(env, **options), _ppo(env, compile_loss=True, **options)) for options in configs]
+    for minibatch in _minibatches(env, 3):
+        for eager, compiled in pairs:
+            assert compiled._minibatch_step(*minibatch) == pytest.approx(eager._minibatch_step(*minibatch),
+                                                                        rel=1e-4, abs=1e-6)
+    for eager, compiled in pairs:
+        assert compiled._update.compiled
+        for a, b in zip(eager.params, compiled.params):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
