@@ -43,3 +43,23 @@ def test_matmul_rate_is_a_positive_flop_rate():
     torch.set_num_threads(1)
     rate = dsac_speed.matmul_rate(batch=32, hidden=32, ensemble=2, seconds=0.05)
     assert 1e7 < rate < 1e13  # FLOP/s: between a very slow and an impossible single core
+
+
+def test_report_renders_the_flop_rate_and_older_records_without_it(tmp_path, capsys):
+    import json
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from report import dsac_speed as render
+
+    row = {"lib": "rlkit2", "threads": 1, "steps_per_sec": 20.0, "share_update": 0.9}
+    record = {"env": "HalfCheetah-v5", "steps": 200, "warmup": 1000, "torch": "2.13", "machine": "x86_64, 2 cores",
+              "rows": [row, {"lib": "sb3", "threads": 1, "steps_per_sec": 10.0}]}
+    (tmp_path / "old.json").write_text(json.dumps(record))
+    render(tmp_path / "old.json")
+    assert "| 1 | 20.0 (update share 90%) | 10.0 | 2.00x | not measured |" in capsys.readouterr().out
+    row.update(gflop_per_update=0.874, update_gflop_per_sec=19.0, matmul_gflop_per_sec=54.6,
+               update_share_of_matmul_rate=19.0 / 54.6)
+    (tmp_path / "new.json").write_text(json.dumps(record))
+    render(tmp_path / "new.json")
+    assert "| 2.00x | 19.0 of 54.6 = 35% (0.874 GFLOP per update) |" in capsys.readouterr().out
