@@ -83,3 +83,14 @@ def test_ppo_with_bf16_on_a_cpu_without_it_stops_at_the_start(monkeypatch):
         assert OnPolicyAgent(OnPolicyConfig(torso="cnn", cnn_precision="bf16"), ctx).model.policy_torso.bf16
     finally:
         env.close()
+
+
+def test_train_with_bf16_on_a_cpu_without_it_is_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    from rlkit2.cli import main_train
+
+    monkeypatch.setattr(device_module, "read_cpuinfo", lambda: EPYC)
+    code = main_train(["--agent", "ppo", "--env", "ALE/Pong-v5", "--cnn_precision", "bf16", "--total_steps", "1024",
+                       "--runs_dir", str(tmp_path), "--progress", "false", "--tensorboard", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "AMD EPYC 7B13 64-Core Processor" in err and "Fix: --cnn_precision fp32" in err
