@@ -98,7 +98,8 @@ def init_state(optimizer: torch.optim.Optimizer) -> None:
             state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
 
-STATE_KEYS = {"adam": ("step", "exp_avg", "exp_avg_sq"), "rmsprop": ("step", "square_avg", "grad_avg", "momentum_buffer"),
+STATE_KEYS = {"adam": ("step", "exp_avg", "exp_avg_sq"),
+              "rmsprop": ("step", "square_avg", "grad_avg", "momentum_buffer"),
               "rmsprop_tf": ("square_avg", "grad_avg", "momentum_buffer")}
 
 

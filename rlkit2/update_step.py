@@ -105,7 +105,8 @@ class MinibatchUpdate:
 
     def prepare(self) -> tuple:
         """The tensors a compiled step reads, gathered once per update pass: parameters and optimizer state are
-        graph inputs (a loaded checkpoint replaces them), the learning rates tensors (a schedule changes them)."""
+        graph inputs (a loaded checkpoint replaces them), and so are the learning rates, as tensors (a schedule
+        changes them)."""
         if self._compile_note is None:
             return ()
         for group in self.groups:

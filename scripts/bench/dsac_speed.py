@@ -130,7 +130,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     for threads in args.threads:
         mine, sb3 = (next(r for r in rows if r["lib"] == lib and r["threads"] == threads) for lib in ("rlkit2", "sb3"))
-        print(f"threads={threads}: rlkit2 DSAC-T / SB3 SAC steps/s = {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x; "
+        ratio = mine["steps_per_sec"] / sb3["steps_per_sec"]
+        print(f"threads={threads}: rlkit2 DSAC-T / SB3 SAC steps/s = {ratio:.2f}x; "
               f"rlkit2's update: {mine['gflop_per_update']:.3f} GFLOP, {mine['update_gflop_per_sec']:.1f} GFLOP/s = "
               f"{mine['update_share_of_matmul_rate']:.0%} of the {mine['matmul_gflop_per_sec']:.1f} GFLOP/s dense "
               "matmuls reach at its layer shapes")

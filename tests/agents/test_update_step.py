@@ -192,3 +192,24 @@ def test_agents_with_different_networks_in_one_process_each_run_their_own_compil
         assert compiled._update.compiled
         for a, b in zip(eager.params, compiled.params):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_a_compiled_update_pass_equals_the_eager_one():
+    """PPO's whole update (epochs of shuffled minibatches, advantages recomputed per epoch, per-epoch statistics
+    summed into rows of one device tensor and read once) compiled and eager, on the same rollout and shuffles."""
+    env = envs.make("Pendulum-v1", num_envs=2, seed=0)
+    options = dict(num_steps=32, minibatch_size=16, epochs=3, value_clip=0.2, normalize_value=True)
+    eager, compiled = _ppo(env, **options), _ppo(env, compile_loss=True, **options)
+    for _ in range(2):  # the second pass runs on the compiled graph from the start
+        rollout = eager.collector.collect(eager)
+        stats = []
+        for agent in (eager, compiled):
+            torch.manual_seed(1)  # the same minibatch shuffles
+            stats.append(agent.update(rollout))
+        assert stats[1] == pytest.approx(stats[0], rel=1e-4, abs=1e-6)
+        assert compiled._update.compiled and compiled.updates == eager.updates
+    for a, b in zip(eager.params, compiled.params):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    _assert_same_optimizer_state(eager.optimizer, compiled.optimizer)
