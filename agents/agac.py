@@ -90,8 +90,10 @@ from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer
 from rlkit2.remote import make_on_policy_collector
 from rlkit2.returns import gae, next_values_from
+from rlkit2.update_step import MinibatchUpdate, ParamGroup
 
 PRESETS = Path(__file__).parent / "presets"
+MINIBATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "targets", "pi_old")
 
 
 @dataclass
@@ -144,6 +146,10 @@ class AGACConfig:
     """MLP activation."""
     adversary_hidden: int = 128
     """Width of the adversary's extra hidden layer on its torso (official: FC 128 ELU)."""
+    compile_loss: bool = False
+    """torch.compile the whole minibatch step (forward, losses, backward, both gradient clips and both Adam steps)
+    as one graph, as PPO's option of the same name (rlkit2/update_step.py). Same math to float rounding; a
+    one-off compile at the first update. If compiling fails, the run warns and continues uncompiled."""
     normalize_advantages: bool = True
     """Normalize the advantages (the AGAC term included) to zero mean and unit std per minibatch (the paper and
     official code). Off: the ablation of what the normalization does to the log-ratio bonus before any reward."""
@@ -298,6 +304,12 @@ class AGACAgent:
         self.optimizer = torch.optim.Adam(self.main_params, lr=cfg.lr, eps=cfg.adam_eps)
         self.adversary_optimizer = torch.optim.Adam(self.adversary_params, lr=cfg.lr * cfg.adversary_lr_scale,
                                                     eps=cfg.adam_eps)
+        self._update = MinibatchUpdate(
+            self.nets, self._loss_and_stats,
+            [ParamGroup(self.main_params, self.optimizer, cfg.max_grad_norm),
+             ParamGroup(self.adversary_params, self.adversary_optimizer, cfg.max_grad_norm)],
+            compile_note=("compiling the update step with torch.compile (about 10-60 s on a CPU, once per run; "
+                          "--compile_loss false to skip)") if cfg.compile_loss else None)
         info_keys = ("agent_pos",) if cfg.count_bonus > 0 else ()
         # in-process, or remote workers when ctx.env is a WorkerGroup (--workers)
         self.collector = make_on_policy_collector(env, cfg.num_steps, self.device, info_keys=info_keys,
@@ -407,15 +419,17 @@ class AGACAgent:
         flat = {"obs": rollout.obs, "actions": rollout.actions, "logprobs": rollout.logprobs,
                 "values": rollout.values, "advantages": advantages, "targets": targets, "pi_old": pi_old}
         flat = {k: v.reshape(self.batch_size, *v.shape[2:]) for k, v in flat.items()}
-        sums = torch.zeros(6, device=self.device)  # policy, value, adversary, entropy, approx_kl, clipfrac
-        minibatches = 0
+        # policy, value, adversary, entropy, approx_kl, clipfrac, grad norms (main, adversary): summed on the device
+        sums = torch.zeros(8, device=self.device)
+        starts = range(0, self.batch_size - cfg.minibatch_size + 1, cfg.minibatch_size)
+        self._update.prepare()
         for _ in range(cfg.epochs):
+            # one gather per tensor per epoch, then contiguous slices (views) per minibatch
             order = torch.randperm(self.batch_size, device=self.device)
-            for begin in range(0, self.batch_size - cfg.minibatch_size + 1, cfg.minibatch_size):
-                mb = {k: v[order[begin:begin + cfg.minibatch_size]] for k, v in flat.items()}
-                sums += self._minibatch_step(mb)
-                minibatches += 1
-        means = (sums / max(minibatches, 1)).tolist()
+            epoch = [flat[k][order] for k in MINIBATCH_KEYS]
+            for begin in starts:
+                self._update(sums, *(v[begin:begin + cfg.minibatch_size] for v in epoch))
+        means = (sums / max(cfg.epochs * len(starts), 1)).tolist()
         if not all(math.isfinite(v) for v in means):
             raise NonFiniteLossError(f"An AGAC loss became NaN/inf at iteration {self.iterations}.")
         return {"loss/policy": means[0], "loss/value": means[1], "loss/adversary": means[2],
@@ -424,33 +438,30 @@ class AGACAgent:
                     rollout.logprobs - rollout.extras["adv_logprob"]).mean())}
 
     def _minibatch_step(self, mb: dict[str, Tensor]) -> Tensor:
+        """One step on one minibatch (a dict of MINIBATCH_KEYS); its statistics as ``update`` sums them."""
+        sums = torch.zeros(8, device=self.device)
+        self._update.prepare()
+        self._update(sums, *(mb[k] for k in MINIBATCH_KEYS))
+        return sums
+
+    def _loss_and_stats(self, obs: Tensor, actions: Tensor, logprobs: Tensor, values: Tensor, advantages: Tensor,
+                        targets: Tensor, pi_old: Tensor) -> tuple[Tensor, Tensor]:
         cfg, nets = self.cfg, self.nets
-        advantages = mb["advantages"]
         if cfg.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        dist = nets.dist(nets.actor_params(mb["obs"]))
-        log_ratio = dist.log_prob(mb["actions"]) - mb["logprobs"]
+        dist = nets.dist(nets.actor_params(obs))
+        log_ratio = dist.log_prob(actions) - logprobs
         ratio = log_ratio.clamp(max=20.0).exp()
         policy_loss = -torch.min(ratio * advantages, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * advantages).mean()
         entropy = dist.entropy().mean()
-        value_loss = clipped_value_loss(nets.value(mb["obs"]), mb["values"], mb["targets"], cfg.clip_eps)
-        adversary_loss = nets.kl(mb["pi_old"], nets.adversary_params(mb["obs"])).mean()
+        value_loss = clipped_value_loss(nets.value(obs), values, targets, cfg.clip_eps)
+        adversary_loss = nets.kl(pi_old, nets.adversary_params(obs)).mean()
         loss = (policy_loss - cfg.entropy_coef * entropy + cfg.value_coef * value_loss
                 + cfg.adversary_coef * adversary_loss)
-
-        self.optimizer.zero_grad(set_to_none=True)
-        self.adversary_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.main_params, cfg.max_grad_norm, foreach=True)
-            nn.utils.clip_grad_norm_(self.adversary_params, cfg.max_grad_norm, foreach=True)
-        self.optimizer.step()
-        self.adversary_optimizer.step()
-        with torch.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean()
-            clip_fraction = ((ratio - 1).abs() > cfg.clip_eps).float().mean()
-        return torch.stack([policy_loss.detach(), value_loss.detach(), adversary_loss.detach(), entropy.detach(),
-                            approx_kl, clip_fraction])
+        ratio, log_ratio = ratio.detach(), log_ratio.detach()
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clip_fraction = ((ratio - 1).abs() > cfg.clip_eps).float().mean()
+        return loss, torch.stack([policy_loss, value_loss, adversary_loss, entropy, approx_kl, clip_fraction]).detach()
 
     # --- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,15 +38,23 @@ from torch import Tensor, nn
 from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError
-from rlkit2.device import set_threads
+from rlkit2.device import check_bf16, set_threads
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
 from rlkit2.networks import image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
 from rlkit2.optim import RMSpropTF
 from rlkit2.remote import make_on_policy_collector
 from rlkit2.returns import gae, n_step_returns, next_values_from
+from rlkit2.update_step import MinibatchUpdate, ParamGroup
 
 PRESETS = Path(__file__).parent / "presets"
+COMPILE_NOTE = ("compiling the update step with torch.compile (about 10-60 s on a CPU, once per run; --compile_loss "
+                "false to skip, --rl.compile_loss false with --agent pref)")
+# What each minibatch step adds up (rlkit2.update_step): the loss function's statistics, then the gradient norm.
+# approx_kl and clipfrac are reported for the last epoch, the others averaged over all minibatches.
+STATS = ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
+         "losses/grad_norm")
+LAST_EPOCH_STATS = ("losses/approx_kl", "losses/clipfrac")
 
 
 @dataclass
@@ -161,14 +168,17 @@ class OnPolicyConfig:
     cnn_precision: Literal["fp32", "bf16"] = "fp32"
     """Precision of the CNN torso's compute: 'bf16' runs it under bfloat16 autocast when acting and when
     updating alike, so a fresh policy's ratio to the one that acted starts at 1 (to rounding). Weights, heads,
-    log-probs, losses and the optimizer stay fp32. PPO on Pong ran 1.75-1.9x faster on a CPU with AVX512-BF16
-    (docs/benchmarks.md, "PPO on Atari: CNN precision"); not yet measured on a GPU. CNN torsos only."""
+    log-probs, losses and the optimizer stay fp32. PPO on Pong ran 1.75-1.9x faster on a CPU with AVX512-BF16 and
+    10x slower on one without native bf16 (AVX2 only), so it is refused on a CPU without AVX512-BF16 / AMX-BF16 or a
+    GPU without bf16 (RLKIT2_ALLOW_SLOW_BF16=1 overrides; docs/benchmarks.md, "PPO on Atari: CNN precision"); not
+    yet measured on a GPU. CNN torsos only."""
     compile_loss: bool = False
-    """torch.compile the minibatch forward pass and loss (and so its backward). Same math; with small networks
-    on CPU a minibatch step is ~1/3 faster (PPO ~20-25% more steps/s on HalfCheetah) after a one-off compile of
-    ~10-15 s at the first update. Needs a C++ compiler; if compiling fails, the run warns and continues
-    uncompiled. torch keeps at most 8 compiled variants of the loss per process (recompile_limit), so a sweep
-    over many configs inside one process runs the later ones uncompiled."""
+    """torch.compile the whole minibatch step -- forward pass, loss, backward, gradient clipping and the
+    optimizer step -- as one graph (rlkit2/update_step.py; the name predates the optimizer's part). Same math to
+    float rounding; with small networks on CPU the update is per-op overhead, which this removes (docs/benchmarks.md,
+    Throughput), after a one-off compile of ~10-40 s at the first update. Needs a C++ compiler; if compiling
+    fails, the run warns and continues uncompiled. torch keeps at most 8 compiled variants of the step per process
+    (recompile_limit), so a sweep over many configs inside one process runs the later ones uncompiled."""
 
     def validate(self) -> None:
         positive = ("num_steps", "epochs", "lr", "gamma")
@@ -271,6 +281,8 @@ class OnPolicyAgent:
             raise ConfigError(f"Option 'cnn_precision' ({cfg.cnn_precision}) applies to CNN torsos, but env "
                               f"'{env.name}' gets an MLP (observations {obs_space.dtype} {obs_space.shape}). Fix: "
                               "leave cnn_precision at fp32 (a CNN needs uint8 [C, H, W] image observations)")
+        if cfg.cnn_precision == "bf16":
+            check_bf16(self.device, "cnn_precision", also="--rl.cnn_precision fp32 with --agent pref")
         self.model = ActorCritic(cfg, obs_space, action_space).to(self.device)
         self.obs_normalizer = ObservationNormalizer(obs_space.shape, cfg.obs_clip,
                                                     enabled=cfg.normalize_obs and not self.image_obs).to(self.device)
@@ -292,7 +304,9 @@ class OnPolicyAgent:
         if ctx.training and self.minibatch_size > self.batch_size:
             raise ConfigError(f"Option 'minibatch_size' ({self.minibatch_size}) is larger than the batch "
                               f"num_steps * num_envs = {self.batch_size}")
-        self._losses = self._compile_on_first_call if cfg.compile_loss else self.minibatch_losses
+        self._update = MinibatchUpdate(
+            self.model, self._loss_and_stats, [ParamGroup(self.params, self.optimizer, cfg.max_grad_norm)],
+            compile_note=COMPILE_NOTE if cfg.compile_loss else None, say=_note)
         self.collector.reset(seed=ctx.seed)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -394,8 +408,10 @@ class OnPolicyAgent:
         b_actions = rollout.actions.reshape(T * N, *rollout.actions.shape[2:])
         b_logprobs = rollout.logprobs.reshape(-1)
         b_values_old = rollout.values.reshape(-1)
-        sums: dict[str, Tensor] = {}
-        counts: dict[str, int] = {}
+        # per-epoch sums of STATS, added on the device by each step and read once, after the last epoch
+        epoch_sums = torch.zeros(cfg.epochs, len(STATS), device=self.device).unbind(0)
+        self._update.prepare()
+        minibatches = 0
         for epoch in range(cfg.epochs):
             if epoch == 0 or cfg.recompute_advantages:
                 with torch.no_grad():
@@ -417,15 +433,13 @@ class OnPolicyAgent:
             order, mb_size = self._epoch_order(T, N)
             e_obs, e_actions, e_logprobs = b_obs[order], b_actions[order], b_logprobs[order]
             e_advantages, e_targets, e_values_old = b_advantages[order], b_targets[order], b_values_old_n[order]
-            diagnostics = epoch == cfg.epochs - 1  # approx-KL / clip fraction: reported for the last epoch
             for start in range(0, T * N, mb_size):
                 mb = slice(start, start + mb_size)
-                stats = self._minibatch_step(e_obs[mb], e_actions[mb], e_logprobs[mb], e_advantages[mb],
-                                             e_targets[mb], e_values_old[mb], diagnostics)
-                for key, value in stats.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                    counts[key] = counts.get(key, 0) + 1
-        out = {key: float(value) / counts[key] for key, value in sums.items()}
+                self._update(epoch_sums[epoch], e_obs[mb], e_actions[mb], e_logprobs[mb], e_advantages[mb],
+                             e_targets[mb], e_values_old[mb])
+            minibatches = len(range(0, T * N, mb_size))
+            self.updates += minibatches
+        out = self._mean_stats(torch.stack(epoch_sums), minibatches)
         with torch.no_grad():
             var_returns = torch.var(returns)
             out["losses/explained_variance"] = float(1 - torch.var(returns - rollout.values) / var_returns) \
@@ -448,33 +462,43 @@ class OnPolicyAgent:
         order = torch.cat([(steps + envs[i:i + per_mb]).reshape(-1) for i in range(0, N, per_mb)])
         return order, per_mb * T
 
-    def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, advantages: Tensor,
-                        targets: Tensor, old_values: Tensor, diagnostics: bool = True) -> dict[str, Tensor]:
-        cfg = self.cfg
-        loss, policy_loss, value_loss, entropy, ratio, log_ratio = self._losses(
-            obs, actions, old_logprobs, advantages, targets, old_values)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf, foreach=True)
-        if not torch.isfinite(grad_norm):  # NaN/inf loss or gradients: refuse the step (one sync per minibatch)
+    def _mean_stats(self, epoch_sums: Tensor, minibatches: int) -> dict[str, float]:
+        """STATS from the per-epoch sums (one read from the device per update); a NaN/inf there stops training."""
+        means = (epoch_sums / minibatches).tolist()
+        out = {key: sum(row[i] for row in means) / len(means) for i, key in enumerate(STATS)}
+        out.update({key: means[-1][STATS.index(key)] for key in LAST_EPOCH_STATS})
+        if not all(math.isfinite(value) for value in out.values()):
+            # Checked once per update, not per minibatch (a per-minibatch check is a device sync): the model in
+            # memory has taken the bad steps, and the run loop stops without saving it.
             raise NonFiniteLossError(
-                f"Non-finite loss or gradient at update {self.updates} (policy loss {policy_loss.item():.4g}, "
-                f"value loss {value_loss.item():.4g}); the update was not applied."
-            )
-        self.optimizer.step()
+                f"Non-finite loss or gradient in the updates up to {self.updates} (mean policy loss "
+                f"{out['losses/policy_loss']:.4g}, value loss {out['losses/value_loss']:.4g}, gradient norm "
+                f"{out['losses/grad_norm']:.4g}).")
+        return out
+
+    def _minibatch_step(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, advantages: Tensor,
+                        targets: Tensor, old_values: Tensor) -> dict[str, float]:
+        """One optimizer step on one minibatch, its STATS returned (for tests; ``update`` keeps them on the
+        device)."""
+        sums = torch.zeros(len(STATS), device=self.device)
+        self._update.prepare()
+        self._update(sums, obs, actions, old_logprobs, advantages, targets, old_values)
         self.updates += 1
-        stats = {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": value_loss.detach(),
-                 "losses/entropy": entropy.detach(), "losses/grad_norm": grad_norm.detach()}
-        if diagnostics:
-            with torch.no_grad():
-                stats["losses/approx_kl"] = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
-                stats["losses/clipfrac"] = ((ratio - 1.0).abs() > cfg.clip_eps).float().mean()
-        return stats
+        return dict(zip(STATS, sums.tolist()))
+
+    def _loss_and_stats(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, advantages: Tensor,
+                        targets: Tensor, old_values: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss, and STATS but the gradient norm (rlkit2.update_step adds it)."""
+        loss, policy_loss, value_loss, entropy, ratio, log_ratio = self.minibatch_losses(
+            obs, actions, old_logprobs, advantages, targets, old_values)
+        ratio, log_ratio = ratio.detach(), log_ratio.detach()
+        approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
+        clipfrac = ((ratio - 1.0).abs() > self.cfg.clip_eps).float().mean()
+        return loss, torch.stack([policy_loss, value_loss, entropy, approx_kl, clipfrac]).detach()
 
     def minibatch_losses(self, obs: Tensor, actions: Tensor, old_logprobs: Tensor, advantages: Tensor,
                          targets: Tensor, old_values: Tensor) -> tuple[Tensor, ...]:
-        """L = L_pi + c_V L_V - c_H H on one minibatch, forward pass included (so that ``compile_loss``
-        compiles the networks, the losses and their backward as one graph)."""
+        """L = L_pi + c_V L_V - c_H H on one minibatch, forward pass included."""
         cfg = self.cfg
         dist, values = self.model(obs)
         logprobs = dist.log_prob(actions)
@@ -497,28 +521,6 @@ class OnPolicyAgent:
         entropy = self._entropy(dist).mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
         return loss, policy_loss, value_loss, entropy, ratio, log_ratio
-
-    def _compile_on_first_call(self, *minibatch: Tensor) -> tuple[Tensor, ...]:
-        """``compile_loss``: compile ``minibatch_losses`` at the first update; if that fails (e.g. no C++
-        compiler for inductor), warn and train uncompiled rather than stop the run."""
-        # the compile holds the progress bar still for a while: say why, once
-        _note("compiling the loss with torch.compile (about 10-60 s on a CPU, once per run; --compile_loss false "
-              "to skip, --rl.compile_loss false with --agent pref)")
-        start = time.perf_counter()
-        compiled = torch.compile(self.minibatch_losses)
-        try:
-            # AOTAutograd compiles the backward at its first use: run one here too, so that a backward compile
-            # failure also falls back. Its gradients are dropped by the caller's zero_grad before its own backward.
-            compiled(*minibatch)[0].backward()
-            out = compiled(*minibatch)
-        except Exception as error:  # noqa: BLE001 -- any compiler failure; the eager path is the same math
-            warnings.warn(f"compile_loss: torch.compile failed ({type(error).__name__}: {error}); training "
-                          "continues uncompiled (set --compile_loss false to skip the attempt)", stacklevel=2)
-            self._losses = self.minibatch_losses
-            return self.minibatch_losses(*minibatch)
-        self._losses = compiled
-        _note(f"compiled in {time.perf_counter() - start:.0f} s")
-        return out
 
     def _entropy(self, dist: DiagGaussian | Categorical) -> Tensor:
         """Policy entropy. With tanh squashing, the entropy of the squashed policy (a one-sample estimate at a

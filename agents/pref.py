@@ -44,7 +44,7 @@ Choices where the paper leaves room, and what we follow:
   cheap on MuJoCo), or a fixed budget of ``reward_batches`` minibatches (as rl-teacher's one minibatch per 100 env
   steps; the paper trains it asynchronously). On Atari on a CPU an epoch over 3000 comparisons of the paper's conv
   ensemble takes minutes, so the reduced-budget Pong benchmark uses one minibatch of 16 per iteration, bf16
-  convolutions, held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
+  convolutions (its CPU had AVX512-BF16 and AMX), held-out losses on 32 random comparisons and the normalisation refit on 1024 recent steps
   (docs/benchmarks.md, "Atari Pong with synthetic labels": -11.8 at 500k steps against -15.6 on the true reward,
   with the reward model as it was before batch norm and dropout).
 - The Atari reward model follows the paper's: frames only (``reward_actions false``: an action input gives the
@@ -78,6 +78,7 @@ from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec
 from rlkit2.cli_errors import command
 from rlkit2.clips import mujoco_state
 from rlkit2.config import ConfigError, check_ranges
+from rlkit2.device import check_bf16
 from rlkit2.labels import LabelStore
 from rlkit2.preference import (EnsembleTrainer, RewardEnsemble, StackedSegments, SyntheticOracle, labels_due,
                                select_pairs)
@@ -149,7 +150,8 @@ class PrefConfig:
     """Recent steps the reward normalisation is refitted on after each fit; 0 = the whole pool (pool_steps)."""
     reward_precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 runs the Atari reward model's convolutions under bfloat16 autocast (weights stay fp32), as PPO's
-    --cnn_precision bf16: about 2x cheaper on a CPU with AVX512-BF16. Vector observations ignore it."""
+    --cnn_precision bf16: about 2x cheaper on a CPU with AVX512-BF16; refused on hardware without native bf16
+    (rlkit2/device.py:check_bf16). Vector observations ignore it."""
     reward_batch_norm: bool = True
     """Batch norm after each conv of the image reward model (paper Atari: "all convolutional layers use batch norm and
     dropout"); its running statistics score every reward. Vector observations ignore it (the paper's MuJoCo MLP has
@@ -403,6 +405,8 @@ class PrefAgent:
             action_dim += 1  # the reward model's 'absorbing' flag input
         # Atari observations stack S frames: comparisons keep each segment's K + S - 1 distinct frames only
         self.stack = obs_space.shape[0] if is_atari(env.name) and len(obs_space.shape) >= 3 else 0
+        if cfg.reward_precision == "bf16" and len(obs_space.shape) == 3:  # vector observations ignore it
+            check_bf16(self.device, "reward_precision")
         self.model = RewardEnsemble(obs_space.shape, action_dim, cfg.members, tuple(cfg.reward_hidden),
                                     scale=cfg.reward_scale, precision=cfg.reward_precision,
                                     frame_stack=self.stack > 0 and len(obs_space.shape) == 3, clip=cfg.reward_clip,

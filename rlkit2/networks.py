@@ -70,8 +70,9 @@ CNN_PRECISIONS = ("fp32", "bf16")
 class NatureCNN(nn.Module):
     """Mnih et al. (2015) torso: uint8 frames [B, C, 84, 84] -> 512 features. Scales by 1/255 itself.
     ``precision="bf16"`` runs the convolutions and the FC layer under bfloat16 autocast (weights and the
-    returned features stay fp32): the same network, 1.9x faster for PPO on a CPU with AVX512-BF16 (without it
-    bf16 may be slower; GPUs need bf16 units), docs/benchmarks.md, "PPO on Atari: CNN precision"."""
+    returned features stay fp32): the same network, 1.9x faster for PPO on a CPU with AVX512-BF16; without native
+    bf16 about 10x slower, so the agents refuse it there (rlkit2/device.py:check_bf16), docs/benchmarks.md, "PPO on
+    Atari: CNN precision"."""
 
     def __init__(self, in_channels: int, out_dim: int = 512, initializer: str = "orthogonal",
                  input_hw: tuple[int, int] = (84, 84), precision: str = "fp32"):

@@ -9,6 +9,11 @@ steps with their updates (so updates/s = env steps/s). DSAC-T does more work per
 policy forward, two return-distribution heads) but updates the actor every second step (delay 2). Run on a
 quiet machine: the numbers are wall-clock rates. Tianshou 2's SAC runs beside SB3's where it is installed
 (scripts/bench/tianshou_peer.py lists what differs); without it the script says so and runs the rest.
+
+Near the hardware limit? For rlkit2 the same run also counts the FLOPs of an update (torch's FlopCounterMode:
+the matmuls of every forward and backward pass, averaged over ``delay`` updates so that the delayed policy update
+counts in its share) and times dense matmuls at the update's hidden-layer shapes on the same thread count: the
+update's achieved FLOP/s (FLOPs per update x updates/s) is reported against that measured matmul rate.
 """
 
 from __future__ import annotations
@@ -45,8 +50,49 @@ def time_rlkit2(env_id: str, steps: int, threads: int) -> dict:
     start = time.perf_counter()
     stats = agent.train_iteration()
     seconds = time.perf_counter() - start
-    return {"steps_per_sec": steps / seconds, "updates_per_sec": (agent.updates - updates) / seconds,
-            "share_update": stats["time/update"] / seconds}
+    updates_per_sec = (agent.updates - updates) / seconds
+    flops = update_flops(agent)
+    peak = matmul_rate(cfg.batch_size, cfg.hidden[-1], agent.num_critics)
+    achieved = flops * (agent.updates - updates) / stats["time/update"]  # the update phase's own FLOP/s
+    return {"steps_per_sec": steps / seconds, "updates_per_sec": updates_per_sec,
+            "share_update": stats["time/update"] / seconds, "gflop_per_update": flops / 1e9,
+            "update_gflop_per_sec": achieved / 1e9, "matmul_gflop_per_sec": peak / 1e9,
+            "update_share_of_matmul_rate": achieved / peak}
+
+
+def update_flops(agent, batches: int | None = None) -> float:
+    """FLOPs of one DSAC update as torch's FlopCounterMode counts them (matmuls, forward and backward), averaged
+    over ``batches`` updates (default: the policy delay, so the delayed policy update counts in its share). It
+    takes those updates: call it after the timed part."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batches = batches or agent.cfg.delay
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for _ in range(batches):
+            agent.update(agent.replay.sample(agent.cfg.batch_size))
+    return counter.get_total_flops() / batches
+
+
+def matmul_rate(batch: int, hidden: int, ensemble: int, seconds: float = 1.0) -> float:
+    """The best dense-matmul rate (FLOP/s) at the update's hidden-layer shapes on the current thread count: the
+    policy's [B, H] @ [H, H] and the critic ensemble's batched [E, B, H] @ [E, H, H] (their backward products have
+    the same sizes when B = H, as at the default 256 x 256). These layers are almost all of an update's FLOPs."""
+    import torch
+
+    best = 0.0
+    for shape_a, shape_b, op in (((batch, hidden), (hidden, hidden), torch.mm),
+                                 ((ensemble, batch, hidden), (ensemble, hidden, hidden), torch.bmm)):
+        a, b = torch.randn(*shape_a), torch.randn(*shape_b)
+        out = op(a, b)
+        flops = 2 * out.numel() * hidden
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 2:
+            for _ in range(20):
+                op(a, b, out=out)
+            calls += 20
+        best = max(best, flops * calls / (time.perf_counter() - start))
+    return best
 
 
 def time_sb3(env_id: str, steps: int, threads: int) -> dict:
@@ -94,9 +140,12 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     for threads in args.threads:
         rate = {r["lib"]: r["steps_per_sec"] for r in rows if r["threads"] == threads}
+        mine = next(r for r in rows if r["lib"] == "rlkit2" and r["threads"] == threads)
         tianshou_txt = f", / Tianshou SAC = {rate['rlkit2'] / rate['tianshou']:.2f}x" if "tianshou" in rate else ""
         print(f"threads={threads}: rlkit2 DSAC-T / SB3 SAC steps/s = {rate['rlkit2'] / rate['sb3']:.2f}x"
-              + tianshou_txt)
+              + tianshou_txt + f"; rlkit2's update: {mine['gflop_per_update']:.3f} GFLOP, "
+              f"{mine['update_gflop_per_sec']:.1f} GFLOP/s = {mine['update_share_of_matmul_rate']:.0%} of the "
+              f"{mine['matmul_gflop_per_sec']:.1f} GFLOP/s dense matmuls reach at its layer shapes")
     import torch
 
     record = {"env": args.env, "steps": args.steps, "warmup": WARMUP, "rows": rows, "torch": torch.__version__,

@@ -106,12 +106,16 @@ def dsac_speed(path: Path) -> None:
     data = json.loads(path.read_text())
     print(f"Machine: {data['machine']}, torch {data['torch']}; {data['env']}, {data['steps']} timed env steps after a "
           f"{data['warmup']}-step warm-up, one update per env step\n")
-    print("| torch threads | rlkit2 DSAC-T steps/s (= updates/s) | SB3 SAC steps/s (= updates/s) | ratio |\n|---|---|---|---|")
+    print("| torch threads | rlkit2 DSAC-T steps/s (= updates/s) | SB3 SAC steps/s (= updates/s) | ratio | "
+          "rlkit2 update: GFLOP/s vs dense matmuls at its shapes |\n|---|---|---|---|---|")
     for threads in sorted({r["threads"] for r in data["rows"]}):
         mine, sb3 = (next(r for r in data["rows"] if r["lib"] == lib and r["threads"] == threads)
                      for lib in ("rlkit2", "sb3"))
+        flops = (f"{mine['update_gflop_per_sec']:.1f} of {mine['matmul_gflop_per_sec']:.1f} = "
+                 f"{mine['update_share_of_matmul_rate']:.0%} ({mine['gflop_per_update']:.3f} GFLOP per update)"
+                 if "update_gflop_per_sec" in mine else "not measured")  # records before issue 25
         print(f"| {threads} | {mine['steps_per_sec']:.1f} (update share {mine['share_update']:.0%}) | "
-              f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x |")
+              f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x | {flops} |")
 
 
 def _records(path: Path) -> list[dict]:

@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats of each PPO measurement")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/throughput.json"))
     parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated PPO variants to run (names as printed, e.g. "
+                        "'rlkit2 sync t1 compiled,sb3 t1'); default all")
     parser.add_argument("--atari-steps", type=int, default=0, help="also time PPO on Pong for this many steps")
     args = parser.parse_args()
     if args.steps < 3 * 2048:
@@ -229,6 +231,12 @@ def main() -> None:
                 lambda threads=threads: tianshou_peer.ppo_rate(args.steps, threads, N_ENVS, COMMON))
     else:
         print("tianshou is not installed: its PPO is left out (pip install -e '.[bench]' installs it)", flush=True)
+    if args.only:
+        wanted = [name.strip() for name in args.only.split(",")]
+        unknown = [name for name in wanted if name not in variants]
+        if unknown:
+            parser.error(f"--only: unknown variant(s) {unknown}; choose from {list(variants)}")
+        variants = {name: variants[name] for name in wanted}
     for repeat in range(args.repeats):
         for name, fn in variants.items():
             out = fn()
@@ -244,7 +252,7 @@ def main() -> None:
 
     print("\nsummary (median over repeats)")
     median = {name: float(np.median([r["steps_per_sec"] for r in runs])) for name, runs in results["ppo"].items()}
-    best_sb3 = max(v for k, v in median.items() if k.startswith("sb3"))
+    best_sb3 = max((v for k, v in median.items() if k.startswith("sb3")), default=float("nan"))
     best_tianshou = max((v for k, v in median.items() if k.startswith("tianshou")), default=None)
     for name, value in median.items():
         collect = float(np.median([r["collect_steps_per_sec"] for r in results["ppo"][name]]))

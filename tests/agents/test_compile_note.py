@@ -25,6 +25,6 @@ def test_the_first_compile_is_announced_once(monkeypatch, capsys):
         env.close()
     err = capsys.readouterr().err
     assert len(calls) == 1
-    assert err.count("compiling the loss with torch.compile (about 10-60 s on a CPU, once per run; "
+    assert err.count("compiling the update step with torch.compile (about 10-60 s on a CPU, once per run; "
                      "--compile_loss false to skip, --rl.compile_loss false with --agent pref)") == 1
     assert err.count("compiled in ") == 1

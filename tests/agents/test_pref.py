@@ -519,6 +519,7 @@ def test_a_fixed_reward_model_budget_reaches_every_fit_on_atari(tmp_path, monkey
     the model sees frames only."""
     from rlkit2.preference import EnsembleTrainer, RewardEnsemble
 
+    monkeypatch.setenv("RLKIT2_ALLOW_SLOW_BF16", "1")  # the bf16 path on any machine (rlkit2/device.py:check_bf16)
     fits, norm_rows, models = [], [], []
     real_fit, real_norm = EnsembleTrainer.fit, RewardEnsemble.fit_normalization
     monkeypatch.setattr(EnsembleTrainer, "fit", lambda self, *a, **kw: fits.append(a[6:]) or real_fit(self, *a, **kw))
