@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, also when imported by a test
 WARMUP = 1000
 
 import tianshou_peer  # noqa: E402  (beside this script)
