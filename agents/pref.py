@@ -70,7 +70,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from envs.atari import is_atari
 from rlkit2.agent import AgentSpec, BuildContext, get_agent_spec, register
@@ -404,6 +404,10 @@ class PrefAgent:
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         return self.rl.act(obs, deterministic)
+
+    def export_module(self) -> nn.Module:
+        """The policy is the inner RL agent's (the reward model only trains it)."""
+        return self.rl.export_module()
 
     @property
     def num_labels(self) -> int:

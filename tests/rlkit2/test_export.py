@@ -1,0 +1,123 @@
+"""Exported policies (rlkit2/export.py) of every agent and the acting options that change its math: the written
+file, loaded back with torch.jit.load / onnxruntime, gives the agent's own act(obs, deterministic=True) on
+observations it was not traced on, in batches of other sizes. tests/scripts/test_export_script.py exports trained
+runs through the command and loads them without rlkit2."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gymnasium as gym
+from rlkit2.agent import get_agent_spec
+from rlkit2.export import describe_space, observations, write_policy
+from rlkit2.normalizers import ObservationNormalizer
+from rlkit2.run import build_agent, make_env, resolve_config
+
+# (agent, env, options): each row changes what acting computes
+CASES = [
+    ("ppo", "CartPole-v1", {}),  # Categorical mode over an MLP, normalised observations
+    ("ppo", "Pendulum-v1", {}),  # Gaussian mean clipped to [-1, 1], rescaled to [-2, 2]
+    ("ppo", "Pendulum-v1", {"action_handling": "tanh", "state_dependent_std": True, "shared_network": True,
+                            "obs_clip": 0.5}),
+    ("ppo", "MiniGrid-Empty-5x5-v0", {}),  # uint8 grid -> GridCNN, no normalisation
+    ("ppo", "ALE/Pong-v5", {}),  # uint8 frames -> Nature-CNN
+    ("ppo", "ALE/Pong-v5", {"cnn_precision": "bf16"}),  # the CNN under bfloat16 autocast
+    ("a2c", "HalfCheetah-v5", {}),
+    ("dsac", "Pendulum-v1", {}),  # tanh of the mean, rescaled
+    ("agac", "CartPole-v1", {}),
+    ("agac", "Pendulum-v1", {}),
+    ("vpn", "rlkit2/Collect-v0", {"branch": "2,2", "filters": "8,8,8"}),  # the d-step planner, traced
+    ("vpn", "rlkit2/Collect-v0", {"method": "nstep_q", "filters": "8,8,8"}),
+    ("pref", "Pendulum-v1", {}),  # the inner PPO's policy
+]
+ONNX_CASES = [CASES[i] for i in (0, 2, 4, 7, 9, 10)]
+
+
+def _agent(name: str, env_id: str, options: dict):
+    """An agent built as the evaluate script builds it, with its observation statistics from the env (so that
+    normalised observations spread over a few units) and random weights far from their initialisation (so that
+    actions spread and reach the clipping and the bounds)."""
+    run, cfg = resolve_config(name, env_id, {**options, "device": "cpu"})
+    env = make_env(run, 4, seed=5)
+    agent = build_agent(get_agent_spec(name), run, cfg, env, training=False)
+    module = agent.export_module()
+    seen = torch.cat(observations(agent, env, seed=99)).float()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for part in module.modules():
+            if isinstance(part, ObservationNormalizer):
+                part.update(seen)
+        for param in module.parameters():
+            if param.dim() > 1:
+                param.add_(torch.randn_like(param) / param[0].numel() ** 0.5)
+    return agent, env
+
+
+def _load(path: Path, fmt: str):
+    if fmt == "torchscript":
+        policy = torch.jit.load(str(path))
+        return lambda obs: policy(torch.as_tensor(obs)).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda obs: session.run(None, {"obs": obs})[0]
+
+
+def _round_trip(name: str, env_id: str, options: dict, fmt: str, tmp_path: Path) -> None:
+    agent, env = _agent(name, env_id, options)
+    try:
+        path = tmp_path / "policy"
+        write_policy(agent, name, observations(agent, env, seed=1), fmt, path)
+        # observations the trace never saw: other seeds, a batch size it was not checked on
+        fresh = observations(agent, env, seed=123)
+        fresh_obs = torch.cat(fresh)[:29].numpy()  # (the check's batches: 2, 1, 33)
+    finally:
+        env.close()
+    want = agent.act(torch.as_tensor(fresh_obs), deterministic=True).numpy()
+    got = _load(path, fmt)(fresh_obs)
+    assert got.dtype == want.dtype and got.shape == want.shape == (29, *env.single_action_space.shape)
+    if np.issubdtype(want.dtype, np.integer):
+        np.testing.assert_array_equal(got, want)
+        # not one repeated action (MiniGrid's few steps from one start room see nearly one view)
+        assert len(np.unique(want)) > 1 or env_id.startswith("MiniGrid")
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        low, high = env.single_action_space.low, env.single_action_space.high
+        assert np.all(got >= low) and np.all(got <= high)
+
+
+@pytest.mark.parametrize("name,env_id,options", CASES, ids=[f"{a}-{e}-{'-'.join(o)}" for a, e, o in CASES])
+def test_a_torchscript_export_acts_as_the_agent(tmp_path, name, env_id, options):
+    _round_trip(name, env_id, options, "torchscript", tmp_path)
+
+
+@pytest.mark.parametrize("name,env_id,options", ONNX_CASES, ids=[f"{a}-{e}-{'-'.join(o)}" for a, e, o in ONNX_CASES])
+def test_an_onnx_export_acts_as_the_agent(tmp_path, name, env_id, options):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    _round_trip(name, env_id, options, "onnx", tmp_path)
+
+
+def test_a_policy_that_acts_otherwise_after_tracing_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    """A trace that fixed a value it should have computed: the check on other batches catches it."""
+    agent, env = _agent("ppo", "CartPole-v1", {})
+    obs = observations(agent, env, seed=1)
+    env.close()
+    act = agent.policy_action
+    # an action that depends on the batch size: a trace records it as the constant of the example batch
+    monkeypatch.setattr(agent, "policy_action", lambda o, deterministic: act(o, deterministic) * 0 + len(o))
+    with pytest.raises(RuntimeError, match="does not act as the agent does"):
+        write_policy(agent, "ppo", obs, "torchscript", tmp_path / "policy.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spaces_are_written_as_json_with_their_bounds():
+    box = gym.spaces.Box(np.array([-1.5, -np.inf], np.float32), np.array([4.8, np.inf], np.float32))
+    assert describe_space(box) == {"type": "Box", "dtype": "float32", "shape": [2], "low": [-1.5, "-inf"],
+                                   "high": [4.8, "inf"]}
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert describe_space(frames) == {"type": "Box", "dtype": "uint8", "shape": [4, 84, 84], "low": 0, "high": 255}
+    assert describe_space(gym.spaces.Discrete(6, start=1)) == {"type": "Discrete", "dtype": "int64", "n": 6,
+                                                                "start": 1}
