@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
                              "train(..., env_fn=...), as 'module:Factory'")
     args = parser.parse_args(argv)
     result = export_policy(args.run_dir, args.out, args.format, args.checkpoint, args.env)
-    print(f"policy : {result.path}  ({args.format}; the agent's own actions on {result.checked} observations)")
+    print(f"policy : {result.path}  ({args.format}; checked: the agent's actions on {result.checked} observations)")
     print(f"spaces : {result.spec_path}")
     return 0
 
@@ -84,11 +84,11 @@ def export_policy(run_dir: str | Path, out: str | Path | None = None, fmt: str =
     spaces to ``out`` + .json (``spec_path_for``), after checking that the file acts as the agent does."""
     if fmt not in FORMATS:
         raise UsageError(f"Unknown export format '{fmt}' — use one of: {', '.join(sorted(FORMATS))}")
-    if fmt == "onnx":
-        _require_onnx()
     run_dir = Path(run_dir)
     run, agent_config = open_run(run_dir, env, "cpu")  # exported files are traced on the CPU
     path = checkpoint_path(run_dir, checkpoint)
+    if fmt == "onnx":
+        _require_onnx()
     out = Path(out) if out is not None else run_dir / "export" / f"policy-{path.stem}{FORMATS[fmt]}"
     spec_path = spec_path_for(out)
     payload = ckpt.load(path, map_location="cpu")

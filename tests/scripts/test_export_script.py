@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -31,11 +32,9 @@ RUNS = {
                                          "atari.max_episode_frames": 200}),
     "ppo-custom": ("ppo", "toy_envs:FixedHorizonEnv", {"total_steps": 128, "num_steps": 64, "minibatch_size": 64}),
 }
-EXPECTED_SPACES = {  # input dtype and shape, output dtype and shape, the JSON's action space
-    "ppo-mujoco": ("float64", [None, 17], "float32", [None, 6], {"type": "Box", "dtype": "float32", "shape": [6],
-                                                                 "low": -1, "high": 1}),
-    "dsac-mujoco": ("float64", [None, 17], "float32", [None, 6], {"type": "Box", "dtype": "float32", "shape": [6],
-                                                                  "low": -1, "high": 1}),
+EXPECTED_SPACES = {  # input dtype and shape, output dtype and shape, the JSON's action space (a Box's dtype: the env's)
+    "ppo-mujoco": ("float64", [None, 17], "float32", [None, 6], {"type": "Box", "shape": [6], "low": -1, "high": 1}),
+    "dsac-mujoco": ("float64", [None, 17], "float32", [None, 6], {"type": "Box", "shape": [6], "low": -1, "high": 1}),
     "ppo-atari": ("uint8", [None, 4, 84, 84], "int64", [None], {"type": "Discrete", "dtype": "int64", "n": 6,
                                                                 "start": 0}),
     "ppo-custom": ("float32", [None, 2], "int64", [None], {"type": "Discrete", "dtype": "int64", "n": 2,
@@ -59,7 +58,7 @@ def runs(tmp_path_factory):
     return get
 
 
-def _agent_actions(run_dir: Path, seed: int = 777) -> tuple[np.ndarray, np.ndarray]:
+def _agent_actions(run_dir: Path, seed: int = 777) -> tuple[np.ndarray, np.ndarray, gym.Space]:
     """Observations from the run's env (seeds the export's own check does not use) and the actions of the run's
     agent on them, loaded as scripts/evaluate.py loads it."""
     run, agent_config = open_run(run_dir, None, "cpu")
@@ -73,7 +72,7 @@ def _agent_actions(run_dir: Path, seed: int = 777) -> tuple[np.ndarray, np.ndarr
         seen.append(obs)
     env.close()
     obs = np.concatenate(seen)
-    return obs, agent.act(torch.as_tensor(obs), deterministic=True).numpy()
+    return obs, agent.act(torch.as_tensor(obs), deterministic=True).numpy(), env.single_action_space
 
 
 # Runs in `python -I -S` from an empty folder: no PYTHONPATH, no current directory, no .pth files, so that
@@ -132,16 +131,16 @@ def test_an_exported_run_acts_as_evaluate_does_without_rlkit2(runs, tmp_path, ca
     assert main_export([str(run_dir), "--format", fmt, "--out", str(policy)]) == 0
     assert f"policy : {policy}" in capsys.readouterr().out
 
-    obs, expected = _agent_actions(run_dir)
+    obs, expected, action_space = _agent_actions(run_dir)
     assert "same actions 15" in _load_without_rlkit2(policy, fmt, obs, expected, tmp_path / "elsewhere")
 
     spec = json.loads(Path(f"{policy}.json").read_text())
-    in_dtype, in_shape, out_dtype, out_shape, action_space = EXPECTED_SPACES[name]
+    in_dtype, in_shape, out_dtype, out_shape, action_spec = EXPECTED_SPACES[name]
     assert spec["format"] == fmt and spec["file"] == policy.name
     assert spec["input"] == {"name": "obs", "dtype": in_dtype, "shape": in_shape} == {
         "name": "obs", "dtype": str(obs.dtype), "shape": [None, *obs.shape[1:]]}
     assert spec["output"] == {"name": "action", "dtype": out_dtype, "shape": out_shape}
-    assert spec["action_space"] == action_space
+    assert spec["action_space"] == {**action_spec, "dtype": str(action_space.dtype)}
     assert spec["observation_space"]["dtype"] == in_dtype and spec["observation_space"]["shape"] == in_shape[1:]
     agent, env, _ = RUNS[name]
     assert (spec["agent"], spec["env"]) == (agent, env)
@@ -160,7 +159,7 @@ def test_the_script_exports_the_final_checkpoint_next_to_the_run_by_default(runs
     assert f"policy : {policy}" in out.stdout and "(torchscript;" in out.stdout
     spec = json.loads((run_dir / "export" / "policy-final.pt.json").read_text())
     assert spec["checkpoint"]["path"] == str(run_dir / "checkpoints" / "final.pt")
-    obs, expected = _agent_actions(run_dir, seed=5)
+    obs, expected, _ = _agent_actions(run_dir, seed=5)
     np.testing.assert_array_equal(torch.jit.load(str(policy))(torch.as_tensor(obs)).numpy(), expected)
 
 
