@@ -126,16 +126,27 @@ def write_policy(agent: Any, name: str, obs: list[torch.Tensor], fmt: str, out: 
         raise UsageError(f"Agent '{name}' cannot be exported: it has no export_module() (the Agent contract in "
                          "rlkit2/agent.py says what it must return) — evaluate it with scripts/evaluate.py instead")
     module = agent.export_module().eval()
+    if fmt == "onnx" and any(getattr(part, "bf16", False) for part in module.modules()):
+        raise UsageError(f"This '{name}' policy's CNN runs in bfloat16 (cnn_precision bf16), and onnxruntime has no "
+                         "bfloat16 convolutions on the CPU — export it with --format torchscript, which keeps the "
+                         "bfloat16 autocast")
     expected = _agent_actions(agent, obs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")  # renamed into place once checked
     try:
-        if fmt == "torchscript":
-            _save_torchscript(module, obs[0], tmp)
-            actions = _run_torchscript(tmp, obs)
-        else:
-            _save_onnx(module, obs[0], tmp)
-            actions = _run_onnx(tmp, obs)
+        save, run = (_save_torchscript, _run_torchscript) if fmt == "torchscript" else (_save_onnx, _run_onnx)
+        try:
+            save(module, obs[0], tmp)
+        except Exception as error:  # noqa: BLE001 -- the exporter's own error, with the agent and format named
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            raise RuntimeError(f"torch could not export this '{name}' policy to {fmt} ({type(error).__name__}: "
+                               f"{first_line}) — try the other --format; the traceback above says where") from error
+        try:
+            actions = run(tmp, obs)
+        except Exception as error:  # noqa: BLE001 -- as above: the runtime's error, with what was being run
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            raise RuntimeError(f"the {fmt} file exported from this '{name}' policy does not run "
+                               f"({type(error).__name__}: {first_line}) — try the other --format") from error
         _check_same_actions(name, fmt, expected, actions)
         tmp.replace(out)
     finally:

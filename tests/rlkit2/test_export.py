@@ -11,6 +11,7 @@ import torch
 
 import gymnasium as gym
 from rlkit2.agent import get_agent_spec
+from rlkit2.cli_errors import UsageError
 from rlkit2.export import describe_space, observations, write_policy
 from rlkit2.normalizers import ObservationNormalizer
 from rlkit2.run import build_agent, make_env, resolve_config
@@ -114,6 +115,15 @@ def test_a_policy_that_acts_otherwise_after_tracing_is_refused_and_nothing_is_wr
     monkeypatch.setattr(agent, "policy_action", lambda o, deterministic: act(o, deterministic) * 0 + len(o))
     with pytest.raises(RuntimeError, match="does not act as the agent does"):
         write_policy(agent, "ppo", [obs[:2], obs[2:]], "torchscript", tmp_path / "policy.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bfloat16_cnn_is_not_exported_to_onnx_which_cannot_run_it(tmp_path):
+    """onnxruntime's CPU convolutions have no bfloat16 kernel: the export says so before it traces anything."""
+    agent, env, obs = _agent("ppo", "MiniGrid-Empty-5x5-v0", {"cnn_precision": "bf16"})
+    env.close()
+    with pytest.raises(UsageError, match=r"CNN runs in bfloat16 .* --format torchscript, which keeps"):
+        write_policy(agent, "ppo", [obs[:2], obs[2:]], "onnx", tmp_path / "policy.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
