@@ -1,12 +1,13 @@
 """Export a run's policy as one standalone file: ``rlkit2 export`` and scripts/export.py (docs/export.md).
 
-    rlkit2 export RUN_DIR [--checkpoint best|final|PATH] [--format torchscript|onnx] [--out FILE]
+    rlkit2 export RUN_DIR [--checkpoint best|final|PATH] [--format torchscript|pt2|onnx] [--out FILE]
 
 The file maps raw observations ``[N, ...]``, in the env's own dtype, to env actions ``[N, ...]``: the agent's
 observation normalisation, its network, the deterministic action and the rescaling to the env's action bounds.
 It is traced from the agent's ``export_module()`` (rlkit2/agent.py), which runs the same code as
 ``act(obs, deterministic=True)``, so nothing of the math is written twice. TorchScript files load with
-``torch.jit.load`` alone, ONNX files with onnxruntime alone; neither needs rlkit2. Beside the file, FILE.json
+``torch.jit.load`` alone, pt2 files (torch.export's ExportedProgram, TorchScript's successor) with
+``torch.export.load`` alone, ONNX files with onnxruntime alone; none needs rlkit2. Beside the file, FILE.json
 (policy.pt.json) describes its input, output and the env's spaces.
 
 Before anything is written, the traced policy is loaded back and run on observations from the run's env, in
@@ -37,13 +38,14 @@ from rlkit2.cli_errors import ArgumentParser, UsageError, cli_boundary
 from rlkit2.device import set_threads
 from rlkit2.run import make_env, read_run_record
 
-FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+FORMATS = {"torchscript": ".pt", "pt2": ".pt2", "onnx": ".onnx"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # torch's ONNX exporter needs the first two
 CHECK_ENVS, CHECK_STEPS = 4, 8  # the check's observations: CHECK_ENVS envs x (reset + CHECK_STEPS steps)
 
-USAGE = """Export a run's policy as one file that loads with torch alone (TorchScript) or onnxruntime (ONNX).
+USAGE = """Export a run's policy as one file that loads with torch alone (TorchScript, pt2) or onnxruntime (ONNX).
 
     python scripts/export.py RUN_DIR [--checkpoint best] [--format torchscript] [--out policy.pt]
+    python scripts/export.py RUN_DIR --format pt2 --out policy.pt2
     python scripts/export.py RUN_DIR --format onnx --out policy.onnx
 """
 
@@ -63,11 +65,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="'best', 'final', or a path; default: best, else final, else the latest step file")
     parser.add_argument("--format", default="torchscript", choices=sorted(FORMATS),
-                        help="torchscript (loads with torch.jit.load) or onnx (loads with onnxruntime; needs the "
-                             "onnx extra: pip install 'rlkit2[onnx]'); default: torchscript")
+                        help="torchscript (loads with torch.jit.load), pt2 (torch.export.load) or onnx (loads with "
+                             "onnxruntime; needs the onnx extra: pip install 'rlkit2[onnx]'); default: torchscript")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help="the policy file to write (its spaces go to FILE.json); default: "
-                             "RUN_DIR/export/policy-CHECKPOINT.pt (.onnx)")
+                             "RUN_DIR/export/policy-CHECKPOINT.pt (.pt2, .onnx)")
     parser.add_argument("--env", default=None, metavar="ENV",
                         help="the env to check the export on instead of the run's: needed for a run trained with "
                              "train(..., env_fn=...), as 'module:Factory'")
@@ -134,19 +136,20 @@ def write_policy(agent: Any, name: str, obs: list[torch.Tensor], fmt: str, out: 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")  # renamed into place once checked
     try:
-        save, run = (_save_torchscript, _run_torchscript) if fmt == "torchscript" else (_save_onnx, _run_onnx)
+        save, run = {"torchscript": (_save_torchscript, _run_torchscript), "pt2": (_save_pt2, _run_pt2),
+                     "onnx": (_save_onnx, _run_onnx)}[fmt]
         try:
             save(module, obs[0], tmp)
         except Exception as error:  # noqa: BLE001 -- the exporter's own error, with the agent and format named
             first_line = (str(error).strip().splitlines() or [""])[0][:300]
             raise RuntimeError(f"torch could not export this '{name}' policy to {fmt} ({type(error).__name__}: "
-                               f"{first_line}) — try the other --format; the traceback above says where") from error
+                               f"{first_line}) — try another --format; the traceback above says where") from error
         try:
             actions = run(tmp, obs)
         except Exception as error:  # noqa: BLE001 -- as above: the runtime's error, with what was being run
             first_line = (str(error).strip().splitlines() or [""])[0][:300]
             raise RuntimeError(f"the {fmt} file exported from this '{name}' policy does not run "
-                               f"({type(error).__name__}: {first_line}) — try the other --format") from error
+                               f"({type(error).__name__}: {first_line}) — try another --format") from error
         _check_same_actions(name, fmt, expected, actions)
         tmp.replace(out)
     finally:
@@ -197,7 +200,7 @@ def _require_onnx() -> None:
     if missing:
         raise UsageError(f"--format onnx needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
                          "not installed — install the onnx extra: pip install 'rlkit2[onnx]' (from a checkout: "
-                         "pip install -e '.[onnx]'), or use --format torchscript")
+                         "pip install -e '.[onnx]'), or export with --format torchscript or pt2 (torch alone)")
 
 
 @torch.inference_mode()
@@ -250,11 +253,26 @@ def _run_torchscript(path: Path, obs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [loaded(batch) for batch in obs]
 
 
-def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
-    batch = torch.export.Dim("batch")
+def _exported_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """torch.export's graph of the policy, for any batch size (what pt2 files hold and the ONNX exporter reads)."""
+    return torch.export.export(module, (example,), dynamic_shapes={"obs": {0: torch.export.Dim("batch")}})
+
+
+def _save_pt2(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     with _quiet():
-        program = torch.onnx.export(module, (example,), input_names=["obs"], output_names=["action"],
-                                    dynamic_shapes={"obs": {0: batch}}, dynamo=True, verbose=False)
+        torch.export.save(_exported_program(module, example), str(path))
+
+
+def _run_pt2(path: Path, obs: list[torch.Tensor]) -> list[torch.Tensor]:
+    loaded = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        return [loaded(batch) for batch in obs]
+
+
+def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with _quiet():
+        program = torch.onnx.export(_exported_program(module, example), input_names=["obs"],
+                                    output_names=["action"], dynamo=True, verbose=False)
         program.save(str(path))
 
 
@@ -278,4 +296,4 @@ def _check_same_actions(agent: str, fmt: str, expected: list[torch.Tensor], acti
                       f"{int((want != got).reshape(len(want), -1).any(1).sum())} of {len(want)} actions differ")
             raise RuntimeError(f"The {fmt} export of this '{agent}' policy does not act as the agent does ({detail} "
                                f"on a batch of {len(want)} observations), so it was not written — please report it; "
-                               "--format torchscript/onnx may work where the other does not")
+                               "another --format may work")

@@ -1,5 +1,5 @@
 """Exported policies (rlkit2/export.py) of every agent and the acting options that change its math: the written
-file, loaded back with torch.jit.load / onnxruntime, gives the agent's own act(obs, deterministic=True) on
+file, loaded back with torch.jit.load / torch.export.load / onnxruntime, gives the agent's own act(obs, deterministic=True) on
 observations it was not traced on, in batches of other sizes. tests/scripts/test_export_script.py exports trained
 runs through the command and loads them without rlkit2."""
 
@@ -33,8 +33,9 @@ CASES = [
     ("vpn", "rlkit2/Collect-v0", {"method": "nstep_q", "filters": "8,8,8"}),
     ("pref", "Pendulum-v1", {}),  # the inner PPO's policy
 ]
-# (the command's tests export PPO on MuJoCo and Atari and DSAC to ONNX too: tests/scripts/test_export_script.py)
-ONNX_CASES = [CASES[i] for i in (0, 2, 9, 10)]
+# pt2 and ONNX (both from torch.export's graph) for a few; the command's tests export PPO on MuJoCo and Atari and
+# DSAC in every format (tests/scripts/test_export_script.py)
+EXPORT_CASES = [CASES[i] for i in (0, 2, 9, 10)]
 
 
 def _params(cases: list[tuple]) -> list:
@@ -65,6 +66,9 @@ def _agent(name: str, env_id: str, options: dict):
 def _load(path: Path, fmt: str):
     if fmt == "torchscript":
         policy = torch.jit.load(str(path))
+        return lambda obs: policy(torch.as_tensor(obs)).numpy()
+    if fmt == "pt2":
+        policy = torch.export.load(str(path)).module()
         return lambda obs: policy(torch.as_tensor(obs)).numpy()
     import onnxruntime
 
@@ -99,11 +103,13 @@ def test_a_torchscript_export_acts_as_the_agent(tmp_path, name, env_id, options)
     _round_trip(name, env_id, options, "torchscript", tmp_path)
 
 
-@pytest.mark.parametrize("name,env_id,options", _params(ONNX_CASES))
-def test_an_onnx_export_acts_as_the_agent(tmp_path, name, env_id, options):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    _round_trip(name, env_id, options, "onnx", tmp_path)
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("name,env_id,options", _params(EXPORT_CASES))
+def test_a_pt2_and_an_onnx_export_act_as_the_agent(tmp_path, name, env_id, options, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    _round_trip(name, env_id, options, fmt, tmp_path)
 
 
 def test_a_policy_that_acts_otherwise_after_tracing_is_refused_and_nothing_is_written(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
-"""``rlkit2 export`` (rlkit2/export.py, scripts/export.py) on tiny trained runs: MuJoCo (PPO, DSAC), Atari (PPO's
-CNN on uint8 frames) and a custom discrete env. The exported file gives the actions that evaluate's agent gives
-(the run loaded as scripts/evaluate.py loads it) on observations the export never saw, and it loads and acts in
-a Python process where rlkit2 cannot be imported."""
+"""``rlkit2 export`` (rlkit2/export.py, scripts/export.py) on tiny trained runs, in every format: MuJoCo (PPO,
+DSAC), Atari (PPO's CNN on uint8 frames) and a custom discrete env. The exported file gives the actions that
+evaluate's agent gives (the run loaded as scripts/evaluate.py loads it) on observations the export never saw, and
+it loads and acts in a Python process where rlkit2 cannot be imported."""
 
 import json
 import subprocess
@@ -17,7 +17,7 @@ import torch
 from conftest import subprocess_env
 from rlkit2 import checkpoint as ckpt
 from rlkit2.cli import acting_agent, checkpoint_path, open_run
-from rlkit2.export import main as main_export
+from rlkit2.export import FORMATS, main as main_export
 from rlkit2.run import make_env, resolve_config, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +93,10 @@ LOADER = textwrap.dedent("""
         import torch
         policy = torch.jit.load(policy)
         actions = policy(torch.from_numpy(obs)).numpy()
+    elif fmt == "pt2":
+        import torch
+        policy = torch.export.load(policy).module()
+        actions = policy(torch.from_numpy(obs)).numpy()
     else:
         import onnxruntime
         session = onnxruntime.InferenceSession(policy, providers=["CPUExecutionProvider"])
@@ -119,7 +123,7 @@ def _load_without_rlkit2(policy: Path, fmt: str, obs: np.ndarray, expected: np.n
     return out.stdout
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2", "onnx"])
 @pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name == "ppo-atari" else [])
                                   for name in RUNS])
 def test_an_exported_run_acts_as_evaluate_does_without_rlkit2(runs, tmp_path, capsys, name, fmt):
@@ -127,7 +131,7 @@ def test_an_exported_run_acts_as_evaluate_does_without_rlkit2(runs, tmp_path, ca
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnxscript")
     run_dir = runs(name)
-    policy = tmp_path / "shipped" / f"policy.{'pt' if fmt == 'torchscript' else 'onnx'}"
+    policy = tmp_path / "shipped" / f"policy{FORMATS[fmt]}"
     assert main_export([str(run_dir), "--format", fmt, "--out", str(policy)]) == 0
     assert f"policy : {policy}" in capsys.readouterr().out
 
