@@ -134,12 +134,13 @@ def write_policy(agent: Any, name: str, obs: list[torch.Tensor], fmt: str, out: 
                          "bfloat16 autocast")
     expected = _agent_actions(agent, obs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")  # renamed into place once checked
+    tmp = out.with_name(f"{out.stem}.tmp{out.suffix}")  # renamed into place once checked; pt2 needs the suffix
     try:
         save, run = {"torchscript": (_save_torchscript, _run_torchscript), "pt2": (_save_pt2, _run_pt2),
                      "onnx": (_save_onnx, _run_onnx)}[fmt]
         try:
-            save(module, obs[0], tmp)
+            with _weights_without_grad(module):  # so that the loaded policy's outputs need no .detach()
+                save(module, obs[0], tmp)
         except Exception as error:  # noqa: BLE001 -- the exporter's own error, with the agent and format named
             first_line = (str(error).strip().splitlines() or [""])[0][:300]
             raise RuntimeError(f"torch could not export this '{name}' policy to {fmt} ({type(error).__name__}: "
@@ -203,7 +204,7 @@ def _require_onnx() -> None:
                          "pip install -e '.[onnx]'), or export with --format torchscript or pt2 (torch alone)")
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: an inference tensor as torch.export's example input is refused
 def observations(agent: Any, env: VecEnv, seed: int) -> list[torch.Tensor]:
     """Batches of real observations for the trace and the check: the reset states of CHECK_ENVS envs and the
     states after CHECK_STEPS steps of the agent's sampled actions (so the check sees more than start states).
@@ -238,6 +239,19 @@ def _quiet():
         finally:
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _weights_without_grad(module: nn.Module):
+    """The module's parameters with requires_grad off (a pt2 file keeps the flag), and back afterwards."""
+    params = [param for param in module.parameters() if param.requires_grad]
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 def _save_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
