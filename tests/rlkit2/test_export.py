@@ -16,6 +16,9 @@ from rlkit2.export import describe_space, observations, write_policy
 from rlkit2.normalizers import ObservationNormalizer
 from rlkit2.run import build_agent, make_env, resolve_config
 
+# TorchScript's deprecation in torch 2.13 (docs/export.md): the files load and act as tested
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
 # (agent, env, options): each row changes what acting computes
 CASES = [
     ("ppo", "CartPole-v1", {}),  # Categorical mode over an MLP, normalised observations

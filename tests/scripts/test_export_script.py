@@ -20,6 +20,9 @@ from rlkit2.cli import acting_agent, checkpoint_path, open_run
 from rlkit2.export import FORMATS, main as main_export
 from rlkit2.run import make_env, resolve_config, train
 
+# TorchScript's deprecation in torch 2.13 (docs/export.md): the files load and act as tested
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"eval_every": 0, "eval_episodes": 1, "eval_envs": 1, "num_envs": 2, "progress": False,
         "tensorboard": False}
