@@ -471,6 +471,7 @@ class VPNAgent:
         return self.q_values(self.net, obs).argmax(1)
 
     def export_module(self) -> ActingModule:
+        """Greedy acting, the encoder and the d-step planner, as one module (rlkit2/export.py)."""
         return ActingModule(self.greedy_options, {"net": self.net})
 
     @torch.inference_mode()
