@@ -15,8 +15,9 @@ train:
 	$(PY) scripts/train.py --agent ppo --env $(ENV) --total_steps $(STEPS) --run_name quickstart-ppo-$(subst /,_,$(ENV))-$$(date +%Y%m%d-%H%M%S) | tee .last_train.log
 	$(PY) scripts/evaluate.py $$(sed -n 's/^run directory : //p' .last_train.log) --episodes 10
 
-# Run the test suite on CPU, with the extras its tests need (dev: envpool, minigrid; ray: the sweep tests; bench:
-# SB3 as a sweep's peer trial; docs: tests/test_docs.py builds the documentation site with warnings as errors).
+# Run the test suite on CPU, with the extras its tests need (dev: envpool, minigrid, wandb, onnx; ray: the sweep
+# tests; bench: SB3 as a sweep's peer trial; docs: tests/test_docs.py builds the documentation site with warnings
+# as errors).
 test:
 	scripts/setup_env.sh dev,ray,bench,docs
 	$(PY) -m pytest -q

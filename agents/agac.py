@@ -69,6 +69,7 @@ the sample clipped to [-1, 1] and rescaled to the action bounds.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
+from rlkit2.agent import ActingModule, AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
@@ -355,9 +356,17 @@ class AGACAgent:
 
     @torch.inference_mode()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        obs = self.preprocess(obs.to(self.device), update_stats=False)
-        dist = self.nets.dist(self.nets.actor_params(obs))
+        return self.policy_action(obs.to(self.device), deterministic)
+
+    def policy_action(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Raw observations -> env actions; with ``deterministic`` also the exported policy (``export_module``)."""
+        dist = self.nets.dist(self.nets.actor_params(self.preprocess(obs, update_stats=False)))
         return self.to_env_action(dist.mode() if deterministic else dist.sample())
+
+    def export_module(self) -> ActingModule:
+        """The actor's deterministic policy, normalisation to rescaling, as one module (rlkit2/export.py)."""
+        return ActingModule(functools.partial(self.policy_action, deterministic=True),
+                            {"obs_normalizer": self.obs_normalizer, "nets": self.nets})
 
     def acting_modules(self) -> dict[str, nn.Module]:
         """What a remote worker's acting copy needs (rlkit2/remote.py); the adversary too: it fills the extras."""

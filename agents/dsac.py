@@ -65,6 +65,7 @@ when it fits.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 import warnings
@@ -78,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
+from rlkit2.agent import ActingModule, AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import EpisodeStats, final_next_obs
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
@@ -339,9 +340,17 @@ class DSACAgent:
 
     @torch.inference_mode()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        dist = self.policy(obs.to(self.device).float())
-        action = dist.mode() if deterministic else dist.rsample_with_log_prob()[0]
-        return self.to_env_action(action)
+        return self.policy_action(obs.to(self.device), deterministic)
+
+    def policy_action(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Raw observations -> env actions: tanh of the mean (``deterministic``; also the exported policy) or of
+        a sample, rescaled to the bounds."""
+        dist = self.policy(obs.float())
+        return self.to_env_action(dist.mode() if deterministic else dist.rsample_with_log_prob()[0])
+
+    def export_module(self) -> ActingModule:
+        """The deterministic policy, network to rescaling, as one module (rlkit2/export.py)."""
+        return ActingModule(functools.partial(self.policy_action, deterministic=True), {"policy": self.policy})
 
     def explore(self, obs: Tensor, warmup: bool) -> Tensor:
         """The [-1, 1] action to collect with (stored in replay): uniform over the box during a uniform warm-up,

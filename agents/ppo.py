@@ -22,6 +22,7 @@ from the command line: ``rlkit2 train --agent ppo --env Hopper-v5 --gae_lambda 0
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError, action_bounds
+from rlkit2.agent import ActingModule, AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import check_bf16, set_threads
@@ -353,9 +354,18 @@ class OnPolicyAgent:
 
     @torch.inference_mode()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        obs = self.preprocess(obs.to(self.device), update_stats=False)
-        dist = self.model.distribution(obs)
+        return self.policy_action(obs.to(self.device), deterministic)
+
+    def policy_action(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Raw observations -> env actions (the mode, or a sample); with ``deterministic`` also the exported
+        policy's forward (``export_module``)."""
+        dist = self.model.distribution(self.preprocess(obs, update_stats=False))
         return self.to_env_action(dist.mode() if deterministic else dist.sample())
+
+    def export_module(self) -> ActingModule:
+        """The deterministic policy, normalisation to rescaling, as one module (rlkit2/export.py)."""
+        return ActingModule(functools.partial(self.policy_action, deterministic=True),
+                            {"obs_normalizer": self.obs_normalizer, "model": self.model})
 
     def acting_modules(self) -> dict[str, nn.Module]:
         """What a remote worker's acting copy needs (rlkit2/remote.py)."""

@@ -70,7 +70,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import envs
 from envs.atari import is_atari
@@ -473,6 +473,10 @@ class PrefAgent:
         """On a worker: ``steps`` steps of the initial policy per env, returned for the learner's pool."""
         self._warm_up_steps(steps)
         return self.pool.take()
+
+    def export_module(self) -> nn.Module:
+        """The policy is the inner RL agent's (the reward model only trains it)."""
+        return self.rl.export_module()
 
     @property
     def num_labels(self) -> int:

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import envs
-from rlkit2.agent import AgentSpec, BuildContext, NonFiniteLossError
+from rlkit2.agent import ActingModule, AgentSpec, BuildContext, NonFiniteLossError
 from rlkit2.collector import EpisodeStats
 from rlkit2.config import ConfigError, check_ranges
 from rlkit2.device import set_threads
@@ -166,7 +166,7 @@ class OptionConv(nn.Module):
         out = F.elu(self.conv(s)).unflatten(1, (self.num_options, self.channels))
         if options is None:
             return out
-        return out[torch.arange(len(s), device=s.device), options]
+        return out[torch.arange(s.shape[0], device=s.device), options]
 
 
 class VPNNet(nn.Module):
@@ -240,7 +240,7 @@ class VPNNet(nn.Module):
 
     def core_all(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Every option: s [B,...] -> r, t, V(s') [B,O] and s' [B,O,C,H,W]."""
-        b, o = len(s), self.num_options
+        b, o = s.shape[0], self.num_options  # shape[0], not len(): a traced export keeps the batch size free
         s_rep = s.unsqueeze(1).expand(b, o, *s.shape[1:]).flatten(0, 1)
         r, t, s_next = self._after_option(s_rep, self.out_conv(s).flatten(0, 1), self.trans_conv(s).flatten(0, 1))
         v = self.value(s_next).squeeze(-1)
@@ -248,7 +248,7 @@ class VPNNet(nn.Module):
 
     def q_model_free(self, s: Tensor) -> Tensor:
         """nstep_q baseline: Q(s, o) = q_head(f_trans(s, o)) for every option, [B, O]."""
-        b, o = len(s), self.num_options
+        b, o = s.shape[0], self.num_options
         s_rep = s.unsqueeze(1).expand(b, o, *s.shape[1:]).flatten(0, 1)
         g = self.trans_body(self.trans_conv(s).flatten(0, 1))
         s_next = F.elu(self.trans_out(g) * torch.sigmoid(self.trans_gate(g)) + s_rep)
@@ -276,7 +276,7 @@ def plan(core_all, s: Tensor, branch: tuple[int, ...], gamma: float) -> Tensor:
         values.append(v.gather(1, top).flatten())
         keep.append(top)
         if i + 1 < depth:
-            states = s_next[torch.arange(len(states), device=s.device)[:, None], top].flatten(0, 1)
+            states = s_next[torch.arange(states.shape[0], device=s.device)[:, None], top].flatten(0, 1)
     # backup from the leaves: V^1 = V at the last depth, then V^{n+1} = (V + n max Q^n) / (n + 1)
     v_plan = values[-1]
     for i in reversed(range(depth)):
@@ -285,8 +285,8 @@ def plan(core_all, s: Tensor, branch: tuple[int, ...], gamma: float) -> Tensor:
             n = float(depth - i)
             q_max = q_plan.view(-1, keep[i].shape[1]).max(1).values
             v_plan = (values[i - 1] + n * q_max) / (n + 1.0)
-    q_root = torch.full((len(s), num_options), float("-inf"), device=s.device, dtype=q_plan.dtype)
-    return q_root.scatter(1, keep[0], q_plan.view(len(s), -1))
+    q_root = torch.full((s.shape[0], num_options), float("-inf"), device=s.device, dtype=q_plan.dtype)
+    return q_root.scatter(1, keep[0], q_plan.view(s.shape[0], -1))
 
 
 def rollout_pieces(ended: np.ndarray) -> list[tuple[int, int, int]]:
@@ -462,9 +462,17 @@ class VPNAgent:
         options = rng.integers(0, self.num_options, n) if eps > 0.0 else np.zeros(n, np.int64)
         greedy = np.flatnonzero(~explore)
         if len(greedy):
-            q = self.q_values(self.net, obs if len(greedy) == n else obs[torch.as_tensor(greedy, device=obs.device)])
-            options[greedy] = q.argmax(1).cpu().numpy()
+            chosen = self.greedy_options(obs if len(greedy) == n else obs[torch.as_tensor(greedy, device=obs.device)])
+            options[greedy] = chosen.cpu().numpy()
         return options
+
+    def greedy_options(self, obs: Tensor) -> Tensor:
+        """argmax_o Q^d(obs, o): deterministic acting, and the exported policy (the planner traces as one graph)."""
+        return self.q_values(self.net, obs).argmax(1)
+
+    def export_module(self) -> ActingModule:
+        """Greedy acting, the encoder and the d-step planner, as one module (rlkit2/export.py)."""
+        return ActingModule(self.greedy_options, {"net": self.net})
 
     @torch.inference_mode()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:

@@ -18,6 +18,9 @@ the agent is asked for by name. The run loop only needs the small ``Agent`` prot
   loop says at the start when the budget rounds up to them.
 - optional ``self_checked_state``: top-level ``state_dict`` keys whose network shapes ``load_state_dict`` checks
   itself (the run's checkpoint check skips them).
+- optional ``export_module()``: an ``nn.Module`` from raw observations ``[N, ...]`` (the env's dtype) to the env
+  actions of ``act(obs, deterministic=True)``, built from the agent's own acting code (an ``ActingModule``) and
+  traceable by ``torch.jit.trace`` and ``torch.export``: what ``rlkit2 export`` writes (rlkit2/export.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, Callable, Protocol
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 
 from envs import VecEnv
 from rlkit2.config import ConfigError
@@ -49,6 +53,21 @@ class Agent(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class ActingModule(nn.Module):
+    """An agent's deterministic policy as one module, what ``export_module()`` returns: ``forward`` is ``act``, the
+    agent's own code from raw observations to env actions (so the exported math is the math the agent acts with),
+    and ``parts`` registers the modules it reads, so that their weights are the module's parameters and buffers
+    (a traced tensor that is no parameter or buffer would be frozen into the graph as a constant)."""
+
+    def __init__(self, act: Callable[[torch.Tensor], torch.Tensor], parts: dict[str, nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+        self.act = act
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.act(obs)
 
 
 class NonFiniteLossError(FloatingPointError):

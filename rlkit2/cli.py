@@ -10,19 +10,21 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from envs import VecEnv
 from rlkit2 import checkpoint as ckpt
-from rlkit2.agent import NonFiniteLossError, available_agents, get_agent_spec
+from rlkit2.agent import Agent, NonFiniteLossError, available_agents, get_agent_spec
 from rlkit2.cli_errors import SCRIPT_FORM, ArgumentParser, UsageError, cli_boundary, command
 from rlkit2.config import parse_cli_overrides
 from rlkit2.device import resolve_device, set_threads
 from rlkit2.evaluation import evaluate, record_video
 from rlkit2.remote import WorkerError
-from rlkit2.run import (EnvFailedError, build_agent, help_text, load_run_config, make_env, read_run_record,
-                        resolve_config, restore_agent, resume, train)
+from rlkit2.run import (EnvFailedError, RunConfig, build_agent, help_text, load_run_config, make_env,
+                        read_run_record, resolve_config, restore_agent, resume, train)
 
 
 TRAIN_USAGE = """Train an agent.
@@ -176,12 +178,8 @@ def main_evaluate(argv: list[str]) -> int:
                              "returning one)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    run, agent_config = load_run_config(args.run_dir, {"device": args.device})
-    if args.env is not None:
-        run = dataclasses.replace(run, env=args.env)
-    elif read_run_record(args.run_dir).get("env_is_callable"):
-        raise UsageError(_callable_env_message(args.run_dir))
-    path = _checkpoint_path(args.run_dir, args.checkpoint)
+    run, agent_config = open_run(args.run_dir, args.env, args.device)
+    path = checkpoint_path(args.run_dir, args.checkpoint)
     payload = ckpt.load(path, map_location=resolve_device(args.device))
     set_threads(1)
     # The run's own evaluation protocol unless told otherwise: the same envs, seeds and episode count as the run
@@ -190,14 +188,7 @@ def main_evaluate(argv: list[str]) -> int:
     args.envs = args.envs or run.eval_envs
     args.seed = run.seed + 10_000 if args.seed is None else args.seed
     env = make_env(run, min(args.envs, args.episodes), args.seed)
-    agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
-    try:
-        fix = ("evaluate on the env the run was trained on" if args.env is not None else
-               "evaluate it from the run directory that saved it (or restore this run's config.json)")
-        restore_agent(agent, payload, path, run, agent_config, env, fix=fix)
-    except BaseException:
-        env.close()
-        raise
+    agent = acting_agent(run, agent_config, env, payload, path, "evaluate", other_env=args.env is not None)
     device = resolve_device(args.device)
     stochastic = args.stochastic or not run.eval_deterministic  # the run's own evaluation mode by default
 
@@ -230,7 +221,37 @@ def main_evaluate(argv: list[str]) -> int:
     return 0
 
 
-def _checkpoint_path(run_dir: Path, which: str | None) -> Path:
+def open_run(run_dir: Path, env: str | None, device: str) -> tuple[RunConfig, Any]:
+    """A run directory's configs for acting (evaluate, export) on ``env``: the run's own env by default; a run
+    trained from a Python callable must be given one."""
+    run, agent_config = load_run_config(run_dir, {"device": device})
+    if env is not None:
+        return dataclasses.replace(run, env=env), agent_config
+    if read_run_record(run_dir).get("env_is_callable"):
+        raise UsageError(_callable_env_message(run_dir))
+    return run, agent_config
+
+
+def acting_agent(run: RunConfig, agent_config: Any, env: VecEnv, payload: dict, path: Path, verb: str,
+                 other_env: bool) -> Agent:
+    """The run's agent, built for acting in ``env`` and loaded from the checkpoint ``payload`` (read from
+    ``path``); a checkpoint that does not fit is a CheckpointError whose fix starts with ``verb``. Closes ``env``
+    when it fails."""
+    try:
+        agent = build_agent(get_agent_spec(run.agent), run, agent_config, env, training=False)
+        fix = (f"{verb} on the env the run was trained on" if other_env else
+               f"{verb} it from the run directory that saved it (or restore this run's config.json)")
+        restore_agent(agent, payload, path, run, agent_config, env, fix=fix)
+    except BaseException:
+        env.close()
+        raise
+    return agent
+
+
+def checkpoint_path(run_dir: Path, which: str | None) -> Path:
+    """The checkpoint file that ``--checkpoint which`` names in ``run_dir`` (None: best, else final, else the
+    latest step file)."""
+
     checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints")
     if which is None:
         path = checkpoints.for_evaluation()

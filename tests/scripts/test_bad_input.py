@@ -1,4 +1,4 @@
-"""A table of bad inputs through the four entry points (train, evaluate, label, sweep): each is one line on stderr
+"""A table of bad inputs through the entry points (train, evaluate, label, sweep, export): each is one line on stderr
 naming the problem, exit code 2 and no traceback (issue 22). Most rows call the scripts' main functions (the
 scripts are thin wrappers around them); a few run the real scripts in subprocesses."""
 
@@ -14,6 +14,7 @@ import pytest
 from conftest import subprocess_env
 from rlkit2.cli import main_evaluate, main_train
 from rlkit2.config import to_dict
+from rlkit2.export import main as main_export
 from rlkit2.run import resolve_config
 from rlkit2.sweep_cli import main_sweep
 
@@ -103,6 +104,14 @@ TABLE = [
     ("evaluate", ["{no_checkpoints}", "--episodes", "x"], "argument --episodes: expects an integer, got 'x'"),
     ("evaluate", ["{no_checkpoints}", "--envs", "0"], "argument --envs: must be >= 1, got 0"),
     ("evaluate", ["{no_checkpoints}", "--bogus"], "unrecognized arguments: --bogus"),
+    # export (tests/scripts/test_export_script.py: an agent that cannot be exported, the onnx extra missing)
+    ("export", ["{tmp}/nothing"], "is not a run directory (no config.json)"),
+    ("export", ["{no_checkpoints}"], "has no checkpoints yet"),
+    ("export", ["{no_checkpoints}", "--checkpoint", "latest"], "latest' — give --checkpoint best, final or the path"),
+    ("export", ["{no_checkpoints}", "--format", "tflite"], "argument --format: invalid choice: 'tflite' (choose from"),
+    ("export", ["{from_callable}"], "was trained on an env from a Python callable"),
+    ("export", ["{damaged}"], "config.json' is damaged"),
+    ("export", ["{no_checkpoints}", "--bogus"], "unrecognized arguments: --bogus"),
     # label
     ("label", ["{tmp}/nothing"], "is not a run directory — give the folder"),
     ("label", ["{empty}", "--port", "99999"], "argument --port: must be in 0..65535"),
@@ -140,7 +149,8 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch, en
         args = ["--runs_dir", str(tmp_path / "runs"), *QUIET, *args]  # first: a row's own options win
     if entry == "sweep" and "--spec" not in args:
         args = ["--root", str(tmp_path / "sweeps"), *args]
-    main = {"train": main_train, "evaluate": main_evaluate, "label": _label_main(), "sweep": main_sweep}[entry]
+    main = {"train": main_train, "evaluate": main_evaluate, "label": _label_main(), "sweep": main_sweep,
+            "export": main_export}[entry]
     try:
         code = main(args)
     except SystemExit as stop:  # argparse's errors
@@ -167,6 +177,7 @@ def run_script(name: str, args: list[str], **kwargs) -> subprocess.CompletedProc
     ("train.py", [*CARTPOLE, "--device", "gpu"], "Unknown device 'gpu'"),
     ("train.py", ["--agent", "ppo", "--env", "Hopper-v5", "--env_kwargs.foo", "1"], "takes no argument 'foo'"),
     ("evaluate.py", ["nothing"], "is not a run directory"),
+    ("export.py", ["nothing", "--format", "onnx"], "is not a run directory"),
     ("sweep.py", ["--name", "s", *CARTPOLE, "--grid", "gae_lamda=0.9", "--serial"], "Unknown option '--gae_lamda'"),
 ])
 def test_bad_input_through_the_real_scripts(tmp_path, script, args, message):
