@@ -89,10 +89,16 @@ class NatureCNN(nn.Module):
             flat = self.convs(torch.zeros(1, in_channels, *input_hw)).shape[1]
         self.fc = nn.Sequential(init_layer(nn.Linear(flat, out_dim), initializer, gain), nn.ReLU())
         self.out_dim = out_dim
+        # Channels-last (NHWC) weights and inputs: oneDNN's convolution kernels run the first conv (4 -> 32
+        # channels, 8x8 stride 4) about 3x as fast in this layout on a CPU, and the whole torso's forward + backward
+        # ~1.6x (scripts/bench/cnn_peak.py, docs/benchmarks.md); the same math, and the flatten before the FC layer
+        # keeps the logical (C, H, W) order, so checkpoints of either layout load into the other.
+        self.convs.to(memory_format=torch.channels_last)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = (frames.float() / 255.0).contiguous(memory_format=torch.channels_last)
         with _bf16_autocast(frames) if self.bf16 else contextlib.nullcontext():
-            features = self.fc(self.convs(frames.float() / 255.0))
+            features = self.fc(self.convs(x))
         return features.float()
 
 

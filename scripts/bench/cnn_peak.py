@@ -6,7 +6,8 @@ gradient plus F for the input gradient, except the first conv, whose input (the 
 training step costs 3 x forward minus the first conv's F, per sample.
 
 The *shape peak* is what the same library (torch's CPU kernels, oneDNN) reaches on the same shapes in a tight loop:
-each layer's forward and backward timed alone at the update's minibatch size, then summed FLOPs / summed time. It
+each layer's forward and backward timed alone at the update's minibatch size (convolutions in the faster of the
+NCHW and channels-last layouts), then summed FLOPs / summed time. It
 is the ceiling for an update that runs these layers and nothing else; the dense-GEMM rate (one large square
 matmul) is the hardware's ceiling at the same thread count, for reference.
 
@@ -72,24 +73,33 @@ def _time(fn, min_seconds: float) -> float:
 
 def shape_peak(layers: list[Layer], batch: int, threads: int, min_seconds: float = 1.0) -> dict:
     """FLOP/s of forward + backward of each layer alone at ``batch`` samples, and of them all (summed FLOPs over
-    summed time): the ceiling for an update made of these layers."""
+    summed time): the ceiling for an update made of these layers. Convolutions are timed in both memory layouts
+    (contiguous NCHW and channels-last NHWC) and count at the faster, which is recorded."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         per_layer, total_flops, total_seconds = {}, 0, 0.0
         for i, layer in enumerate(layers):
-            module = layer.module()
-            x = torch.randn(batch, *layer.in_shape, requires_grad=i > 0)
-
-            def step():
-                module.zero_grad(set_to_none=True)
-                module(x).sum().backward()
-
-            seconds = _time(step, min_seconds)
             flops = batch * (3 * layer.forward_flops - (layer.forward_flops if i == 0 else 0))
-            per_layer[layer.name] = {"gflops_per_sec": flops / seconds / 1e9, "ms": 1e3 * seconds}
+            layouts = ("contiguous", "channels_last") if len(layer.in_shape) == 3 else ("contiguous",)
+            seconds = {}
+            for layout in layouts:
+                module, x = layer.module(), torch.randn(batch, *layer.in_shape)
+                if layout == "channels_last":
+                    module, x = module.to(memory_format=torch.channels_last), x.contiguous(
+                        memory_format=torch.channels_last)
+                x.requires_grad_(i > 0)
+
+                def step(module=module, x=x):
+                    module.zero_grad(set_to_none=True)
+                    module(x).sum().backward()
+
+                seconds[layout] = _time(step, min_seconds)
+            best = min(seconds, key=seconds.get)
+            per_layer[layer.name] = {"gflops_per_sec": flops / seconds[best] / 1e9, "ms": 1e3 * seconds[best],
+                                     "layout": best, **{f"ms_{k}": 1e3 * v for k, v in seconds.items()}}
             total_flops += flops
-            total_seconds += seconds
+            total_seconds += seconds[best]
         return {"threads": threads, "batch": batch, "layers": per_layer,
                 "gflops_per_sec": total_flops / total_seconds / 1e9}
     finally:

@@ -107,15 +107,39 @@ def dsac_speed(path: Path) -> None:
     print(f"Machine: {data['machine']}, torch {data['torch']}; {data['env']}, {data['steps']} timed env steps after a "
           f"{data['warmup']}-step warm-up, one update per env step\n")
     print("| torch threads | rlkit2 DSAC-T steps/s (= updates/s) | SB3 SAC steps/s (= updates/s) | ratio | "
-          "rlkit2 update: GFLOP/s vs dense matmuls at its shapes |\n|---|---|---|---|---|")
+          "Tianshou SAC steps/s | ratio | rlkit2 update: GFLOP/s vs dense matmuls at its shapes |\n"
+          "|---|---|---|---|---|---|---|")
     for threads in sorted({r["threads"] for r in data["rows"]}):
-        mine, sb3 = (next(r for r in data["rows"] if r["lib"] == lib and r["threads"] == threads)
-                     for lib in ("rlkit2", "sb3"))
+        rows = {r["lib"]: r for r in data["rows"] if r["threads"] == threads}
+        mine, sb3, tianshou = rows["rlkit2"], rows["sb3"], rows.get("tianshou")  # Tianshou: where installed
         flops = (f"{mine['update_gflop_per_sec']:.1f} of {mine['matmul_gflop_per_sec']:.1f} = "
                  f"{mine['update_share_of_matmul_rate']:.0%} ({mine['gflop_per_update']:.3f} GFLOP per update)"
                  if "update_gflop_per_sec" in mine else "not measured")  # records before issue 25
+        ts = (f"{tianshou['steps_per_sec']:.1f} | {mine['steps_per_sec'] / tianshou['steps_per_sec']:.2f}x"
+              if tianshou else "not run | ")
         print(f"| {threads} | {mine['steps_per_sec']:.1f} (update share {mine['share_update']:.0%}) | "
-              f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x | {flops} |")
+              f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x | {ts} | {flops} |")
+
+
+def scale(path: Path) -> None:
+    """The newest scale.py record: PPO steps/s by env count, DSAC-T updates/s by batch size (medians, every repeat)."""
+    data = _records(path)[-1]
+    print(f"Machine: {data['machine']}; commit {data.get('commit', '?')}; backend {data['backend']}, "
+          f"{data['repeats']} alternating repeats\n")
+    print("| PPO on HalfCheetah-v5, 2048 transitions per iteration | steps/s (median) | env | inference | update | "
+          "runs |\n|---|---|---|---|---|---|")
+    for n, runs in data["ppo_vs_envs"].items():
+        share = {k: np.median([r[f"share_{k}"] for r in runs]) for k in ("env", "inference", "update")}
+        each = ", ".join(f"{r['steps_per_sec']:.0f}" for r in runs)
+        print(f"| {n} envs x {runs[0]['num_steps']} steps | {np.median([r['steps_per_sec'] for r in runs]):,.0f} | "
+              f"{share['env']:.0%} | {share['inference']:.0%} | {share['update']:.0%} | {each} |")
+    print("\n| DSAC-T on HalfCheetah-v5, 3x256, one update per step | updates/s (median) | samples/s | update share | "
+          "runs |\n|---|---|---|---|---|")
+    for batch, runs in data["dsac_vs_batch"].items():
+        each = ", ".join(f"{r['updates_per_sec']:.1f}" for r in runs)
+        print(f"| batch {batch} | {np.median([r['updates_per_sec'] for r in runs]):.1f} | "
+              f"{np.median([r['samples_per_sec'] for r in runs]):,.0f} | "
+              f"{np.median([r['share_update'] for r in runs]):.0%} | {each} |")
 
 
 def _records(path: Path) -> list[dict]:
@@ -457,6 +481,8 @@ def main() -> None:
     parser.add_argument("--learning-long", type=Path, help="longer-budget learning runs (block learning_long)")
     parser.add_argument("--ablation-squash", type=Path, help="ablation.py clip vs tanh records (block ablation_squash)")
     parser.add_argument("--atari-speed", type=Path, help="scripts/bench/atari_speed.py output (block atari_speed)")
+    parser.add_argument("--atari-precision", type=Path,
+                        help="atari_speed.py's fp32 vs bf16 record (block atari_precision)")
     parser.add_argument("--atari-pong", type=Path, help="scripts/bench/run_record.py records of Pong runs (block atari_pong)")
     parser.add_argument("--dsac-speed", type=Path, help="scripts/bench/dsac_speed.py output (block dsac_speed)")
     parser.add_argument("--dsac-learning", type=Path, help="scripts/bench/dsac_learning.py output (block dsac_learning)")
@@ -473,6 +499,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="BLOCK=PATH",
                         help="a sweep's results.json (or its folder) rendered into block BLOCK (repeatable)")
     parser.add_argument("--remote-workers", type=Path, help="scripts/bench/remote_workers.py output (block remote_workers)")
+    parser.add_argument("--scale", type=Path, help="scripts/bench/scale.py output (block scale)")
     parser.add_argument("--write-into", type=Path)
     args = parser.parse_args()
     blocks = {}
@@ -488,6 +515,8 @@ def main() -> None:
         blocks["learning_long"] = _capture(curves, args.learning_long, "lib")
     if args.atari_speed:
         blocks["atari_speed"] = _capture(atari_speed, args.atari_speed)
+    if args.atari_precision:
+        blocks["atari_precision"] = _capture(atari_speed, args.atari_precision)
     if args.atari_pong:
         blocks["atari_pong"] = _capture(curves, args.atari_pong, "run")
     if args.dsac_speed:
@@ -516,6 +545,8 @@ def main() -> None:
                                 + _capture(eval_steps, args.pref_atari, "variant+commit").rstrip())
     if args.remote_workers:
         blocks["remote_workers"] = _capture(remote_workers, args.remote_workers)
+    if args.scale:
+        blocks["scale"] = _capture(scale, args.scale)
     for item in args.sweep:
         block, eq, path = item.partition("=")
         if not eq or not block or not path:

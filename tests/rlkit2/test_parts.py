@@ -82,6 +82,26 @@ def test_mlp_last_layer_scale_and_nature_cnn_shape():
         mlp(4, (8,), 1, act="swish")
 
 
+def test_the_nature_cnn_runs_channels_last_with_the_contiguous_layouts_math_and_checkpoints():
+    """Channels-last weights and inputs (faster oneDNN convolutions) compute what the contiguous layout computes, to
+    float rounding, and a state dict moves between the layouts unchanged."""
+    import copy
+
+    torch.manual_seed(0)
+    cnn = NatureCNN(4)
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last)
+               for conv in cnn.convs if isinstance(conv, torch.nn.Conv2d))
+    contiguous = copy.deepcopy(cnn)
+    contiguous.convs.to(memory_format=torch.contiguous_format)
+    frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    expected = contiguous.fc(contiguous.convs(frames.float() / 255.0))
+    torch.testing.assert_close(cnn(frames), expected, rtol=1e-5, atol=1e-5)
+    loaded = NatureCNN(4)
+    loaded.convs.to(memory_format=torch.contiguous_format)
+    loaded.load_state_dict(cnn.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), cnn.state_dict().values()))
+
+
 @pytest.mark.parametrize("cls, shape", [(NatureCNN, (4, 84, 84)), (GridCNN, (3, 7, 7))])
 def test_bf16_cnn_computes_the_fp32_features_to_bf16_rounding_and_keeps_fp32_weights(cls, shape):
     torch.manual_seed(0)
