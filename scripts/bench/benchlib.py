@@ -125,6 +125,9 @@ def ppo_rate(env_id: str, total_steps: int, overrides: dict) -> dict:
     return {"steps_per_sec": sums["steps"] / seconds, "backend": run.backend, "num_envs": run.num_envs,
             "num_steps": cfg.num_steps, **{f"share_{k[5:]}": sums[k] / seconds for k in
                                            ("time/env", "time/inference", "time/update")},
+            # collection: env + inference time; "wall": everything outside the update (the collector's whole loop)
+            "collect_steps_per_sec": sums["steps"] / (sums["time/env"] + sums["time/inference"]),
+            "collect_wall_steps_per_sec": sums["steps"] / (seconds - sums["time/update"]),
             "first_iteration_seconds": iterations[0]}
 
 

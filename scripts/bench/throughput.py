@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import tianshou_peer  # noqa: E402
-from benchlib import raw_env_rate  # noqa: E402
+from benchlib import ppo_rate, raw_env_rate  # noqa: E402
 
 N_ENVS = 8
 
@@ -46,45 +46,13 @@ COMMON = dict(gamma=0.99, gae_lambda=0.95, clip_eps=0.2, lr=3e-4, epochs=10, min
 
 def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile_loss: bool = False,
                     pipeline: bool = False) -> dict:
-    from rlkit2.run import resolve_config, train
-
+    """rlkit2 PPO at SB3's hyperparameters (COMMON and the settings below); episodes keep HalfCheetah's registered
+    1000-step limit, as in SB3; the final evaluation is not timed."""
     overrides = {**COMMON, "compile_loss": compile_loss, "policy_hidden": "64,64", "value_hidden": "64,64",
-                 "normalize_obs": "false", "lr_decay": "none", "recompute_advantages": "false", "std_transform": "exp", "init_std": 1.0,
-                 "total_steps": total_steps, "eval_every": 0, "checkpoint_every": 0, "eval_episodes": 1,
-                 "eval_envs": 1, "backend": backend, "num_envs": N_ENVS, "collect_pipeline": pipeline,
-                 "threads_update": threads_update, "progress": "false", "tensorboard": "false",
-                 "runs_dir": "/tmp/rlkit2_bench_runs"}
-    # Episodes keep HalfCheetah's registered 1000-step limit, as in SB3; the final evaluation is not timed.
-    run, cfg = resolve_config("ppo", "HalfCheetah-v5", {k: str(v) for k, v in overrides.items()})
-    from rlkit2 import run as run_module
-
-    timings: dict[str, float] = {}
-    original = run_module._perf_metrics
-    first: list[float] = []
-
-    def capture(stats, steps, seconds):  # accumulate the loop's own per-iteration timing, after the first
-        if not first:  # warm-up (and with compile_loss, the compile): reported apart, not in the rate
-            first.append(seconds)
-            return original(stats, steps, seconds)
-        for key in ("time/env", "time/inference", "time/update"):
-            timings[key] = timings.get(key, 0.0) + stats.get(key, 0.0)
-        timings["steps"] = timings.get("steps", 0) + steps
-        timings["seconds"] = timings.get("seconds", 0.0) + seconds
-        return original(stats, steps, seconds)
-
-    run_module._perf_metrics = capture
-    try:
-        train(run, cfg)
-    finally:
-        run_module._perf_metrics = original
-    seconds = timings["seconds"]
-    collect = timings["time/env"] + timings["time/inference"]
-    return {"steps_per_sec": timings["steps"] / seconds,
-            "collect_steps_per_sec": timings["steps"] / collect,
-            # everything outside the update: the collector's whole loop (storage, bookkeeping, evaluate) included
-            "collect_wall_steps_per_sec": timings["steps"] / (seconds - timings["time/update"]),
-            "share_env": timings["time/env"] / seconds, "share_inference": timings["time/inference"] / seconds,
-            "share_update": timings["time/update"] / seconds, "first_iteration_seconds": first[0]}
+                 "normalize_obs": False, "lr_decay": "none", "recompute_advantages": False, "std_transform": "exp",
+                 "init_std": 1.0, "backend": backend, "num_envs": N_ENVS, "collect_pipeline": pipeline,
+                 "threads_update": threads_update}
+    return ppo_rate("HalfCheetah-v5", total_steps, overrides)
 
 
 def rlkit2_atari_rate(total_steps: int, threads_update: int, cnn_precision: str = "fp32") -> dict:
@@ -241,7 +209,8 @@ def main() -> None:
         for name, fn in variants.items():
             out = fn()
             results["ppo"].setdefault(name, []).append(out)
-            print(f"ppo  {name:18s} repeat {repeat}: " + ", ".join(f"{k} {v:.3g}" for k, v in out.items()), flush=True)
+            print(f"ppo  {name:18s} repeat {repeat}: " + ", ".join(f"{k} {v:.3g}" for k, v in out.items()
+                                                            if isinstance(v, float)), flush=True)
 
     if args.atari_steps:
         for threads in (1, 2):
