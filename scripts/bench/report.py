@@ -116,7 +116,7 @@ def dsac_speed(path: Path) -> None:
                  f"{mine['update_share_of_matmul_rate']:.0%} ({mine['gflop_per_update']:.3f} GFLOP per update)"
                  if "update_gflop_per_sec" in mine else "not measured")  # records before issue 25
         ts = (f"{tianshou['steps_per_sec']:.1f} | {mine['steps_per_sec'] / tianshou['steps_per_sec']:.2f}x"
-              if tianshou else "not run | ")
+              if tianshou else "not run | –")
         print(f"| {threads} | {mine['steps_per_sec']:.1f} (update share {mine['share_update']:.0%}) | "
               f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x | {ts} | {flops} |")
 

@@ -25,7 +25,10 @@ TINY_PPO = ["--agent", "ppo", "--num_envs", "2", "--num_steps", "32", "--minibat
 
 
 def train_cli(capsys, args):
-    code = main_train(args)
+    from rlkit2.cli_errors import invoked_as
+
+    with invoked_as("rlkit2 {}"):  # as the installed command (not whatever form another test's thread left set)
+        code = main_train(args)
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -195,8 +198,8 @@ def test_an_env_that_raises_stops_with_one_line_a_checkpoint_and_a_resume_comman
     log = (run_dir / "error.log").read_text()
     assert "Traceback" in log and "return 1 / 0" in log  # the env's own traceback, for its author
     command = line.split("Resume with: ", 1)[1]
-    assert shlex.split(command)[1:] == [str(Path(__file__).resolve().parents[2] / "scripts" / "train.py"),
-                                        "--resume", str(run_dir)]
+    # the command as the user ran it: `rlkit2 train` here (called as the library), absolute paths either way
+    assert shlex.split(command) == ["rlkit2", "train", "--resume", str(run_dir)]
 
     monkeypatch.setenv(FIXED, "1")  # the user fixes the env and resumes
     code, out, err = train_cli(capsys, shlex.split(command)[2:])
@@ -252,13 +255,23 @@ def test_resume_command_works_from_another_directory(tmp_path, capsys, monkeypat
     assert code == 0, err
     command = re.search(r"^resume with   : (.+)$", out, re.M).group(1)
     argv = shlex.split(command)
-    assert argv[0] == "python" and Path(argv[1]).is_absolute() and Path(argv[3]).is_absolute()
+    assert argv[:3] == ["rlkit2", "train", "--resume"] and Path(argv[3]).is_absolute()
     assert Path(argv[3]) == (tmp_path / "a" / run_dir_of(out)).resolve()  # before: relative to the cwd
     monkeypatch.chdir(tmp_path / "b")
     code, out, err = train_cli(capsys, argv[2:] + ["--stop_after_steps", "0"])
     assert code == 0, err
     assert re.search(r"^resumed from step 64 \(checkpoint .*step_000000000064\.pt\)$", out, re.M)
     assert "run finished after 128 env steps" in out
+
+
+def test_the_resume_command_of_a_script_run_names_the_script_by_its_absolute_path(tmp_path):
+    from rlkit2.cli import resume_command
+    from rlkit2.cli_errors import SCRIPT_FORM, invoked_as
+
+    with invoked_as(SCRIPT_FORM):  # python scripts/train.py ...: a checkout that need not be installed
+        argv = shlex.split(resume_command(tmp_path / "run"))
+    assert argv == ["python", str(Path(__file__).resolve().parents[2] / "scripts" / "train.py"), "--resume",
+                    str((tmp_path / "run").resolve())]
 
 
 @pytest.mark.parametrize("args, steps", [

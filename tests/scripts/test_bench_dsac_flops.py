@@ -57,9 +57,10 @@ def test_report_renders_the_flop_rate_and_older_records_without_it(tmp_path, cap
               "rows": [row, {"lib": "sb3", "threads": 1, "steps_per_sec": 10.0}]}
     (tmp_path / "old.json").write_text(json.dumps(record))
     render(tmp_path / "old.json")
-    assert "| 1 | 20.0 (update share 90%) | 10.0 | 2.00x | not measured |" in capsys.readouterr().out
+    assert "| 1 | 20.0 (update share 90%) | 10.0 | 2.00x | not run | – | not measured |" in capsys.readouterr().out
     row.update(gflop_per_update=0.874, update_gflop_per_sec=19.0, matmul_gflop_per_sec=54.6,
                update_share_of_matmul_rate=19.0 / 54.6)
+    record["rows"].append({"lib": "tianshou", "threads": 1, "steps_per_sec": 8.0})  # the second peer, where installed
     (tmp_path / "new.json").write_text(json.dumps(record))
     render(tmp_path / "new.json")
-    assert "| 2.00x | 19.0 of 54.6 = 35% (0.874 GFLOP per update) |" in capsys.readouterr().out
+    assert "| 2.00x | 8.0 | 2.50x | 19.0 of 54.6 = 35% (0.874 GFLOP per update) |" in capsys.readouterr().out
