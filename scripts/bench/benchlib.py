@@ -134,6 +134,13 @@ def ppo_rate(env_id: str, total_steps: int, overrides: dict) -> dict:
 def dsac_rate(env_id: str, steps: int, warmup: int, overrides: dict) -> dict:
     """DSAC updates/s at one update per env step (the preset's replay ratio unless overridden), timed over ``steps``
     env steps after ``warmup`` steps of random actions without updates."""
+    _, timing = timed_dsac(env_id, steps, warmup, overrides)
+    return {key: timing[key] for key in ("updates_per_sec", "steps_per_sec", "share_update")}
+
+
+def timed_dsac(env_id: str, steps: int, warmup: int, overrides: dict) -> tuple[object, dict]:
+    """The DSAC agent after ``dsac_rate``'s measurement (its replay filled, e.g. for a FLOP count; its env closed),
+    and the timing: ``dsac_rate``'s rates plus the updates made and the seconds spent in them."""
     import torch
 
     from rlkit2.agent import get_agent_spec
@@ -151,5 +158,7 @@ def dsac_rate(env_id: str, steps: int, warmup: int, overrides: dict) -> dict:
     stats = agent.train_iteration()
     seconds = time.perf_counter() - start
     env.close()
-    return {"updates_per_sec": (agent.updates - updates) / seconds, "steps_per_sec": steps / seconds,
-            "share_update": stats["time/update"] / seconds}
+    updates = agent.updates - updates
+    return agent, {"updates_per_sec": updates / seconds, "steps_per_sec": steps / seconds,
+                   "share_update": stats["time/update"] / seconds, "updates": updates,
+                   "update_seconds": stats["time/update"]}

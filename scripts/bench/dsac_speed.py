@@ -32,31 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules,
 WARMUP = 1000
 
 import tianshou_peer  # noqa: E402  (beside this script)
+from benchlib import timed_dsac  # noqa: E402
 
 
 def time_rlkit2(env_id: str, steps: int, threads: int) -> dict:
-    import torch
-
-    from rlkit2.agent import get_agent_spec
-    from rlkit2.run import build_agent, make_env, resolve_config
-
-    torch.manual_seed(0)
-    run, cfg = resolve_config("dsac", env_id, {"num_envs": 1, "backend": "sync", "threads_update": threads,
-                                               "learning_starts": WARMUP, "steps_per_iteration": WARMUP,
-                                               "hidden": "256,256,256", "activation": "gelu"})
-    agent = build_agent(get_agent_spec("dsac"), run, cfg, make_env(run, 1, 0))
-    agent.train_iteration()  # warm-up: random actions, no updates
-    agent.cfg.steps_per_iteration = steps
-    updates = agent.updates
-    start = time.perf_counter()
-    stats = agent.train_iteration()
-    seconds = time.perf_counter() - start
-    updates_per_sec = (agent.updates - updates) / seconds
+    agent, timing = timed_dsac(env_id, steps, WARMUP, {"threads_update": threads, "hidden": "256,256,256",
+                                                       "activation": "gelu"})
     flops = update_flops(agent)
-    peak = matmul_rate(cfg.batch_size, cfg.hidden[-1], agent.num_critics)
-    achieved = flops * (agent.updates - updates) / stats["time/update"]  # the update phase's own FLOP/s
-    return {"steps_per_sec": steps / seconds, "updates_per_sec": updates_per_sec,
-            "share_update": stats["time/update"] / seconds, "gflop_per_update": flops / 1e9,
+    peak = matmul_rate(agent.cfg.batch_size, agent.cfg.hidden[-1], agent.num_critics)
+    achieved = flops * timing["updates"] / timing["update_seconds"]  # the update phase's own FLOP/s
+    return {"steps_per_sec": timing["steps_per_sec"], "updates_per_sec": timing["updates_per_sec"],
+            "share_update": timing["share_update"], "gflop_per_update": flops / 1e9,
             "update_gflop_per_sec": achieved / 1e9, "matmul_gflop_per_sec": peak / 1e9,
             "update_share_of_matmul_rate": achieved / peak}
 
