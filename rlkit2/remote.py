@@ -469,9 +469,7 @@ class RemoteCollector:
         self.group.start(self._seed)
 
     def _broadcast(self, modules: dict[str, nn.Module]) -> tuple[int, int, list]:
-        """Start the workers if needed and put the acting weights once: (version, request number, box)."""
-        if not self.group.workers:
-            self.reset()
+        """Put the acting weights once: (version, request number, box)."""
         box = self.group.put(acting_state(modules))
         version = request = self.requests
         self.requests += 1
@@ -479,6 +477,8 @@ class RemoteCollector:
 
     def call(self, policy, method: str, *args: Any) -> list:
         """Every worker's ``acting copy.method(*args)`` with the current weights, in worker order."""
+        if not self.group.workers:
+            self.reset()
         version, request, box = self._broadcast({**policy.acting_modules(), **self.extra_modules})
         return self.group.gather([self.group.submit(i, "call", version, box, request, method, *args)
                                   for i in range(self.group.count)], method)
