@@ -66,9 +66,11 @@ def test_dsac_async_actors_resume_with_their_replay(tmp_path):
 
 @pytest.mark.slow
 def test_dsac_learns_pendulum_with_2_async_actors(tmp_path, local_ray):  # noqa: F811
-    # the preset's 20k steps (5% warm-up): at 10k steps two envs are too few steps each; in-process with 2 envs
-    # ended at -493 there (seed 0), 2 async actors at -351 on Ray and -94 in-process
-    run, cfg = resolve_config("dsac", "Pendulum-v1", {**QUIET, "runs_dir": str(tmp_path), "total_steps": 20_000,
+    # 30k steps (the preset's 20k, 5% warm-up, plus half): at 10k steps two envs are too few steps each (in-process
+    # with 2 envs ended at -493 there, seed 0). Asynchronous actors on Ray are not deterministic (thread timing sets
+    # which weights each chunk was collected with): at 20k one fresh-clone CI run in three ended at -469 with
+    # some evaluation episodes unsolved (std 592), so the budget has room
+    run, cfg = resolve_config("dsac", "Pendulum-v1", {**QUIET, "runs_dir": str(tmp_path), "total_steps": 30_000,
                                                       "eval_every": 0, "eval_episodes": 10, "seed": 0, "num_envs": 2,
                                                       "workers": 2})
     result = train(run, cfg)
