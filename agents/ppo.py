@@ -41,7 +41,7 @@ from rlkit2.collector import PolicyStep, Rollout
 from rlkit2.config import ConfigError
 from rlkit2.device import check_bf16, set_threads
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, std_from_param
-from rlkit2.networks import image_torso, mlp
+from rlkit2.networks import NatureCNN, image_torso, mlp
 from rlkit2.normalizers import ObservationNormalizer, ValueNormalizer
 from rlkit2.optim import RMSpropTF
 from rlkit2.remote import make_on_policy_collector
@@ -285,6 +285,11 @@ class OnPolicyAgent:
         if cfg.cnn_precision == "bf16":
             check_bf16(self.device, "cnn_precision", also="--rl.cnn_precision fp32 with --agent pref")
         self.model = ActorCritic(cfg, obs_space, action_space).to(self.device)
+        # With one Nature-CNN torso for policy and value, the features the action is drawn from also give the
+        # value, and the batched pass after the rollout (evaluate) would repeat every convolution of the rollout:
+        # compute-bound work, unlike an MLP's (or MiniGrid's small CNN's) per-op overhead, for which that one large
+        # pass is cheaper than heads on every step.
+        self._values_while_acting = cfg.shared_network and isinstance(self.model.policy_torso, NatureCNN)
         self.obs_normalizer = ObservationNormalizer(obs_space.shape, cfg.obs_clip,
                                                     enabled=cfg.normalize_obs and not self.image_obs).to(self.device)
         self.value_normalizer = ValueNormalizer(enabled=cfg.normalize_value).to(self.device)
@@ -335,6 +340,11 @@ class OnPolicyAgent:
         return self.obs_normalizer(obs)
 
     def step(self, obs: Tensor) -> PolicyStep:
+        if self._values_while_acting:
+            dist, value = self.model(obs)
+            action = dist.sample()
+            return PolicyStep(self.to_env_action(action), action, dist.log_prob(action),
+                              self.value_normalizer.denormalize(value))
         action = self.model.distribution(obs).sample()
         return PolicyStep(self.to_env_action(action), action)  # log-probs and values: evaluate(), per rollout
 

@@ -113,4 +113,4 @@ def ale_native_backend(env_id: str, num_envs: int, s: AtariSettings) -> Gymnasiu
         episodic_life=False, reward_clipping=False,  # both done by VecEnv, see module docstring
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    return GymnasiumBackend(vec, dense_final_obs=True)
+    return GymnasiumBackend(vec, dense_final_obs=True, native_send_recv=True)

@@ -25,7 +25,7 @@ from envs.pipeline import PipelinedVecEnv
 from envs.vector import EnvpoolBackend, GymnasiumBackend, ReportErrors, StepCount, VecEnv
 
 BACKENDS = ("auto", "sync", "async", "ale", "envpool", "batched")
-PIPELINE_BACKENDS = ("envpool", "async")  # natively asynchronous: envs/pipeline.py
+PIPELINE_BACKENDS = ("envpool", "ale", "async")  # natively asynchronous: envs/pipeline.py
 
 
 def make(

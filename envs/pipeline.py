@@ -11,7 +11,8 @@ one half stepping while it runs the policy on the other's observations:
 returns for that half. The halves step in the backend's own threads or processes, so only natively asynchronous
 backends pipeline: envpool (two pools in sync mode, so that each env keeps its index and its seed -- envpool's own
 async mode returns whichever envs finish first, so which env met which policy sample would depend on thread
-timing) and ``async`` (gymnasium's worker processes). ``sync`` is refused: there a worker thread stepping Python
+timing), ``ale`` (two of ale-py's native thread pools, likewise in sync mode) and ``async`` (gymnasium's worker
+processes). ``sync`` is refused: there a worker thread stepping Python
 envs contends with the policy for the GIL, and collection measured 0.35-0.64x as fast as without the pipeline
 (docs/benchmarks.md, "Throughput").
 """

@@ -285,9 +285,10 @@ class GymnasiumBackend:
     observations in a masked object array) and ale-py's ``AtariVectorEnv`` (a dense array, meaningful only in the
     rows of finished envs)."""
 
-    def __init__(self, vec: gym.vector.VectorEnv, dense_final_obs: bool = False):
+    def __init__(self, vec: gym.vector.VectorEnv, dense_final_obs: bool = False, native_send_recv: bool = False):
         self.vec = vec
         self.dense_final_obs = dense_final_obs
+        self._native_send_recv = native_send_recv  # the vector env's own send/recv (ale-py's AtariVectorEnv)
         self.num_envs = vec.num_envs
         self.single_observation_space = vec.single_observation_space
         self.single_action_space = vec.single_action_space
@@ -315,17 +316,22 @@ class GymnasiumBackend:
 
     @property
     def asynchronous(self) -> bool:
-        """gymnasium's AsyncVectorEnv steps in its worker processes between ``send`` and ``recv``."""
-        return isinstance(self.vec, gym.vector.AsyncVectorEnv)
+        """Whether the envs step in their own workers between ``send`` and ``recv``: gymnasium's AsyncVectorEnv
+        (processes; ``step_async``/``step_wait``) and ale-py's AtariVectorEnv (a native thread pool; ``send``/
+        ``recv``, which in its synchronous mode return every env, in env order)."""
+        return isinstance(self.vec, gym.vector.AsyncVectorEnv) or self._native_send_recv
 
     def step(self, actions: np.ndarray):
         return self._same_step(*self.vec.step(actions))
 
     def send(self, actions: np.ndarray) -> None:
-        self.vec.step_async(actions)
+        if self._native_send_recv:
+            self.vec.send(actions)
+        else:
+            self.vec.step_async(actions)
 
     def recv(self):
-        return self._same_step(*self.vec.step_wait())
+        return self._same_step(*(self.vec.recv() if self._native_send_recv else self.vec.step_wait()))
 
     def _same_step(self, obs, reward, terminated, truncated, info):
         self.extra_info = _extra_info(info)

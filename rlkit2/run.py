@@ -57,7 +57,7 @@ class RunConfig:
     """Vector-env backend; auto picks the fastest that supports the env (envs/make.py)."""
     collect_pipeline: bool = False
     """Step the training envs in two halves, each half's env step overlapping the policy's forward pass on the
-    other half (envs/pipeline.py); backends envpool and async (sync steps in this process and cannot). Per env the
+    other half (envs/pipeline.py); backends envpool, ale and async (sync steps in this process and cannot). Per env the
     rollout is the same as without; the policy runs once per half. Whether it pays depends on free cores:
     measure with scripts/bench/throughput.py (docs/benchmarks.md, "Throughput")."""
     device: str = "auto"

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""PPO training speed on Atari (ALE/Pong-v5 x 8, the Atari preset's Nature-CNN) by update threads and CNN
-precision (fp32, or bf16 autocast: ``--cnn_precision bf16``), beside SB3 PPO with the zoo's Atari settings, all
+"""PPO training speed on Atari (ALE/Pong-v5 x 8, the Atari preset's Nature-CNN) by update threads, CNN
+precision (fp32, or bf16 autocast: ``--cnn_precision bf16``) and collection pipeline (``--collect_pipeline``: the
+envs in two halves, each stepping while the policy acts on the other), beside SB3 PPO with the zoo's Atari settings, all
 variants alternating over repeats so they see the same machine state. In the same run: the update's achieved
 FLOP/s against this machine's rate on the Nature-CNN's own layer shapes and its dense-GEMM rate
 (scripts/bench/cnn_peak.py), per thread count.
 
-    python scripts/bench/atari_speed.py [--steps 20480] [--repeats 2] [--precisions fp32] [--no-sb3]
+    python scripts/bench/atari_speed.py [--steps 20480] [--repeats 2] [--precisions fp32] [--pipelines false true]
+                                        [--no-sb3]
                                         [--out docs/bench/atari_speed.json]
 """
 
@@ -35,6 +37,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--pipelines", nargs="+", default=["false", "true"], choices=["false", "true"],
+                        help="--collect_pipeline values: envs stepped in two halves, overlapping the policy")
     parser.add_argument("--no-sb3", action="store_true", help="leave out SB3 PPO (the peer)")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/atari_speed.json"))
     args = parser.parse_args()
@@ -45,8 +49,9 @@ def main() -> None:
                                  "torch": torch.__version__, "avx512_bf16": "avx512_bf16" in cpu_flags,
                                  "amx_bf16": "amx_bf16" in cpu_flags},
                      "command": " ".join(sys.argv), "runs": {}, "peak": {}}
-    variants = {f"rlkit2 threads_update={t}, cnn_precision={p}": (lambda t=t, p=p: rlkit2_atari_rate(args.steps, t, p))
-                for t, p in itertools.product(args.threads, args.precisions)}
+    variants = {f"rlkit2 threads_update={t}, cnn_precision={p}" + (", collect_pipeline" if c == "true" else ""):
+                (lambda t=t, p=p, c=c: rlkit2_atari_rate(args.steps, t, p, c == "true"))
+                for t, p, c in itertools.product(args.threads, args.precisions, args.pipelines)}
     if not args.no_sb3:
         variants.update({f"sb3 threads={t}": (lambda t=t: sb3_atari_rate(args.steps, t)) for t in args.threads})
     for repeat in range(args.repeats):

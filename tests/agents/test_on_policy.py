@@ -143,11 +143,16 @@ def test_atari_cnn_iteration(precision, monkeypatch):
     agent = make_agent(env, policy_last_layer_scale=1.0, **{k: getattr(cfg, k) for k in (
         "torso", "shared_network", "num_steps", "minibatch_size", "epochs", "cnn_precision")})
     rollout = agent.collector.collect(agent)
-    # the log-probs the rollout stored are what the update's forward pass computes: PPO's ratio starts at 1
+    # a shared Nature-CNN gives log-probs and values while acting (no second pass over the rollout's frames) ...
+    with torch.inference_mode():
+        assert agent.step(rollout.obs[0]).logprob is not None
+    # ... and they are what the update's forward pass computes: PPO's ratio starts at 1
     with torch.no_grad():
-        dist, _ = agent.model(rollout.obs.flatten(0, 1))
+        dist, value = agent.model(rollout.obs.flatten(0, 1))
     ratio = (dist.log_prob(rollout.actions.flatten(0, 1)) - rollout.logprobs.flatten()).exp()
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rollout.values.flatten(), agent.value_normalizer.denormalize(value), atol=1e-5,
+                               rtol=1e-5)
     stats = agent.train_iteration()
     assert agent.model.policy_torso.__class__.__name__ == "NatureCNN" and agent.model.policy_torso.bf16 == (
         precision == "bf16")

@@ -7,6 +7,7 @@ import torch
 
 from rlkit2.distributions import Categorical, DiagGaussian, TanhGaussian, softplus_offset, std_from_param
 from rlkit2.networks import GridCNN, NatureCNN, mlp
+from rlkit2 import normalizers
 from rlkit2.normalizers import ObservationNormalizer, RunningMeanStd, ValueNormalizer
 
 
@@ -63,6 +64,31 @@ def test_observation_normalizer_clips_and_roundtrips_state():
     other = ObservationNormalizer((2,), clip=1.5)
     other.load_state_dict(norm.state_dict())
     torch.testing.assert_close(other(torch.ones(1, 2)), norm(torch.ones(1, 2)))
+
+
+def test_observation_normalizer_numpy_path_equals_the_torch_path(monkeypatch):
+    """On the CPU the collector's per-step normalization runs in numpy (rlkit2.normalizers.on_host): same statistics
+    and outputs as torch's path, up to the last bit of a sum."""
+    batches = [torch.randn(8, 17, generator=torch.Generator().manual_seed(i)) * (1 + i) + i for i in range(40)]
+
+    def run() -> tuple[ObservationNormalizer, list[torch.Tensor]]:
+        norm = ObservationNormalizer((17,), clip=5.0)
+        outs = []
+        for batch in batches:
+            norm.update(batch)
+            outs.append(norm(batch))
+        return norm, outs
+
+    host, host_outs = run()
+    monkeypatch.setattr(normalizers, "on_host", lambda tensor: False)
+    torch_path, torch_outs = run()
+    torch.testing.assert_close(host.rms.mean, torch_path.rms.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(host.rms.var, torch_path.rms.var, rtol=1e-12, atol=1e-12)
+    assert float(host.rms.count) == float(torch_path.rms.count) == 320 + 1e-4
+    for a, b in zip(host_outs, torch_outs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert max(float(o.abs().max()) for o in host_outs) == 5.0  # the clip is exercised
+    assert not normalizers.on_host(torch.ones(2, requires_grad=True))  # autograd keeps torch's path
 
 
 def test_value_normalizer_inverse():

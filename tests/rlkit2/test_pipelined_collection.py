@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "envs"))
 
 import envs  # noqa: E402
+from envs.atari import AtariSettings  # noqa: E402
 from counter_envs import CounterEnv  # noqa: E402
 from rlkit2.collector import OnPolicyCollector, PolicyStep  # noqa: E402
 
@@ -38,17 +39,19 @@ class RowPolicy:
 
     def step(self, obs):
         self.steps_seen += 1
-        action = (obs[:, 1] % 2 == 0).long() if self.discrete else torch.tanh(obs[:, :6] + obs[:, 6:12])
+        x = obs.flatten(1)  # (image frames: a row of pixels)
+        action = (x.sum(1) % 2 == 0).long() if self.discrete else torch.tanh(x[:, :6] + x[:, 6:12])
         if not self.in_step:
             return PolicyStep(action, action)
         logprob, value = self.evaluate(obs, action)
         return PolicyStep(action, action, logprob, value, {"obs_doubled": 2 * obs})
 
     def evaluate(self, obs, actions):
-        return obs[:, 0] - 0.5 * actions.reshape(len(obs), -1)[:, 0], self.value(obs)
+        return obs.flatten(1)[:, 0] - 0.5 * actions.reshape(len(obs), -1)[:, 0], self.value(obs)
 
     def value(self, obs):
-        return 3.0 * obs[:, 0] + obs[:, 1]
+        x = obs.flatten(1)
+        return 3.0 * x[:, 0] + x.mean(1)
 
 
 def collect_twice(env, policy, info_keys=()):
@@ -90,6 +93,10 @@ CASES = {
     "cheetah-envpool": dict(make=lambda pipeline: envs.make("HalfCheetah-v5", 4, seed=5, backend="envpool",
                                                             max_episode_steps=6, pipeline=pipeline),
                             discrete=False, info_keys=()),
+    # two of ale-py's native pools (send / recv); frames are uint8 and the policy reads two pixels per env
+    "pong-ale": dict(make=lambda pipeline: envs.make("ALE/Pong-v5", 4, seed=5, backend="ale", pipeline=pipeline,
+                                                     atari=AtariSettings(max_episode_frames=40)),
+                     discrete=True, info_keys=()),
 }
 
 
