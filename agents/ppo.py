@@ -207,6 +207,12 @@ def _note(message: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # Networks
 # ----------------------------------------------------------------------------------------------------------
+def _drop_second_torso_name(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints from before the shared torso was registered once also carry it as ``value_torso.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "value_torso.")]:
+        del state_dict[key]
+
+
 class ActorCritic(nn.Module):
     """Policy and value function; separate torsos or one shared torso, MLP or CNN (Nature / grid)."""
 
@@ -228,7 +234,10 @@ class ActorCritic(nn.Module):
 
         self.policy_torso, policy_dim = torso(cfg.policy_hidden)
         if cfg.shared_network:
-            self.value_torso, value_dim = self.policy_torso, policy_dim
+            # The one torso, registered once: a module registered under two names makes torch.func's
+            # functional_call tie the names, which the compiled update step (rlkit2/update_step.py) cannot trace.
+            self.__dict__["value_torso"], value_dim = self.policy_torso, policy_dim
+            self.register_load_state_dict_pre_hook(_drop_second_torso_name)
         else:
             self.value_torso, value_dim = torso(cfg.value_hidden)
         out_dim = act_dim * (2 if (cfg.state_dependent_std and not self.discrete) else 1)

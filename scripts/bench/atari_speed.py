@@ -7,7 +7,7 @@ FLOP/s against this machine's rate on the Nature-CNN's own layer shapes and its 
 (scripts/bench/cnn_peak.py), per thread count.
 
     python scripts/bench/atari_speed.py [--steps 20480] [--repeats 2] [--precisions fp32] [--pipelines false true]
-                                        [--no-sb3]
+                                        [--compile true] [--no-sb3]
                                         [--out docs/bench/atari_speed.json]
 """
 
@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--pipelines", nargs="+", default=["false", "true"], choices=["false", "true"],
                         help="--collect_pipeline values: envs stepped in two halves, overlapping the policy")
+    parser.add_argument("--compile", nargs="+", default=["true"], choices=["false", "true"],
+                        help="--compile_loss values (the preset compiles the minibatch step)")
     parser.add_argument("--no-sb3", action="store_true", help="leave out SB3 PPO (the peer)")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/atari_speed.json"))
     args = parser.parse_args()
@@ -49,9 +51,10 @@ def main() -> None:
                                  "torch": torch.__version__, "avx512_bf16": "avx512_bf16" in cpu_flags,
                                  "amx_bf16": "amx_bf16" in cpu_flags},
                      "command": " ".join(sys.argv), "runs": {}, "peak": {}}
-    variants = {f"rlkit2 threads_update={t}, cnn_precision={p}" + (", collect_pipeline" if c == "true" else ""):
-                (lambda t=t, p=p, c=c: rlkit2_atari_rate(args.steps, t, p, c == "true"))
-                for t, p, c in itertools.product(args.threads, args.precisions, args.pipelines)}
+    variants = {f"rlkit2 threads_update={t}, cnn_precision={p}" + (", collect_pipeline" if c == "true" else "")
+                + (", eager" if e == "false" else ""):
+                (lambda t=t, p=p, c=c, e=e: rlkit2_atari_rate(args.steps, t, p, c == "true", e == "true"))
+                for t, p, c, e in itertools.product(args.threads, args.precisions, args.pipelines, args.compile)}
     if not args.no_sb3:
         variants.update({f"sb3 threads={t}": (lambda t=t: sb3_atari_rate(args.steps, t)) for t in args.threads})
     for repeat in range(args.repeats):

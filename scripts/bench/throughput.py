@@ -56,7 +56,7 @@ def rlkit2_ppo_rate(total_steps: int, backend: str, threads_update: int, compile
 
 
 def rlkit2_atari_rate(total_steps: int, threads_update: int, cnn_precision: str = "fp32",
-                      collect_pipeline: bool = False) -> dict:
+                      collect_pipeline: bool = False, compile_loss: bool = True) -> dict:
     """PPO with the Atari preset (Nature-CNN, 8 envs x 128 steps, 4 epochs of 256) on ALE/Pong-v5, timed from the
     second iteration on (the first is warm-up, as for SB3). ``update_gflops_per_sec``: the forward and backward FLOPs
     of the update's minibatches (scripts/bench/cnn_peak.py) over the update's time."""
@@ -67,6 +67,7 @@ def rlkit2_atari_rate(total_steps: int, threads_update: int, cnn_precision: str 
         "total_steps": str(total_steps), "eval_every": "0", "checkpoint_every": "0", "eval_episodes": "1",
         "eval_envs": "1", "threads_update": str(threads_update), "progress": "false", "tensorboard": "false",
         "cnn_precision": cnn_precision, "collect_pipeline": str(collect_pipeline).lower(),
+        "compile_loss": str(compile_loss).lower(),
         "runs_dir": "/tmp/rlkit2_bench_runs",
         "atari.max_episode_frames": "2000"})  # short final eval
     from rlkit2.logger import read_progress

@@ -159,6 +159,24 @@ def test_atari_cnn_iteration(precision, monkeypatch):
     assert np.isfinite(stats["losses/policy_loss"]) and agent.env_steps == 32
 
 
+def test_a_shared_torso_is_one_module_and_checkpoints_that_named_it_twice_load():
+    env = envs.make("CartPole-v1", num_envs=2, seed=0)
+    agent = make_agent(env, shared_network=True, num_steps=16, minibatch_size=16)
+    assert agent.model.value_torso is agent.model.policy_torso
+    state = agent.model.state_dict()
+    assert not any(key.startswith("value_torso.") for key in state)  # registered once (update_step can compile it)
+    # checkpoints written before carry the torso under both names
+    old = {**state, **{k.replace("policy_torso.", "value_torso."): v.clone() for k, v in state.items()
+                       if k.startswith("policy_torso.")}}
+    torch.manual_seed(1)
+    other = make_agent(env, shared_network=True, num_steps=16, minibatch_size=16)
+    other.model.load_state_dict(old)  # strict: an unexpected key would raise
+    for a, b in zip(agent.model.parameters(), other.model.parameters()):
+        assert torch.equal(a, b)
+    obs = torch.as_tensor(env.reset(seed=0)[0], dtype=torch.float32)
+    torch.testing.assert_close(other.value(obs), agent.value(obs))
+
+
 def test_cnn_precision_on_an_mlp_torso_is_refused_with_the_fix():
     env = envs.make("CartPole-v1", num_envs=2, seed=0)
     with pytest.raises(ConfigError, match=r"'cnn_precision' \(bf16\) applies to CNN torsos.*CartPole-v1.*Fix"):

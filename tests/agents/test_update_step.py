@@ -51,11 +51,13 @@ def _assert_same_optimizer_state(a: torch.optim.Optimizer, b: torch.optim.Optimi
 
 @pytest.mark.slow
 @needs_compiler
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "rmsprop_tf"])
-def test_compiled_ppo_step_equals_the_eager_step(optimizer):
+@pytest.mark.parametrize("optimizer, shared_network", [("adam", False), ("rmsprop", False), ("rmsprop_tf", False),
+                                                       ("adam", True)])
+def test_compiled_ppo_step_equals_the_eager_step(optimizer, shared_network):
     env = envs.make("Pendulum-v1", num_envs=2, seed=0)
     # value clipping, an entropy bonus and a tight gradient clip: every part of the step is exercised
-    options = dict(optimizer=optimizer, value_clip=0.2, entropy_coef=0.01, max_grad_norm=0.3, lr=1e-3)
+    options = dict(optimizer=optimizer, value_clip=0.2, entropy_coef=0.01, max_grad_norm=0.3, lr=1e-3,
+                   shared_network=shared_network)  # shared: one torso for policy and value (the Atari preset's)
     eager, compiled = _ppo(env, **options), _ppo(env, compile_loss=True, **options)
     batches = _minibatches(env, 6)
     with warnings.catch_warnings():

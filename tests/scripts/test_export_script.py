@@ -32,7 +32,7 @@ RUNS = {
     "dsac-mujoco": ("dsac", "HalfCheetah-v5", {"total_steps": 200, "learning_starts": 100, "batch_size": 32,
                                                "hidden": "32,32", "steps_per_iteration": 50}),
     "ppo-atari": ("ppo", "ALE/Pong-v5", {"total_steps": 64, "num_steps": 32, "minibatch_size": 32,
-                                         "atari.max_episode_frames": 200}),
+                                         "atari.max_episode_frames": 200, "compile_loss": False}),
     "ppo-custom": ("ppo", "toy_envs:FixedHorizonEnv", {"total_steps": 128, "num_steps": 64, "minibatch_size": 64}),
 }
 EXPECTED_SPACES = {  # input dtype and shape, output dtype and shape, the JSON's action space (a Box's dtype: the env's)
