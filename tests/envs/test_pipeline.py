@@ -61,7 +61,7 @@ def test_pipeline_needs_two_envs_and_a_natively_asynchronous_backend():
     with pytest.raises(ValueError, match="pipeline needs at least 2 envs"):
         envs.make(CounterEnv, num_envs=1, backend="async", pipeline=True)
     with pytest.raises(ValueError, match=r"pipeline needs a backend that steps the envs in its own threads or "
-                                         r"processes \(envpool, async\), not 'sync'"):
+                                         r"processes \(envpool, ale, async\), not 'sync'"):
         envs.make(CounterEnv, num_envs=2, backend="sync", pipeline=True)
 
 
