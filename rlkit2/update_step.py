@@ -94,7 +94,7 @@ class MinibatchUpdate:
         self.model, self.loss_fn, self.groups = model, loss_fn, groups
         self.option, self.say = option, say
         self._compile_note, self._compile_options = compile_note, compile_options or {}
-        self._compiled: Callable[..., None] | None = None
+        self._compiled: Callable[..., tuple[Tensor, ...]] | None = None
         self._inputs: tuple | None = None
         if compile_note is not None:
             self._loss_module = _LossModule(model, loss_fn)
@@ -133,7 +133,7 @@ class MinibatchUpdate:
 
     # --- eager: loss.backward(), clip_grad_norm_, optimizer.step() ---------------------------------------------
     def eager(self, sums: Tensor, *minibatch: Tensor) -> tuple[Tensor, ...]:
-        loss, stats, *new_state = self.loss_fn(*minibatch)
+        loss, stats, new_state = _unpack(self.loss_fn(*minibatch))
         for group in self.groups:
             group.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -150,13 +150,13 @@ class MinibatchUpdate:
                 if group.target is not None:
                     torch._foreach_lerp_(group.target, group.params, group.tau)
         sums.add_(torch.cat([stats.detach(), torch.stack(norms)]))
-        return tuple(value.detach() for value in new_state[0]) if new_state else ()
+        return tuple(value.detach() for value in new_state)
 
     # --- compiled: the same step as one functional graph ------------------------------------------------------
     def _functional_loss(self, params: tuple[Tensor, ...], *minibatch: Tensor) -> tuple[Tensor, tuple]:
         names = [name for group in self._names for name in group]
-        loss, stats, *new_state = functional_call(self._loss_module, dict(zip(names, params)), minibatch)
-        return loss, (stats.detach(), tuple(value.detach() for value in new_state[0]) if new_state else ())
+        loss, stats, new_state = _unpack(functional_call(self._loss_module, dict(zip(names, params)), minibatch))
+        return loss, (stats.detach(), tuple(value.detach() for value in new_state))
 
     def _functional_step(self, inputs: tuple, sums: Tensor, *minibatch: Tensor) -> tuple[Tensor, ...]:
         grads, (_, (stats, new_state)) = self._grad_fn(
@@ -193,6 +193,12 @@ class MinibatchUpdate:
         self._compiled = compiled
         self.say(f"compiled in {time.perf_counter() - start:.0f} s")
         return new_state
+
+
+def _unpack(out: tuple) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """A loss function's (loss, stats[, new state]) as (loss, stats, new state or ())."""
+    loss, stats, *new_state = out
+    return loss, stats, tuple(new_state[0]) if new_state else ()
 
 
 def _keep_tensor_guards(guards: list) -> list[bool]:
