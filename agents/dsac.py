@@ -585,7 +585,8 @@ class DSACAgent:
             if not all(math.isfinite(value) for value in totals.values()):
                 raise NonFiniteLossError(f"A DSAC loss or gradient became NaN/inf during the updates up to "
                                          f"{self.updates}.")
-            stats.update({name: total / max(1, counts[name]) for name, total in totals.items()})
+            # averages over the updates that made each (the policy's: over the policy steps; none: left out)
+            stats.update({name: total / counts[name] for name, total in totals.items() if counts[name]})
             stats["critic/sigma_bar"] = float(self.sigma_bar.mean()) if self.cfg.variant == "dsac_t" else stats["critic/std"]
         stats["charts/alpha"] = float(self.log_alpha.detach().exp())
         stats["charts/updates"] = float(self.updates)
