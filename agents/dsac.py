@@ -59,14 +59,18 @@ Implementation notes (speed on CPU, no host syncs per update): the twin critics 
 (one batched matmul per layer for both; Adam is elementwise, so one optimizer over both equals the
 official two); the policy loss differentiates through detached critic weights (no requires_grad toggling);
 statistics stay on the device and are read once per iteration; the replay buffer lives on the agent's device
-when it fits.
+when it fits. The update runs through rlkit2.update_step's ``MinibatchUpdate``, eager or (``compile_update``)
+as compiled graphs, one for an update with the delayed policy step and one for an update without; its random
+numbers are drawn outside the graph (``_update_noise``), so both paths compute the same update.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+from collections import defaultdict
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -78,6 +82,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from rlkit2.agent import ActingModule, AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import EpisodeStats, final_next_obs
@@ -87,8 +92,15 @@ from rlkit2.distributions import TanhGaussian
 from rlkit2.networks import EnsembleMLP, mlp
 from rlkit2.remote import ReplayFeeder, WorkerGroup
 from rlkit2.replay import ReplayBuffer, Transitions
+from rlkit2.update_step import MinibatchUpdate, ParamGroup
 
 PRESETS = Path(__file__).parent / "presets"
+# What an update adds up (rlkit2.update_step): the loss function's statistics (the critic's, then on a policy step
+# the policy's), then the gradient norm of each parameter group it steps.
+CRITIC_STATS = ("loss/critic", "critic/q", "critic/std", "critic/target_q", "critic/target_z")
+POLICY_STATS = ("loss/policy", "policy/entropy")
+COMPILE_NOTE = ("compiling DSAC's update with torch.compile ({which} the delayed policy step; about 30-90 s on a "
+                "CPU, once per run; --compile_update false to skip)")
 
 
 @dataclass
@@ -155,6 +167,11 @@ class DSACConfig:
     """DSAC-T critic loss: 'paper' (scaled by sigma_bar^2 + eps) or DSAC-v2 HEAD's 'huber_weighted'."""
     huber_delta: float = 50.0
     """Huber threshold of the 'huber_weighted' loss."""
+    compile_update: bool = False
+    """torch.compile the whole update -- targets, losses, backward, the three Adam steps, sigma_bar and the Polyak
+    targets -- as two graphs, one with the delayed policy step and one without (rlkit2/update_step.py). Same math
+    to float rounding, with the random numbers drawn outside the graphs; after a one-off compile at the first
+    updates. Needs a C++ compiler; if compiling fails, the run warns and continues uncompiled."""
     replay_device: Literal["auto", "agent", "cpu"] = "auto"
     """Where replay lives: 'auto' = the agent's device if the buffer takes under half of its free memory,
     else the CPU; 'agent'; 'cpu'."""
@@ -284,8 +301,9 @@ class DSACAgent:
                                   cfg.activation).to(self.device)
         self.policy_target = _frozen_copy(self.policy)
         self.critic_target = _frozen_copy(self.critic)
-        self.log_alpha = nn.Parameter(torch.tensor(cfg.log_alpha_init if cfg.auto_alpha else math.log(cfg.alpha),
-                                                   device=self.device))
+        # log alpha inside a module, so that the functional update (rlkit2.update_step) can substitute it
+        self.temperature = nn.ParameterDict({"log_alpha": nn.Parameter(torch.tensor(
+            cfg.log_alpha_init if cfg.auto_alpha else math.log(cfg.alpha), device=self.device))})
         self.sigma_bar = torch.full((self.num_critics,), -1.0, device=self.device)  # < 0: not started
 
         # Parameter lists built once: the per-update Polyak step and optimizers walk no module trees.
@@ -295,6 +313,7 @@ class DSACAgent:
         self.critic_opt = torch.optim.Adam(self._critic_params, lr=cfg.critic_lr, fused=True)
         self.policy_opt = torch.optim.Adam(self._policy_params, lr=cfg.policy_lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self._steps = self._update_steps()
 
         # an acting copy (evaluation, a remote actor) needs no replay
         self.replay = ReplayBuffer(cfg.buffer_size, self.num_envs, obs_space.shape, torch.float32,
@@ -319,6 +338,33 @@ class DSACAgent:
             else:
                 self._obs_np, _ = env.reset(seed=ctx.seed)
 
+    @property
+    def log_alpha(self) -> Tensor:
+        return self.temperature["log_alpha"]
+
+    def _update_steps(self) -> dict[bool, MinibatchUpdate]:
+        """The update as rlkit2.update_step runs it, keyed by 'with the policy step': without it, the critics'
+        Adam step; with it, also the policy's and the temperature's, and the Polyak step of both targets."""
+        cfg = self.cfg
+        learned = nn.ModuleDict({"policy": self.policy, "critic": self.critic, "temperature": self.temperature})
+        with_policy = [ParamGroup(self._critic_params, self.critic_opt, target=self._critic_target_params,
+                                  tau=cfg.tau),
+                       ParamGroup(self._policy_params, self.policy_opt, target=self._policy_target_params,
+                                  tau=cfg.tau)]
+        if cfg.auto_alpha:
+            with_policy.append(ParamGroup([self.log_alpha], self.alpha_opt))
+        self._stat_names = {False: (*CRITIC_STATS, "grad_norm/critic"),
+                            True: (*CRITIC_STATS, *POLICY_STATS, "grad_norm/critic", "grad_norm/policy",
+                                   *(("grad_norm/temperature",) if cfg.auto_alpha else ()))}
+        # cpp_wrapper: the graph's kernels launched from C++, not from inductor's Python wrapper (about 1 ms less
+        # per update at 3x256 on one CPU thread: 9.8 instead of 11.2 ms)
+        return {policy_step: MinibatchUpdate(
+                    learned, self._losses, groups, option="compile_update", say=_note,
+                    compile_note=COMPILE_NOTE.format(which="with" if policy_step else "without")
+                    if cfg.compile_update else None, compile_options={"cpp_wrapper": True})
+                for policy_step, groups in ((False, [ParamGroup(self._critic_params, self.critic_opt)]),
+                                            (True, with_policy))}
+
     def _replay_device(self, obs_dim: int) -> torch.device:
         cfg = self.cfg
         if cfg.replay_device == "cpu" or self.device.type == "cpu":
@@ -333,9 +379,11 @@ class DSACAgent:
     def to_env_action(self, action: Tensor) -> Tensor:
         return self.action_mid + self.action_half * action
 
-    def sample_with_log_prob(self, policy: SquashedGaussianPolicy, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Reparameterised action in [-1, 1] and log pi of the corresponding env action."""
-        action, log_prob = policy(obs).rsample_with_log_prob()
+    def sample_with_log_prob(self, policy: SquashedGaussianPolicy, obs: Tensor,
+                             noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterised action in [-1, 1] (from ``noise`` ~ N(0, 1) when given) and log pi of the corresponding
+        env action."""
+        action, log_prob = policy(obs).rsample_with_log_prob(noise)
         return action, log_prob - self.log_half_range
 
     @torch.inference_mode()
@@ -377,23 +425,26 @@ class DSACAgent:
         set_threads(self.ctx.threads_update)
         budget = max(1, min(cfg.steps_per_iteration, self.ctx.total_steps - self.env_steps))
         timing = {"env": 0.0, "inference": 0.0, "update": 0.0}
-        sums: dict[str, Tensor] = {}
+        sums = self._new_sums()
         updates_before = self.updates
         for _ in range(math.ceil(budget / N)):
             self._env_step(timing)
             if self.env_steps > self.learning_starts_at:  # SB3 convention: warm-up steps owe no updates
                 self._update_debt += N * cfg.replay_ratio
                 timing["update"] += self._pay_update_debt(sums)
-        return self._iteration_stats(sums, self.updates - updates_before, timing)
+        return self._iteration_stats(sums, updates_before, timing)
 
-    def _pay_update_debt(self, sums: dict[str, Tensor]) -> float:
+    def _new_sums(self) -> dict[bool, Tensor]:
+        """Per kind of update (with the policy step or not), its statistics summed on the device."""
+        return {kind: torch.zeros(len(names), device=self.device) for kind, names in self._stat_names.items()}
+
+    def _pay_update_debt(self, sums: dict[bool, Tensor]) -> float:
         """Make the whole updates the env steps so far owe (replay_ratio per step), adding their stats to ``sums``;
         returns the seconds they took."""
         start = time.perf_counter()
         while self._update_debt >= 1.0:
             self._update_debt -= 1.0
-            for key, value in self.update(self.replay.sample(self.cfg.batch_size)).items():
-                sums[key] = sums[key] + value if key in sums else value
+            self._update(self.replay.sample(self.cfg.batch_size), sums)
         return time.perf_counter() - start
 
     def _env_step(self, timing: dict[str, float]) -> None:
@@ -421,7 +472,7 @@ class DSACAgent:
         set_threads(self.ctx.threads_update)
         budget = max(1, min(cfg.steps_per_iteration, self.ctx.total_steps - self.env_steps))
         timing = {"update": 0.0}
-        sums: dict[str, Tensor] = {}
+        sums = self._new_sums()
         updates_before, steps_before = self.updates, self.env_steps
         modules = self.acting_modules()
         while self.env_steps - steps_before < budget:
@@ -440,25 +491,54 @@ class DSACAgent:
                 self.episodes.lengths.extend(chunk.episodes[1])
                 timing["update"] += self._pay_update_debt(sums)
                 self.actors.updated(modules, self.updates)
-        stats = self._iteration_stats(sums, self.updates - updates_before, {**timing, **self.actors.pop_timing()})
+        stats = self._iteration_stats(sums, updates_before, {**timing, **self.actors.pop_timing()})
         stats.update(self.actors.pop_stats())
         return stats
 
     def update(self, batch: Transitions) -> dict[str, Tensor]:
-        """One gradient update on a batch; returns detached device scalars (no host sync)."""
-        cfg = self.cfg
+        """One gradient update on a batch; returns its statistics as device scalars (for tests and FLOP counts:
+        training adds them into per-iteration sums instead)."""
+        policy_step = self.updates % self.cfg.delay == 0
+        sums = self._new_sums()
+        self._update(batch, sums)
+        return dict(zip(self._stat_names[policy_step], sums[policy_step].unbind()))
+
+    def _update(self, batch: Transitions, sums: dict[bool, Tensor]) -> None:
+        """One gradient update (``_losses``, then the optimizer and Polyak steps: rlkit2.update_step), its
+        statistics added to ``sums`` (no host sync)."""
+        policy_step = self.updates % self.cfg.delay == 0
         batch = Transitions(*(t.to(self.device, non_blocking=True) for t in batch))
-        obs, actions, next_obs = batch.obs.float(), batch.actions, batch.next_obs.float()
-        rewards = batch.rewards * cfg.reward_scale
+        self.sigma_bar, = self._steps[policy_step](
+            sums[policy_step], batch.obs, batch.actions, batch.rewards, batch.next_obs, batch.terminated,
+            self.sigma_bar, *self._update_noise(len(batch.rewards), policy_step))
+        self.updates += 1
+
+    def _update_noise(self, batch_size: int, policy_step: bool) -> tuple[Tensor, ...]:
+        """The update's random numbers, drawn outside a compiled update and in the order the update has always
+        drawn them (a seed gives the same run compiled or not, and as before): the target policy's action noise,
+        the return samples' noise and, on a policy step, the policy's action noise."""
+        noise = [torch.randn(batch_size, self.action_dim, device=self.device),
+                 torch.randn(self.num_critics, batch_size, device=self.device)]
+        if policy_step:
+            noise.append(torch.randn(batch_size, self.action_dim, device=self.device))
+        return tuple(noise)
+
+    def _losses(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor,
+                sigma_bar: Tensor, next_noise: Tensor, return_noise: Tensor, policy_noise: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, tuple[Tensor]]:
+        """The update's loss (the algorithm box above): the critics', plus on a policy step (``policy_noise``
+        given) the policy's and the temperature's; its statistics (CRITIC_STATS, then POLICY_STATS); and the new
+        sigma_bar."""
+        cfg = self.cfg
+        obs, next_obs = obs.float(), next_obs.float()
+        rewards = rewards * cfg.reward_scale
         alpha = self.log_alpha.detach().exp()
-        update_policy = self.updates % cfg.delay == 0
 
         with torch.no_grad():
-            next_actions, next_log_prob = self.sample_with_log_prob(self.policy_target, next_obs)
+            next_actions, next_log_prob = self.sample_with_log_prob(self.policy_target, next_obs, next_noise)
             next_q, next_std = self.q_values(self.critic_target, next_obs, next_actions)  # [E, B]
-            noise = torch.randn_like(next_q).clamp(-cfg.sample_clip, cfg.sample_clip)
-            next_z = next_q + noise * next_std
-            continues = cfg.gamma * (~batch.terminated).float()
+            next_z = next_q + return_noise.clamp(-cfg.sample_clip, cfg.sample_clip) * next_std
+            continues = cfg.gamma * (~terminated).float()
             lowest = next_q.argmin(0, keepdim=True)  # the critic with the smaller target mean
             y_q = rewards + continues * (next_q.gather(0, lowest).squeeze(0) - alpha * next_log_prob)
             y_z = rewards + continues * (next_z.gather(0, lowest).squeeze(0) - alpha * next_log_prob)
@@ -467,54 +547,46 @@ class DSACAgent:
         if cfg.variant == "v1":
             critic_loss = critic_loss_v1(q[0], std[0], y_z, cfg.td_bound, cfg.epsilon)
         else:
-            self.sigma_bar = update_sigma_bar(self.sigma_bar, std, cfg.tau_b)
+            sigma_bar = update_sigma_bar(sigma_bar, std, cfg.tau_b)
             if cfg.critic_loss == "paper":
-                critic_loss = critic_loss_t(q, std, y_q, y_z, self.sigma_bar, cfg.td_bound_sigmas, cfg.epsilon)
+                critic_loss = critic_loss_t(q, std, y_q, y_z, sigma_bar, cfg.td_bound_sigmas, cfg.epsilon)
             else:
-                critic_loss = critic_loss_t_huber(q, std, y_q, y_z, self.sigma_bar, cfg.td_bound_sigmas,
+                critic_loss = critic_loss_t_huber(q, std, y_q, y_z, sigma_bar, cfg.td_bound_sigmas,
                                                   cfg.epsilon, cfg.huber_delta)
-        loss = critic_loss
-        stats = {"loss/critic": critic_loss.detach(), "critic/q": q.detach().mean(),
-                 "critic/std": std.detach().mean(), "critic/target_q": y_q.mean(), "critic/target_z": y_z.mean()}
-        if update_policy:
+        loss, policy_stats = critic_loss, []
+        if policy_noise is not None:
             # The policy sees the critics as they were before this update's critic step (as the official
             # code does): their weights are detached, the gradient flows only through the action.
-            new_actions, log_prob = self.sample_with_log_prob(self.policy, obs)
+            new_actions, log_prob = self.sample_with_log_prob(self.policy, obs, policy_noise)
             q_new, _ = self.q_values(self.critic, obs, new_actions, self.critic.param_lists(detach=True))
             policy_loss = (alpha * log_prob - q_new.min(0).values).mean()
             loss = loss + policy_loss
             if cfg.auto_alpha:
                 loss = loss + temperature_loss(self.log_alpha, log_prob, self.target_entropy)
-            stats.update({"loss/policy": policy_loss.detach(), "policy/entropy": -log_prob.detach().mean(),
-                          "policy_updates": torch.ones((), device=self.device)})
+            policy_stats = [policy_loss, -log_prob.mean()]
+        stats = torch.stack([critic_loss, q.mean(), std.mean(), y_q.mean(), y_z.mean(), *policy_stats]).detach()
+        return loss, stats, (sigma_bar,)
 
-        self.critic_opt.zero_grad(set_to_none=True)
-        self.policy_opt.zero_grad(set_to_none=True)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        if update_policy:
-            self.policy_opt.step()
-            if cfg.auto_alpha:
-                self.alpha_opt.step()
-            with torch.no_grad():
-                torch._foreach_lerp_(self._critic_target_params, self._critic_params, cfg.tau)
-                torch._foreach_lerp_(self._policy_target_params, self._policy_params, cfg.tau)
-        self.updates += 1
-        stats["nonfinite"] = (~torch.isfinite(loss.detach())).float()
-        return stats
-
-    def _iteration_stats(self, sums: dict[str, Tensor], updates: int, timing: dict[str, float]) -> dict[str, float]:
+    def _iteration_stats(self, sums: dict[bool, Tensor], updates_before: int,
+                         timing: dict[str, float]) -> dict[str, float]:
         stats: dict[str, float] = {}
-        if sums:
-            keys = list(sums)
-            values = torch.stack([sums[k] for k in keys]).tolist()  # the one read of this iteration's stats
-            totals = dict(zip(keys, values))
-            if totals.pop("nonfinite") > 0:
-                raise NonFiniteLossError(f"A DSAC loss became NaN/inf during the updates up to {self.updates}.")
-            policy_updates = max(1.0, totals.pop("policy_updates", 0.0))
-            for key, value in totals.items():
-                stats[key] = value / (policy_updates if key.startswith(("loss/policy", "policy/")) else updates)
+        updates = self.updates - updates_before
+        if updates:
+            values = torch.cat([sums[False], sums[True]]).tolist()  # the one read of this iteration's stats
+            policy_updates = sum(u % self.cfg.delay == 0 for u in range(updates_before, self.updates))
+            made = {False: updates - policy_updates, True: policy_updates}  # updates of each kind
+            totals: dict[str, float] = defaultdict(float)
+            counts: dict[str, int] = defaultdict(int)
+            names = [(name, kind) for kind in (False, True) for name in self._stat_names[kind]]
+            for (name, kind), value in zip(names, values):
+                totals[name] += value
+                counts[name] += made[kind]
+            # a NaN/inf loss (the temperature's included: it reaches log alpha's gradient norm) shows in the sums
+            if not all(math.isfinite(value) for value in totals.values()):
+                raise NonFiniteLossError(f"A DSAC loss or gradient became NaN/inf during the updates up to "
+                                         f"{self.updates}.")
+            # averages over the updates that made each (the policy's: over the policy steps; none: left out)
+            stats.update({name: total / counts[name] for name, total in totals.items() if counts[name]})
             stats["critic/sigma_bar"] = float(self.sigma_bar.mean()) if self.cfg.variant == "dsac_t" else stats["critic/std"]
         stats["charts/alpha"] = float(self.log_alpha.detach().exp())
         stats["charts/updates"] = float(self.updates)
@@ -545,6 +617,8 @@ class DSACAgent:
         self.sigma_bar = state["sigma_bar"].to(self.device)
         for name in ("critic_opt", "policy_opt", "alpha_opt"):
             getattr(self, name).load_state_dict(state[name])
+        for step in self._steps.values():  # a compiled update reads the loaded optimizer state from now on
+            step.prepare()
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
         self._update_debt = float(state["update_debt"])
         self.learning_starts_at = int(state["learning_starts_at"])
@@ -573,6 +647,11 @@ def _check_budget(warmup: int, total_steps: int) -> None:
                           f"({warmup}), the env steps of random warm-up before the first update. Fix: raise "
                           f"--total_steps above {warmup}, or lower the warm-up (--learning_starts none takes 5% of "
                           f"the budget, here {warmup_steps(None, total_steps)}).")
+
+
+def _note(message: str) -> None:
+    """A line on stderr that leaves a running progress bar intact."""
+    tqdm.write(message, file=sys.stderr)
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:

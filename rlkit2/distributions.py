@@ -43,8 +43,9 @@ class DiagGaussian:
         self.mean = mean
         self.std = std.expand_as(mean)
 
-    def sample(self) -> Tensor:
-        return self.mean + self.std * torch.randn_like(self.mean)
+    def sample(self, noise: Tensor | None = None) -> Tensor:
+        """mean + std * noise; ``noise`` ~ N(0, 1) drawn here unless given (e.g. drawn outside a compiled graph)."""
+        return self.mean + self.std * (torch.randn_like(self.mean) if noise is None else noise)
 
     def mode(self) -> Tensor:
         return self.mean
@@ -64,8 +65,8 @@ class TanhGaussian:
     def __init__(self, mean: Tensor, std: Tensor):
         self.base = DiagGaussian(mean, std)
 
-    def rsample_with_log_prob(self) -> tuple[Tensor, Tensor]:
-        u = self.base.sample()  # reparameterised: mean + std * eps
+    def rsample_with_log_prob(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        u = self.base.sample(noise)  # reparameterised: mean + std * eps
         return torch.tanh(u), self.log_prob_from_pre_tanh(u)
 
     def log_prob_from_pre_tanh(self, u: Tensor) -> Tensor:

@@ -23,6 +23,13 @@ object). The price: a config value changed after the first update is not seen by
 Nothing is read back to the host per minibatch: each step adds its statistics (the loss function's, then the
 gradient norm of each parameter group) into a tensor the caller passes, which the caller reads once per update
 (also the place to detect a non-finite loss).
+
+Off-policy updates (DSAC) need two more things, both part of the step and so of its graph: Polyak-averaged target
+copies of a group's parameters (``ParamGroup.target``: target <- target + tau (params - target) after the group's
+optimizer step), and state that is not a parameter but is computed by the loss (DSAC-T's running sigma_bar): a
+loss function may return its new values as a third element, and the step returns them to the caller, who passes
+the state back in with the next minibatch. A step whose groups step under a condition (DSAC's delayed policy
+update) is two ``MinibatchUpdate`` objects over the same model, optimizers and loss function: two graphs.
 """
 
 from __future__ import annotations
@@ -40,17 +47,21 @@ from torch.func import functional_call, grad_and_value
 
 from rlkit2 import optim
 
-LossFn = Callable[..., tuple[Tensor, Tensor]]
-"""loss_fn(*minibatch) -> (the scalar loss, a 1-D tensor of statistics to accumulate)."""
+LossFn = Callable[..., tuple[Tensor, Tensor] | tuple[Tensor, Tensor, tuple[Tensor, ...]]]
+"""loss_fn(*minibatch) -> (the scalar loss, a 1-D tensor of statistics to accumulate[, new values of non-parameter
+state, returned by the step without gradient])."""
 
 
 @dataclass
 class ParamGroup:
-    """Parameters stepped by one optimizer, their gradient clipped to a global norm (0 = no clipping)."""
+    """Parameters stepped by one optimizer, their gradient clipped to a global norm (0 = no clipping); with
+    ``target``, Polyak-averaged copies of them moved after each step: target <- target + tau (params - target)."""
 
     params: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     max_grad_norm: float = 0.0
+    target: list[Tensor] | None = None
+    tau: float = 0.0
 
 
 class _LossModule(nn.Module):
@@ -68,19 +79,22 @@ class _LossModule(nn.Module):
 
 class MinibatchUpdate:
     """``update(sums, *minibatch)``: one optimizer step on ``loss_fn(*minibatch)``; adds [loss statistics,
-    gradient norm per group] to ``sums`` in place.
+    gradient norm per group] to ``sums`` in place, moves the groups' Polyak targets and returns the loss function's
+    new state (``()`` when it has none).
 
     ``compile_note``: with it, the first call compiles the step with torch.compile (the note is printed first: the
     compile holds a progress bar still for a while); if compiling fails (e.g. no C++ compiler for inductor), a
     warning names ``option`` and training continues with the eager step. ``prepare()`` once per update pass (before
-    the first minibatch; after a checkpoint was loaded it picks up the new optimizer state)."""
+    the first minibatch; after a checkpoint was loaded it picks up the new optimizer state). ``compile_options``:
+    inductor's options for this step's compile, e.g. ``{"cpp_wrapper": True}``."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, groups: list[ParamGroup], compile_note: str | None = None,
-                 option: str = "compile_loss", say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
+                 option: str = "compile_loss", say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+                 compile_options: dict | None = None):
         self.model, self.loss_fn, self.groups = model, loss_fn, groups
         self.option, self.say = option, say
-        self._compile_note = compile_note
-        self._compiled: Callable[..., None] | None = None
+        self._compile_note, self._compile_options = compile_note, compile_options or {}
+        self._compiled: Callable[..., tuple[Tensor, ...]] | None = None
         self._inputs: tuple | None = None
         if compile_note is not None:
             self._loss_module = _LossModule(model, loss_fn)
@@ -95,13 +109,12 @@ class MinibatchUpdate:
     def compiled(self) -> bool:
         return self._compiled is not None
 
-    def __call__(self, sums: Tensor, *minibatch: Tensor) -> None:
+    def __call__(self, sums: Tensor, *minibatch: Tensor) -> tuple[Tensor, ...]:
         if self._compiled is not None:
-            self._compiled(self._inputs or self.prepare(), sums, *minibatch)
-        elif self._compile_note is not None:
-            self._compile_on_first_call(sums, *minibatch)
-        else:
-            self.eager(sums, *minibatch)
+            return self._compiled(self._inputs or self.prepare(), sums, *minibatch)
+        if self._compile_note is not None:
+            return self._compile_on_first_call(sums, *minibatch)
+        return self.eager(sums, *minibatch)
 
     def prepare(self) -> tuple:
         """The tensors a compiled step reads, gathered once per update pass: parameters and optimizer state are
@@ -114,57 +127,78 @@ class MinibatchUpdate:
         # flat lists of tensors: cheap guards for torch.compile (no lookups in the optimizer's tensor-keyed dict)
         self._inputs = tuple(
             (list(g.params), optim.state_lists(g.optimizer),
-             torch.tensor(float(g.optimizer.param_groups[0]["lr"]), device=g.params[0].device)) for g in self.groups)
+             torch.tensor(float(g.optimizer.param_groups[0]["lr"]), device=g.params[0].device), list(g.target or []))
+            for g in self.groups)
         return self._inputs
 
     # --- eager: loss.backward(), clip_grad_norm_, optimizer.step() ---------------------------------------------
-    def eager(self, sums: Tensor, *minibatch: Tensor) -> None:
-        loss, stats = self.loss_fn(*minibatch)
+    def eager(self, sums: Tensor, *minibatch: Tensor) -> tuple[Tensor, ...]:
+        loss, stats, new_state = _unpack(self.loss_fn(*minibatch))
         for group in self.groups:
             group.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norms = [nn.utils.clip_grad_norm_(g.params, g.max_grad_norm or float("inf"), foreach=True)
-                 for g in self.groups]
+        norms = []
+        for group in self.groups:  # clip_grad_norm_ in two parts, so that an unclipped group is not scaled by 1
+            norm = nn.utils.get_total_norm([p.grad for p in group.params if p.grad is not None], foreach=True)
+            if group.max_grad_norm > 0:
+                nn.utils.clip_grads_with_norm_(group.params, group.max_grad_norm, norm, foreach=True)
+            norms.append(norm)
         for group in self.groups:
             group.optimizer.step()
+        with torch.no_grad():
+            for group in self.groups:
+                if group.target is not None:
+                    torch._foreach_lerp_(group.target, group.params, group.tau)
         sums.add_(torch.cat([stats.detach(), torch.stack(norms)]))
+        return tuple(value.detach() for value in new_state)
 
     # --- compiled: the same step as one functional graph ------------------------------------------------------
-    def _functional_loss(self, params: tuple[Tensor, ...], *minibatch: Tensor) -> tuple[Tensor, Tensor]:
+    def _functional_loss(self, params: tuple[Tensor, ...], *minibatch: Tensor) -> tuple[Tensor, tuple]:
         names = [name for group in self._names for name in group]
-        loss, stats = functional_call(self._loss_module, dict(zip(names, params)), minibatch)
-        return loss, stats.detach()
+        loss, stats, new_state = _unpack(functional_call(self._loss_module, dict(zip(names, params)), minibatch))
+        return loss, (stats.detach(), tuple(value.detach() for value in new_state))
 
-    def _functional_step(self, inputs: tuple, sums: Tensor, *minibatch: Tensor) -> None:
-        grads, (_, stats) = self._grad_fn(tuple(p.detach() for params, _, _ in inputs for p in params), *minibatch)
+    def _functional_step(self, inputs: tuple, sums: Tensor, *minibatch: Tensor) -> tuple[Tensor, ...]:
+        grads, (_, (stats, new_state)) = self._grad_fn(
+            tuple(p.detach() for params, _, _, _ in inputs for p in params), *minibatch)
         norms, start = [], 0
         with torch.no_grad():
-            for group, (params, state, lr) in zip(self.groups, inputs):
+            for group, (params, state, lr, target) in zip(self.groups, inputs):
                 group_grads = list(grads[start:start + len(params)])
                 start += len(params)
-                # clip_grad_norm_'s math: scale by max_norm / (norm + 1e-6) when that is below 1
-                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group_grads)))
+                # clip_grad_norm_'s math: scale by max_norm / (norm + 1e-6) when that is below 1. The norm of each
+                # gradient as a reduction inductor generates (it has no kernel of its own for _foreach_norm)
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in group_grads]))
                 if group.max_grad_norm > 0:
                     torch._foreach_mul_(group_grads, torch.clamp(group.max_grad_norm / (norm + 1e-6), max=1.0))
                 optim.functional_step(group.optimizer, params, group_grads, state, lr)
+                if target:
+                    torch._foreach_lerp_(target, params, group.tau)
                 norms.append(norm)
             sums.add_(torch.cat([stats, torch.stack(norms)]))
+        return new_state
 
-    def _compile_on_first_call(self, sums: Tensor, *minibatch: Tensor) -> None:
+    def _compile_on_first_call(self, sums: Tensor, *minibatch: Tensor) -> tuple[Tensor, ...]:
         self.say(self._compile_note)  # the compile holds a progress bar still for a while: say why, once
         start = time.perf_counter()
         compiled = torch.compile(_own_compile_cache(self._functional_step),
-                                 options={"guard_filter_fn": _keep_tensor_guards})
+                                 options={"guard_filter_fn": _keep_tensor_guards, **self._compile_options})
         try:
-            compiled(self.prepare(), sums, *minibatch)
+            new_state = compiled(self.prepare(), sums, *minibatch)
         except Exception as error:  # noqa: BLE001 -- any compiler failure; the eager path is the same math
             warnings.warn(f"{self.option}: torch.compile failed ({type(error).__name__}: {error}); training "
                           f"continues uncompiled (set --{self.option} false to skip the attempt)", stacklevel=3)
             self._compile_note = None
-            self.eager(sums, *minibatch)
-            return
+            return self.eager(sums, *minibatch)
         self._compiled = compiled
         self.say(f"compiled in {time.perf_counter() - start:.0f} s")
+        return new_state
+
+
+def _unpack(out: tuple) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """A loss function's (loss, stats[, new state]) as (loss, stats, new state or ())."""
+    loss, stats, *new_state = out
+    return loss, stats, tuple(new_state[0]) if new_state else ()
 
 
 def _keep_tensor_guards(guards: list) -> list[bool]:

@@ -5,6 +5,7 @@ scripts/sweep.py); an SB3 model trained with rlkit2's evaluation protocol is rlk
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -69,6 +70,12 @@ def train_to_completion(agent: str, env_id: str, overrides: dict) -> tuple[objec
 def column(rows: list[dict], *keys: str) -> list[tuple]:
     """``(step, row[key], ...)`` for the progress rows that have the first key (e.g. the evaluation rows)."""
     return [(int(r["step"]), *(r[k] for k in keys)) for r in rows if keys[0] in r]
+
+
+def median_row(runs: list[dict]) -> dict:
+    """The median of each measured number (float) over repeated runs of one configuration."""
+    return {key: statistics.median(run[key] for run in runs) for key, value in runs[0].items()
+            if isinstance(value, float)}
 
 
 def raw_env_rate(env_id: str, backend: str, num_envs: int, seconds: float) -> float:
@@ -140,7 +147,8 @@ def dsac_rate(env_id: str, steps: int, warmup: int, overrides: dict) -> dict:
 
 def timed_dsac(env_id: str, steps: int, warmup: int, overrides: dict) -> tuple[object, dict]:
     """The DSAC agent after ``dsac_rate``'s measurement (its replay filled, e.g. for a FLOP count; its env closed),
-    and the timing: ``dsac_rate``'s rates plus the updates made and the seconds spent in them."""
+    and the timing: ``dsac_rate``'s rates plus the updates made and the seconds spent in them, and the seconds of
+    the untimed first updates before (with ``compile_update``, the compile)."""
     import torch
 
     from rlkit2.agent import get_agent_spec
@@ -152,6 +160,10 @@ def timed_dsac(env_id: str, steps: int, warmup: int, overrides: dict) -> tuple[o
     env = make_env(run, 1, 0)
     agent = build_agent(get_agent_spec("dsac"), run, cfg, env)
     agent.train_iteration()  # warm-up: random actions, no updates
+    start = time.perf_counter()
+    for _ in range(agent.cfg.delay):  # untimed updates with and without the policy step (compile_update compiles)
+        agent.update(agent.replay.sample(agent.cfg.batch_size))
+    first_updates = time.perf_counter() - start
     agent.cfg.steps_per_iteration = steps
     updates = agent.updates
     start = time.perf_counter()
@@ -161,4 +173,4 @@ def timed_dsac(env_id: str, steps: int, warmup: int, overrides: dict) -> tuple[o
     updates = agent.updates - updates
     return agent, {"updates_per_sec": updates / seconds, "steps_per_sec": steps / seconds,
                    "share_update": stats["time/update"] / seconds, "updates": updates,
-                   "update_seconds": stats["time/update"]}
+                   "update_seconds": stats["time/update"], "first_updates_seconds": first_updates}

@@ -4,6 +4,10 @@
     python scripts/bench/dsac_speed.py --env HalfCheetah-v5 --steps 1000 --threads 1 2 \
         --out docs/bench/dsac_speed.json
 
+rlkit2 runs twice: its update eager (``rlkit2``) and compiled (``rlkit2-compiled``: ``--compile_update``, the
+whole update as two torch.compile graphs, compiled in untimed first updates). ``--repeats N`` runs every library
+N times, alternating, each run in its own process; the summary gives medians and the record every run.
+
 Both: one env, 3x256 GELU actor and critics, batch 256, after a 1000-step warm-up; we time --steps env
 steps with their updates (so updates/s = env steps/s). DSAC-T does more work per update than SAC (a target
 policy forward, two return-distribution heads) but updates the actor every second step (delay 2). Run on a
@@ -32,19 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules,
 WARMUP = 1000
 
 import tianshou_peer  # noqa: E402  (beside this script)
-from benchlib import timed_dsac  # noqa: E402
+from benchlib import median_row, timed_dsac  # noqa: E402
 
 
-def time_rlkit2(env_id: str, steps: int, threads: int) -> dict:
+def time_rlkit2(env_id: str, steps: int, threads: int, compiled: bool = False) -> dict:
     agent, timing = timed_dsac(env_id, steps, WARMUP, {"threads_update": threads, "hidden": "256,256,256",
-                                                       "activation": "gelu"})
+                                                       "activation": "gelu", "compile_update": compiled})
     flops = update_flops(agent)
     peak = matmul_rate(agent.cfg.batch_size, agent.cfg.hidden[-1], agent.num_critics)
     achieved = flops * timing["updates"] / timing["update_seconds"]  # the update phase's own FLOP/s
     return {"steps_per_sec": timing["steps_per_sec"], "updates_per_sec": timing["updates_per_sec"],
             "share_update": timing["share_update"], "gflop_per_update": flops / 1e9,
             "update_gflop_per_sec": achieved / 1e9, "matmul_gflop_per_sec": peak / 1e9,
-            "update_share_of_matmul_rate": achieved / peak}
+            "update_share_of_matmul_rate": achieved / peak, "first_updates_seconds": timing["first_updates_seconds"]}
 
 
 def update_flops(agent, batches: int | None = None) -> float:
@@ -102,40 +106,53 @@ def time_tianshou(env_id: str, steps: int, threads: int) -> dict:
     return tianshou_peer.sac_rate(env_id, steps, threads, WARMUP)
 
 
+TIMERS = {"rlkit2": time_rlkit2, "rlkit2-compiled": lambda *args: time_rlkit2(*args, compiled=True),
+          "sb3": time_sb3, "tianshou": time_tianshou}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--libs", nargs="+", choices=list(TIMERS), default=list(TIMERS),
+                        help="what to time (default: all; tianshou where it is installed)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each library, alternating")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "dsac_speed.json")
     parser.add_argument("--single", nargs=2, metavar=("LIB", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:  # one measurement per process: no shared torch state between libraries
-        fn = {"rlkit2": time_rlkit2, "sb3": time_sb3, "tianshou": time_tianshou}[args.single[0]]
-        print(json.dumps(fn(args.env, args.steps, int(args.single[1]))))
+        print(json.dumps(TIMERS[args.single[0]](args.env, args.steps, int(args.single[1]))))
         return
-    libs = ("rlkit2", "sb3", "tianshou") if tianshou_peer.available() else ("rlkit2", "sb3")
-    if "tianshou" not in libs:
+    libs = args.libs
+    if "tianshou" in libs and not tianshou_peer.available():
         print("tianshou is not installed: its SAC is left out (pip install -e '.[bench]' installs it)", flush=True)
+        libs = [lib for lib in libs if lib != "tianshou"]
     rows = []
+    for repeat in range(args.repeats):
+        for threads in args.threads:
+            for lib in libs:
+                out = subprocess.run([sys.executable, __file__, "--single", lib, str(threads), "--env", args.env,
+                                      "--steps", str(args.steps)], check=True, capture_output=True, text=True).stdout
+                row = {"lib": lib, "threads": threads, "repeat": repeat, **json.loads(out.strip().splitlines()[-1])}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     for threads in args.threads:
-        for lib in libs:
-            out = subprocess.run([sys.executable, __file__, "--single", lib, str(threads), "--env", args.env,
-                                  "--steps", str(args.steps)], check=True, capture_output=True, text=True).stdout
-            row = {"lib": lib, "threads": threads, **json.loads(out.strip().splitlines()[-1])}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    for threads in args.threads:
-        rate = {r["lib"]: r["steps_per_sec"] for r in rows if r["threads"] == threads}
-        mine = next(r for r in rows if r["lib"] == "rlkit2" and r["threads"] == threads)
-        tianshou_txt = f", / Tianshou SAC = {rate['rlkit2'] / rate['tianshou']:.2f}x" if "tianshou" in rate else ""
-        print(f"threads={threads}: rlkit2 DSAC-T / SB3 SAC steps/s = {rate['rlkit2'] / rate['sb3']:.2f}x"
-              + tianshou_txt + f"; rlkit2's update: {mine['gflop_per_update']:.3f} GFLOP, "
-              f"{mine['update_gflop_per_sec']:.1f} GFLOP/s = {mine['update_share_of_matmul_rate']:.0%} of the "
-              f"{mine['matmul_gflop_per_sec']:.1f} GFLOP/s dense matmuls reach at its layer shapes")
+        median = {lib: median_row([r for r in rows if r["lib"] == lib and r["threads"] == threads]) for lib in libs}
+        line = [f"threads={threads} (medians of {args.repeats} run(s)):"]
+        for mine in (lib for lib in ("rlkit2", "rlkit2-compiled") if lib in median):
+            peers = "".join(f", {median[mine]['steps_per_sec'] / median[peer]['steps_per_sec']:.2f}x {peer} SAC"
+                            for peer in ("sb3", "tianshou") if peer in median)
+            line.append(f"  {mine}: {median[mine]['steps_per_sec']:.1f} steps/s{peers}; update "
+                        f"{median[mine]['update_gflop_per_sec']:.1f} GFLOP/s = "
+                        f"{median[mine]['update_share_of_matmul_rate']:.0%} of the "
+                        f"{median[mine]['matmul_gflop_per_sec']:.1f} GFLOP/s dense matmuls reach at its layer shapes "
+                        f"({median[mine]['gflop_per_update']:.3f} GFLOP per update)")
+        print("\n".join(line))
     import torch
 
-    record = {"env": args.env, "steps": args.steps, "warmup": WARMUP, "rows": rows, "torch": torch.__version__,
+    record = {"env": args.env, "steps": args.steps, "warmup": WARMUP, "repeats": args.repeats, "rows": rows,
+              "torch": torch.__version__,
               "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -127,9 +127,11 @@ def inference_latency(device: str, ns: tuple[int, ...], calls: int) -> dict:
 
 
 def dsac_on(device: str, steps: int, smoke: bool) -> dict:
-    """DSAC-T on HalfCheetah-v5 at dsac_speed.py's sizes (3x256, batch 256) on ``device``."""
+    """DSAC-T on HalfCheetah-v5 at dsac_speed.py's sizes (3x256, batch 256) on ``device`` (compile_update off, as
+    PPO's compile_loss: the same code on both devices)."""
     sizes = {"hidden": "32,32", "batch_size": 16} if smoke else {"hidden": "256,256,256", "batch_size": 256}
-    return dsac_rate("HalfCheetah-v5", steps, 64 if smoke else 1000, {"device": device, **sizes})
+    return dsac_rate("HalfCheetah-v5", steps, 64 if smoke else 1000,
+                     {"device": device, "compile_update": False, **sizes})
 
 
 def graphs(device: str, calls: int, compile_too: bool) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import record_name
+from benchlib import median_row, record_name
 
 
 def throughput(path: Path) -> None:
@@ -103,6 +103,8 @@ def _atari_speed_precisions(data: dict) -> None:
 
 
 def dsac_speed(path: Path) -> None:
+    """One row per thread count and rlkit2 update (eager; compiled where the record has it): medians over the
+    record's repeats, every run's steps/s listed where there were several."""
     data = json.loads(path.read_text())
     print(f"Machine: {data['machine']}, torch {data['torch']}; {data['env']}, {data['steps']} timed env steps after a "
           f"{data['warmup']}-step warm-up, one update per env step\n")
@@ -110,15 +112,24 @@ def dsac_speed(path: Path) -> None:
           "Tianshou SAC steps/s | ratio | rlkit2 update: GFLOP/s vs dense matmuls at its shapes |\n"
           "|---|---|---|---|---|---|---|")
     for threads in sorted({r["threads"] for r in data["rows"]}):
-        rows = {r["lib"]: r for r in data["rows"] if r["threads"] == threads}
-        mine, sb3, tianshou = rows["rlkit2"], rows["sb3"], rows.get("tianshou")  # Tianshou: where installed
-        flops = (f"{mine['update_gflop_per_sec']:.1f} of {mine['matmul_gflop_per_sec']:.1f} = "
-                 f"{mine['update_share_of_matmul_rate']:.0%} ({mine['gflop_per_update']:.3f} GFLOP per update)"
-                 if "update_gflop_per_sec" in mine else "not measured")  # records before issue 25
-        ts = (f"{tianshou['steps_per_sec']:.1f} | {mine['steps_per_sec'] / tianshou['steps_per_sec']:.2f}x"
-              if tianshou else "not run | –")
-        print(f"| {threads} | {mine['steps_per_sec']:.1f} (update share {mine['share_update']:.0%}) | "
-              f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x | {ts} | {flops} |")
+        runs = defaultdict(list)
+        for row in data["rows"]:
+            if row["threads"] == threads:
+                runs[row["lib"]].append(row)
+        sb3, tianshou = median_row(runs["sb3"]), median_row(runs["tianshou"]) if runs["tianshou"] else None
+        for lib, label in (("rlkit2", f"{threads}"), ("rlkit2-compiled", f"{threads}, update compiled")):
+            if not runs[lib]:
+                continue
+            mine = median_row(runs[lib])
+            flops = (f"{mine['update_gflop_per_sec']:.1f} of {mine['matmul_gflop_per_sec']:.1f} = "
+                     f"{mine['update_share_of_matmul_rate']:.0%} ({mine['gflop_per_update']:.3f} GFLOP per update)"
+                     if "update_gflop_per_sec" in mine else "not measured")  # records before issue 25
+            ts = (f"{tianshou['steps_per_sec']:.1f} | {mine['steps_per_sec'] / tianshou['steps_per_sec']:.2f}x"
+                  if tianshou else "not run | –")
+            rates = [f"{run['steps_per_sec']:.1f}" for run in runs[lib]]
+            each = f"; runs {', '.join(rates)}" if len(rates) > 1 else ""
+            print(f"| {label} | {mine['steps_per_sec']:.1f} (update share {mine['share_update']:.0%}{each}) | "
+                  f"{sb3['steps_per_sec']:.1f} | {mine['steps_per_sec'] / sb3['steps_per_sec']:.2f}x | {ts} | {flops} |")
 
 
 def scale(path: Path) -> None:

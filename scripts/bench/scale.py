@@ -81,7 +81,8 @@ def measure(args: argparse.Namespace) -> dict:
             print(f"repeat {repeat} PPO {n:4d} envs: {row['steps_per_sec']:8.0f} steps/s", flush=True)
         for batch in sizes["batch_sizes"]:
             row = dsac_rate("HalfCheetah-v5", sizes["dsac_steps"], max(sizes["dsac_warmup"], batch),
-                            {"batch_size": batch, "hidden": sizes["hidden"], "device": args.device})
+                            {"batch_size": batch, "hidden": sizes["hidden"], "device": args.device,
+                             "compile_update": False})
             row["samples_per_sec"] = row["updates_per_sec"] * batch
             dsac.setdefault(str(batch), []).append(row)
             print(f"repeat {repeat} DSAC batch {batch:5d}: {row['updates_per_sec']:8.1f} updates/s", flush=True)

@@ -245,6 +245,31 @@ def test_targets_use_the_lower_target_critic_and_ignore_truncation():
     assert stats["critic/target_q"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
 
 
+def test_iteration_stats_average_each_statistic_over_the_updates_that_made_it():
+    """Updates 0..2 with delay 2: two policy steps (0, 2) and one critic-only step (1), summed per kind on the
+    device. The critic's statistics average over all three updates, the policy's over the two policy steps; an
+    iteration without a policy step reports none; a NaN anywhere in the sums stops the run."""
+    from rlkit2.agent import NonFiniteLossError
+
+    agent = filled_agent(delay=2)
+    names = agent._stat_names
+    assert names[False] == ("loss/critic", "critic/q", "critic/std", "critic/target_q", "critic/target_z",
+                            "grad_norm/critic")
+    assert names[True] == names[False][:5] + ("loss/policy", "policy/entropy", "grad_norm/critic",
+                                              "grad_norm/policy", "grad_norm/temperature")
+    sums = {False: torch.full((6,), 1.0), True: torch.full((10,), 4.0)}
+    agent.updates = 3
+    stats = agent._iteration_stats(sums, 0, {})
+    assert stats["loss/critic"] == stats["grad_norm/critic"] == pytest.approx(5.0 / 3)
+    assert stats["loss/policy"] == stats["grad_norm/temperature"] == pytest.approx(2.0)
+    agent.updates = 2
+    stats = agent._iteration_stats({False: torch.full((6,), 1.0), True: torch.zeros(10)}, 1, {})  # update 1 only
+    assert stats["loss/critic"] == 1.0 and "loss/policy" not in stats and "grad_norm/policy" not in stats
+    sums[True][3] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="NaN/inf during the updates up to 2"):
+        agent._iteration_stats(sums, 0, {})
+
+
 def test_log_prob_includes_the_action_range_jacobian():
     agent = filled_agent()  # Pendulum: actions in [-2, 2]
     assert agent.log_half_range == pytest.approx(math.log(2.0))

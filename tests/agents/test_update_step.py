@@ -40,13 +40,13 @@ def _minibatches(env, count, size=32):
              torch.randn(size, generator=gen), torch.randn(size, generator=gen)) for _ in range(count)]
 
 
-def _assert_same_optimizer_state(a: torch.optim.Optimizer, b: torch.optim.Optimizer):
+def _assert_same_optimizer_state(a: torch.optim.Optimizer, b: torch.optim.Optimizer, rtol=1e-5, atol=1e-7):
     state_a, state_b = a.state_dict()["state"], b.state_dict()["state"]
     assert state_a.keys() == state_b.keys()
     for index in state_a:
         assert state_a[index].keys() == state_b[index].keys()
         for key in state_a[index]:
-            torch.testing.assert_close(state_b[index][key], state_a[index][key], rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(state_b[index][key], state_a[index][key], rtol=rtol, atol=atol)
 
 
 @pytest.mark.slow

@@ -64,3 +64,32 @@ def test_report_renders_the_flop_rate_and_older_records_without_it(tmp_path, cap
     (tmp_path / "new.json").write_text(json.dumps(record))
     render(tmp_path / "new.json")
     assert "| 2.00x | 8.0 | 2.50x | 19.0 of 54.6 = 35% (0.874 GFLOP per update) |" in capsys.readouterr().out
+
+
+def test_report_renders_the_compiled_update_beside_the_eager_one_as_medians_of_the_repeats(tmp_path, capsys):
+    import json
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from report import dsac_speed as render
+
+    def row(lib, repeat, steps_per_sec, share=None):
+        out = {"lib": lib, "threads": 1, "repeat": repeat, "steps_per_sec": steps_per_sec}
+        if share is not None:
+            out.update(share_update=0.9, gflop_per_update=0.874, update_gflop_per_sec=100.0 * share,
+                       matmul_gflop_per_sec=100.0, update_share_of_matmul_rate=share)
+        return out
+
+    rows = [row("rlkit2", 0, 70.0, 0.40), row("rlkit2-compiled", 0, 90.0, 0.55), row("sb3", 0, 50.0),
+            row("rlkit2", 1, 74.0, 0.44), row("rlkit2-compiled", 1, 80.0, 0.50), row("sb3", 1, 40.0),
+            row("rlkit2", 2, 72.0, 0.42), row("rlkit2-compiled", 2, 86.0, 0.54), row("sb3", 2, 45.0)]
+    record = {"env": "HalfCheetah-v5", "steps": 1000, "warmup": 1000, "torch": "2.13", "machine": "x86_64, 2 cores",
+              "repeats": 3, "rows": rows}
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    render(tmp_path / "r.json")
+    out = capsys.readouterr().out
+    # medians: rlkit2 72 steps/s, compiled 86, SB3 45
+    assert ("| 1 | 72.0 (update share 90%; runs 70.0, 74.0, 72.0) | 45.0 | 1.60x | not run | – | "
+            "42.0 of 100.0 = 42%") in out
+    assert ("| 1, update compiled | 86.0 (update share 90%; runs 90.0, 80.0, 86.0) | 45.0 | 1.91x | not run | – | "
+            "54.0 of 100.0 = 54%") in out
