@@ -80,7 +80,7 @@ def main() -> None:
     rows = [
         ("VecEnv.step (8 envs), alone", env_us),
         ("acting step (normalize + stats, policy.step), alone", act_us),
-        ("  of which policy.step (forward, sample, rescale)", step_us),
+        ("  without the statistics update (normalize, policy.step)", step_us),
         ("VecEnv.step, interleaved with the acting step", env_mixed_us),
         ("acting step, interleaved with VecEnv.step", act_mixed_us),
         ("collector, per step (everything)", collect_us),
