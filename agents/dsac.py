@@ -70,7 +70,6 @@ import copy
 import functools
 from collections import defaultdict
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -82,7 +81,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from rlkit2.agent import ActingModule, AgentSpec, BuildContext, NonFiniteLossError, action_bounds
 from rlkit2.collector import EpisodeStats, final_next_obs
@@ -359,7 +357,7 @@ class DSACAgent:
         # cpp_wrapper: the graph's kernels launched from C++, not from inductor's Python wrapper (about 1 ms less
         # per update at 3x256 on one CPU thread: 9.8 instead of 11.2 ms)
         return {policy_step: MinibatchUpdate(
-                    learned, self._losses, groups, option="compile_update", say=_note,
+                    learned, self._losses, groups, option="compile_update",
                     compile_note=COMPILE_NOTE.format(which="with" if policy_step else "without")
                     if cfg.compile_update else None, compile_options={"cpp_wrapper": True})
                 for policy_step, groups in ((False, [ParamGroup(self._critic_params, self.critic_opt)]),
@@ -647,11 +645,6 @@ def _check_budget(warmup: int, total_steps: int) -> None:
                           f"({warmup}), the env steps of random warm-up before the first update. Fix: raise "
                           f"--total_steps above {warmup}, or lower the warm-up (--learning_starts none takes 5% of "
                           f"the budget, here {warmup_steps(None, total_steps)}).")
-
-
-def _note(message: str) -> None:
-    """A line on stderr that leaves a running progress bar intact."""
-    tqdm.write(message, file=sys.stderr)
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,13 +196,6 @@ class OnPolicyConfig:
                 raise ConfigError(f"Option '{name}' must be >= 0, got {getattr(self, name)}")
 
 
-def _note(message: str) -> None:
-    """A line on stderr that leaves a running progress bar intact."""
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Networks
 # ----------------------------------------------------------------------------------------------------------
@@ -321,7 +313,7 @@ class OnPolicyAgent:
                               f"num_steps * num_envs = {self.batch_size}")
         self._update = MinibatchUpdate(
             self.model, self._loss_and_stats, [ParamGroup(self.params, self.optimizer, cfg.max_grad_norm)],
-            compile_note=COMPILE_NOTE if cfg.compile_loss else None, say=_note)
+            compile_note=COMPILE_NOTE if cfg.compile_loss else None)
         self.collector.reset(seed=ctx.seed)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:

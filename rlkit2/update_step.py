@@ -89,10 +89,10 @@ class MinibatchUpdate:
     inductor's options for this step's compile, e.g. ``{"cpp_wrapper": True}``."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, groups: list[ParamGroup], compile_note: str | None = None,
-                 option: str = "compile_loss", say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+                 option: str = "compile_loss", say: Callable[[str], None] | None = None,
                  compile_options: dict | None = None):
         self.model, self.loss_fn, self.groups = model, loss_fn, groups
-        self.option, self.say = option, say
+        self.option, self.say = option, say or _note
         self._compile_note, self._compile_options = compile_note, compile_options or {}
         self._compiled: Callable[..., tuple[Tensor, ...]] | None = None
         self._inputs: tuple | None = None
@@ -193,6 +193,13 @@ class MinibatchUpdate:
         self._compiled = compiled
         self.say(f"compiled in {time.perf_counter() - start:.0f} s")
         return new_state
+
+
+def _note(message: str) -> None:
+    """A line on stderr that leaves a running progress bar intact."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def _unpack(out: tuple) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
