@@ -354,8 +354,8 @@ class DSACAgent:
         self._stat_names = {False: (*CRITIC_STATS, "grad_norm/critic"),
                             True: (*CRITIC_STATS, *POLICY_STATS, "grad_norm/critic", "grad_norm/policy",
                                    *(("grad_norm/temperature",) if cfg.auto_alpha else ()))}
-        # cpp_wrapper: the graph's kernels launched from C++, not from inductor's Python wrapper (about 1 ms less
-        # per update at 3x256 on one CPU thread: 9.8 instead of 11.2 ms)
+        # cpp_wrapper: the graph's kernels launched from C++, not from inductor's Python wrapper (less per-call
+        # overhead on a CPU)
         return {policy_step: MinibatchUpdate(
                     learned, self._losses, groups, option="compile_update",
                     compile_note=COMPILE_NOTE.format(which="with" if policy_step else "without")
